@@ -1,0 +1,152 @@
+"""Repository backends: where snapshots live.
+
+A backend is a handful of verbs (in the spirit of restic's backend interface). Reads work
+on committed snapshots only, at any time, without the lock. Writes happen in a transaction
+begun under the repository lock; `commit` checks the head has not moved (compare-and-swap),
+assigns the next number and publishes the snapshot atomically.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from ..config import ProjectConfig
+from ..manifest import Manifest, SnapshotRecord
+
+
+@dataclass(frozen=True)
+class LockOwner:
+    user: str
+    tx: str
+    operation: str = "sync"
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    login: str = field(default_factory=lambda: _login())
+    since: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.since))
+        return (
+            f"{self.user} ({self.operation}, {self.login}@{self.host} pid {self.pid}) since {when}"
+        )
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+class Transaction(ABC):
+    """Changes to the repository, invisible to readers until `commit` returns."""
+
+    tx: str
+
+    @abstractmethod
+    def put_file(self, path: str, src: BinaryIO, size: int, mtime_ns: int, digest: bytes) -> None:
+        """Store the content read from `src`; raises IntegrityError unless it hashes to
+        `digest` and has `size` bytes."""
+
+    @abstractmethod
+    def put_link(self, path: str, target: str) -> None: ...
+
+    @abstractmethod
+    def restore(self, path: str, snapshot: str) -> None:
+        """Put back the content `path` had in an earlier `snapshot`."""
+
+    @abstractmethod
+    def delete(self, path: str) -> None: ...
+
+    @abstractmethod
+    def commit(self, message: str, author: str, author_name: str) -> SnapshotRecord:
+        """Publish the next snapshot. Returns its record. A transaction with no changes
+        may still be committed (init of an empty project)."""
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+
+class Repository(ABC):
+    """One project's repository."""
+
+    name: str
+    location: str
+
+    # --- lifecycle
+    @abstractmethod
+    def exists(self) -> bool: ...
+
+    @abstractmethod
+    def create(self) -> None:
+        """Create an empty repository; RepositoryExists if there is one."""
+
+    # --- reads (committed state only)
+    @abstractmethod
+    def head(self) -> str | None:
+        """The id of the newest committed snapshot (None for an empty repository).
+        Raises RepositoryError when it cannot be read -- never guesses."""
+
+    @abstractmethod
+    def manifest(self, snapshot: str) -> Manifest: ...
+
+    @abstractmethod
+    def record(self, snapshot: str) -> SnapshotRecord: ...
+
+    @abstractmethod
+    def open_file(self, snapshot: str, path: str) -> BinaryIO:
+        """Open a committed file of `snapshot` for reading."""
+
+    def history(self) -> Iterator[SnapshotRecord]:
+        """Records from the head back to s1, following parent links."""
+        snap = self.head()
+        while snap:
+            rec = self.record(snap)
+            yield rec
+            snap = rec.parent
+
+    # --- writes
+    @abstractmethod
+    def lock(self, owner: LockOwner, timeout: float) -> AbstractContextManager[None]:
+        """Hold the repository's write lock (waiting up to `timeout` seconds). Entering
+        also recovers any transaction a dead writer left behind."""
+
+    @abstractmethod
+    def begin(self, parent: str | None, tx: str) -> Transaction:
+        """Start a transaction on top of `parent`; must hold the lock. HeadMoved if the
+        head is not `parent`."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections or mounts."""
+
+
+def open_repository(config: ProjectConfig) -> Repository:
+    """The repository a project config points at."""
+    from ..errors import ConfigError
+    from .posix import PosixRepository
+
+    repo_cfg = config.repository
+    if repo_cfg.transport != "local":
+        raise ConfigError(
+            f"repository host {repo_cfg.host!r} is remote; the ssh transport is not available "
+            "in this version of dsg",
+            hint="use host: localhost on the repository server",
+        )
+    if repo_cfg.type == "posix":
+        return PosixRepository(Path(config.repo_path), config.name)
+    raise ConfigError(
+        f"repository type {repo_cfg.type!r} is not available in this version of dsg",
+        hint="use type: posix",
+    )

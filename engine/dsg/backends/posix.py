@@ -1,0 +1,408 @@
+"""The posix backend: snapshot directories on any filesystem (the embedded default).
+
+Layout of a repository at `<mountpoint>/<name>/`:
+
+    repo.json              format marker and project name
+    HEAD                   the newest committed snapshot id ("s7"), or "-" when empty
+    lock                   flock(2) target; holds the current writer's identity
+    snapshots/sN/          immutable tree of snapshot N: data files (read-only, hardlinked
+                           to earlier snapshots when unchanged), symlinks, and
+                           .dsg/manifest.gz + .dsg/snapshot.json
+    txn/<tx>/              a transaction being built (never visible to readers)
+
+Commit order: build the whole tree in txn/<tx>/, write its manifest and record, fsync,
+rename(2) it to snapshots/sN, then atomically replace HEAD. Readers follow HEAD only, so
+they see N or N+1. A writer that died leaves txn/ leftovers or a snapshots/sK with K above
+HEAD; the next writer removes them under the lock before it starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+import xxhash
+
+from ..errors import (
+    HeadMoved,
+    IntegrityError,
+    LockTimeout,
+    ManifestError,
+    PathError,
+    RepositoryError,
+    RepositoryExists,
+    RepositoryNotFound,
+)
+from ..faults import crash_point, register
+from ..manifest import (
+    Entry,
+    Manifest,
+    SnapshotRecord,
+    atomic_write,
+    fsync_dir,
+    snap_id,
+    snap_number,
+)
+from ..paths import check_path, link_target_problem, show
+from ..plan import Change, apply_changes
+from . import LockOwner, Repository, Transaction
+
+REPO_FORMAT = "dsg-posix-repo/1"
+EMPTY_HEAD = "-"
+COPY_CHUNK = 1 << 20
+
+register(
+    "posix.after_put",
+    "posix.after_tree",
+    "posix.before_publish",
+    "posix.after_snapshot_rename",
+    "posix.after_head",
+)
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def check_snapshot_id(snapshot: str) -> str:
+    if snap_number(snapshot) < 1:
+        raise RepositoryError(f"invalid snapshot id {snapshot!r} (expected s1, s2, ...)")
+    return snapshot
+
+
+class PosixRepository(Repository):
+    def __init__(self, root: Path, name: str) -> None:
+        self.root = Path(root)
+        self.name = name
+        self.location = str(self.root)
+        self._locked = False
+
+    # --- layout helpers
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
+
+    def snapshot_root(self, snapshot: str) -> Path:
+        return self.snapshots_dir / check_snapshot_id(snapshot)
+
+    # --- lifecycle
+    def exists(self) -> bool:
+        return (self.root / "repo.json").is_file()
+
+    def create(self) -> None:
+        if self.exists():
+            raise RepositoryExists(f"a dsg repository already exists at {self.root}")
+        base = self.root.parent
+        if not base.is_dir():
+            raise RepositoryError(
+                f"repository base directory {base} does not exist",
+                hint="create it (or fix --repo-path / repository.mountpoint) and retry",
+            )
+        try:
+            self.root.mkdir()
+        except FileExistsError as e:
+            if any(self.root.iterdir()):
+                raise RepositoryExists(
+                    f"{self.root} exists and is not empty; refusing to turn it into a repository"
+                ) from e
+        except OSError as e:
+            raise RepositoryError(f"cannot create {self.root}: {e.strerror}") from e
+        (self.root / "snapshots").mkdir(exist_ok=True)
+        (self.root / "txn").mkdir(exist_ok=True)
+        atomic_write(self.root / "HEAD", EMPTY_HEAD.encode() + b"\n")
+        meta = {"format": REPO_FORMAT, "name": self.name, "created_at": utc_now()}
+        atomic_write(self.root / "repo.json", orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+
+    def destroy_new(self) -> None:
+        """Remove a repository that `create` made moments ago (failed init)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # --- reads
+    def _require(self) -> None:
+        if not self.exists():
+            raise RepositoryNotFound(
+                f"no dsg repository at {self.root}",
+                hint="check repository.mountpoint and name in .dsgconfig.yml, "
+                "or create the repository with 'dsg init'",
+            )
+
+    def head(self) -> str | None:
+        self._require()
+        try:
+            text = (self.root / "HEAD").read_text(encoding="ascii").strip()
+        except FileNotFoundError as e:
+            raise RepositoryError(
+                f"repository {self.root} has no HEAD file; refusing to guess its state",
+                hint="an admin can restore HEAD to the newest complete snapshot "
+                "(see docs/troubleshooting.md)",
+            ) from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise RepositoryError(f"cannot read {self.root}/HEAD: {e}") from e
+        if text == EMPTY_HEAD:
+            return None
+        if snap_number(text) < 1:
+            raise RepositoryError(f"{self.root}/HEAD is corrupt ({text[:40]!r})")
+        if not (self.snapshots_dir / text / ".dsg" / "snapshot.json").is_file():
+            raise RepositoryError(f"{self.root}/HEAD names {text} but that snapshot is missing")
+        return text
+
+    def manifest(self, snapshot: str) -> Manifest:
+        self._require()
+        m = Manifest.read(self.snapshot_root(snapshot) / ".dsg" / "manifest.gz")
+        if m.snapshot != snapshot:
+            raise ManifestError(f"manifest of {snapshot} claims to be {m.snapshot}")
+        return m
+
+    def record(self, snapshot: str) -> SnapshotRecord:
+        self._require()
+        p = self.snapshot_root(snapshot) / ".dsg" / "snapshot.json"
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise RepositoryError(f"cannot read snapshot record {p}: {e.strerror}") from e
+        rec = SnapshotRecord.from_bytes(data, origin=str(p))
+        if rec.id != snapshot:
+            raise ManifestError(f"{p} claims to be {rec.id}")
+        return rec
+
+    def open_file(self, snapshot: str, path: str) -> BinaryIO:
+        check_path(path)
+        p = self.snapshot_root(snapshot) / path
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as e:
+            raise RepositoryError(f"cannot read {show(path)} from {snapshot}: {e.strerror}") from e
+        return os.fdopen(fd, "rb")
+
+    def snapshot_path(self, snapshot: str) -> Path:
+        """A directory holding the committed tree of `snapshot` (for snapmount)."""
+        return self.snapshot_root(snapshot)
+
+    # --- writes
+    @contextlib.contextmanager
+    def lock(self, owner: LockOwner, timeout: float) -> Iterator[None]:
+        self._require()
+        path = self.root / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        raise
+                if time.monotonic() >= deadline:
+                    holder = _read_holder(fd)
+                    raise LockTimeout(
+                        f"repository {self.name} is locked by {holder or 'another writer'}",
+                        hint="wait for that sync to finish and retry "
+                        "(a lock whose process died is released automatically)",
+                    )
+                time.sleep(0.05)
+            self.stale_holder = _read_holder(fd)  # a writer that died holding the lock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, orjson.dumps(owner.to_dict()), 0)
+            os.fsync(fd)
+            self._locked = True
+            self.recovered = self._recover()
+            try:
+                yield
+            finally:
+                self._locked = False
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _recover(self) -> list[str]:
+        """Remove what an interrupted writer left (under the lock)."""
+        removed: list[str] = []
+        txn = self.root / "txn"
+        if txn.is_dir():
+            for d in txn.iterdir():
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(f"txn/{d.name}")
+        txn.mkdir(exist_ok=True)
+        head_n = snap_number(self.head())
+        for d in self.snapshots_dir.iterdir():
+            n = snap_number(d.name)
+            if n > head_n or (n == 0 and d.name.startswith(".")):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(f"snapshots/{d.name}")
+        return removed
+
+    def begin(self, parent: str | None, tx: str) -> Transaction:
+        if not self._locked:
+            raise RepositoryError("internal error: begin() without the repository lock")
+        head = self.head()
+        if head != parent:
+            raise HeadMoved(f"repository head is {head}, expected {parent}")
+        return PosixTransaction(self, parent, tx)
+
+
+def _read_holder(fd: int) -> str | None:
+    try:
+        data = os.pread(fd, 4096, 0)
+        if not data:
+            return None
+        return LockOwner(**orjson.loads(data)).describe()
+    except (OSError, ValueError, TypeError):
+        return "an unknown writer"
+
+
+class PosixTransaction(Transaction):
+    def __init__(self, repo: PosixRepository, parent: str | None, tx: str) -> None:
+        self.repo = repo
+        self.parent = parent
+        self.tx = tx
+        self.dir = repo.root / "txn" / tx
+        self.objects = self.dir / ".dsg" / "objects"
+        self.objects.mkdir(parents=True)
+        self.changes: dict[str, Change] = {}
+        self.sources: dict[str, Path] = {}
+        self._n = 0
+        self._parent_manifest: Manifest | None = None
+
+    def parent_manifest(self) -> Manifest:
+        if self._parent_manifest is None:
+            self._parent_manifest = (
+                self.repo.manifest(self.parent) if self.parent else Manifest.empty()
+            )
+        return self._parent_manifest
+
+    def put_file(self, path: str, src: BinaryIO, size: int, mtime_ns: int, digest: bytes) -> None:
+        check_path(path)
+        self._n += 1
+        obj = self.objects / str(self._n)
+        h = xxhash.xxh3_128()
+        n = 0
+        with open(obj, "wb") as out:
+            while True:
+                chunk = src.read(COPY_CHUNK)
+                if not chunk:
+                    break
+                h.update(chunk)
+                out.write(chunk)
+                n += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if n != size or h.digest() != digest:
+            obj.unlink()
+            raise IntegrityError(
+                f"{show(path)}: received {n} bytes hashing to {h.hexdigest()}, "
+                f"expected {size} bytes hashing to {digest.hex()} "
+                "(the file changed during the sync, or the transfer was damaged)",
+                hint="run the sync again",
+            )
+        os.chmod(obj, 0o444)
+        os.utime(obj, ns=(mtime_ns, mtime_ns))
+        self.sources[path] = obj
+        self.changes[path] = Change(path, Entry(path, size, mtime_ns, digest))
+        crash_point("posix.after_put")
+
+    def put_link(self, path: str, target: str) -> None:
+        check_path(path)
+        problem = link_target_problem(path, target)
+        if problem:
+            raise PathError(f"{show(path)}: {problem}")
+        self.sources.pop(path, None)
+        self.changes[path] = Change(path, Entry(path, target=target))
+
+    def restore(self, path: str, snapshot: str) -> None:
+        check_path(path)
+        entry = self.repo.manifest(snapshot).get(path)
+        if entry is None:
+            raise RepositoryError(f"{show(path)} is not in snapshot {snapshot}")
+        if not entry.is_link:
+            self.sources[path] = self.repo.snapshot_root(snapshot) / path
+        self.changes[path] = Change(path, entry)
+
+    def delete(self, path: str) -> None:
+        check_path(path)
+        self.sources.pop(path, None)
+        self.changes[path] = Change(path, None)
+
+    def commit(self, message: str, author: str, author_name: str) -> SnapshotRecord:
+        repo = self.repo
+        head = repo.head()
+        if head != self.parent:  # compare-and-swap, checked again under the lock
+            raise HeadMoved(f"repository head moved to {head} (expected {self.parent})")
+        n = snap_number(self.parent) + 1
+        new_id = snap_id(n)
+        parent_m = self.parent_manifest()
+        manifest = apply_changes(parent_m, self.changes.values(), n, author)
+        self._build_tree(manifest)
+        crash_point("posix.after_tree")
+        parent_rec = repo.record(self.parent) if self.parent else None
+        created = utc_now()
+        digest = manifest.digest()
+        chain = SnapshotRecord.compute_chain(
+            parent_rec.chain if parent_rec else None,
+            new_id,
+            self.parent,
+            author,
+            message,
+            created,
+            digest,
+        )
+        record = SnapshotRecord(
+            id=new_id,
+            parent=self.parent,
+            author=author,
+            author_name=author_name,
+            message=message,
+            created_at=created,
+            manifest_digest=digest,
+            entry_count=len(manifest),
+            total_bytes=manifest.total_bytes(),
+            tx=self.tx,
+            chain=chain,
+        )
+        meta = self.dir / ".dsg"
+        shutil.rmtree(self.objects)
+        manifest.write(meta / "manifest.gz")
+        atomic_write(meta / "snapshot.json", record.to_bytes())
+        fsync_dir(self.dir)
+        crash_point("posix.before_publish")
+        os.rename(self.dir, repo.snapshots_dir / new_id)
+        fsync_dir(repo.snapshots_dir)
+        crash_point("posix.after_snapshot_rename")
+        atomic_write(repo.root / "HEAD", new_id.encode() + b"\n")
+        crash_point("posix.after_head")
+        return record
+
+    def _build_tree(self, manifest: Manifest) -> None:
+        parent_root = self.repo.snapshot_root(self.parent) if self.parent else None
+        made: set[str] = set()
+        for e in manifest.entries:
+            slash = e.path.rfind("/")
+            if slash > 0:
+                d = e.path[:slash]
+                if d not in made:
+                    (self.dir / d).mkdir(parents=True, exist_ok=True)
+                    made.add(d)
+            dest = self.dir / e.path
+            if e.is_link:
+                os.symlink(e.target, dest)  # type: ignore[arg-type]
+                continue
+            src = self.sources.get(e.path)
+            if src is not None and src.parent == self.objects:
+                os.rename(src, dest)
+            elif src is not None:
+                os.link(src, dest, follow_symlinks=False)
+            else:
+                assert parent_root is not None
+                os.link(parent_root / e.path, dest, follow_symlinks=False)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,424 @@
+"""The `dsg` command line.
+
+Every command takes `--json` and then prints exactly one JSON document on stdout.
+Exit codes: 0 ok, 1 error, 2 usage, 3 sync blocked by conflicts (nothing changed).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.text import Text
+
+from . import __version__, ops
+from .backends import open_repository
+from .compare import DESCRIPTIONS
+from .config import (
+    PROJECT_CONFIG,
+    IgnoreRules,
+    ProjectConfig,
+    RepositoryConfig,
+    find_project_root,
+    load_project_config,
+    load_user_config,
+)
+from .errors import EXIT_ERROR, EXIT_OK, ConfigError, DsgError, UsageError
+from .paths import show
+from .plan import Action, Plan
+from .workspace import Workspace
+
+app = typer.Typer(
+    name="dsg",
+    help="dsg: sync a project's data directories with its central repository.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+ACTION_TITLES = {
+    Action.conflict: "Conflicts (sync is blocked until resolved)",
+    Action.upload: "To upload",
+    Action.delete_remote: "To delete in the repository",
+    Action.download: "To download",
+    Action.delete_local: "To delete locally (deleted in the repository)",
+    Action.restore: "To restore to the base version",
+    Action.none: "Nothing to transfer",
+}
+
+
+def emit_json(doc: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(doc, default=str) + b"\n")
+    sys.stdout.flush()
+
+
+def run(command: str, json_mode: bool, fn: Callable[[], dict[str, Any] | None]) -> None:
+    """Run a command body; map errors to messages and exit codes."""
+    try:
+        doc = fn() or {}
+    except DsgError as e:
+        if json_mode:
+            emit_json({"ok": False, "command": command, "error": e.to_dict()})
+        else:
+            err.print(Text(f"dsg {command}: {e.message}", style="bold red"))
+            if e.hint:
+                err.print(Text(f"hint: {e.hint}", style="yellow"))
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        if not json_mode:
+            err.print("interrupted; run the command again to finish (nothing is lost)")
+        raise typer.Exit(130) from None
+    if json_mode:
+        emit_json({"ok": True, "command": command, **doc})
+    raise typer.Exit(EXIT_OK)
+
+
+def project() -> tuple[Workspace, ProjectConfig]:
+    root = find_project_root()
+    config = load_project_config(root / PROJECT_CONFIG)
+    return Workspace(root, config), config
+
+
+@contextmanager
+def transfer_progress(enabled: bool, label: str) -> Iterator[Callable[[int], None] | None]:
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+    ) as prog:
+        task = prog.add_task(label, total=None)
+        yield lambda n: prog.advance(task, n)
+
+
+def print_plan(plan: Plan, *, show_unchanged: bool = False, header: str | None = None) -> None:
+    if header:
+        out.print(Text(header, style="bold"))
+    out.print(f"base: {plan.base_id or '(none)'}   repository head: {plan.remote_id or '(empty)'}")
+    groups: dict[Action, list] = {}
+    for it in plan.items:
+        groups.setdefault(it.action, []).append(it)
+    for action, title in ACTION_TITLES.items():
+        items = groups.get(action, [])
+        if action == Action.none and not show_unchanged:
+            items = []
+        if not items:
+            continue
+        style = "bold red" if action == Action.conflict else "bold"
+        out.print(Text(f"\n{title} ({len(items)}):", style=style))
+        for it in items:
+            note = DESCRIPTIONS[it.state]
+            if it.choice:
+                note += f"; resolved: use {it.choice}"
+            out.print(Text(f"  {it.action.value:<14} {show(it.path)}   [{it.state.value}] {note}"))
+    quiet = plan.unchanged + (0 if show_unchanged else len(groups.get(Action.none, [])))
+    if plan.is_noop:
+        out.print(Text(f"\nUp to date ({quiet} files unchanged).", style="green"))
+    else:
+        out.print(f"\n{quiet} other files unchanged.")
+    if plan.stale_resolutions:
+        out.print(
+            Text(
+                f"{len(plan.stale_resolutions)} resolution(s) no longer apply (files changed "
+                "since); resolve again.",
+                style="yellow",
+            )
+        )
+
+
+def print_problems(problems: list) -> None:
+    for p in problems:
+        style = "red" if p.blocking else "yellow"
+        out.print(Text(f"  {'blocked' if p.blocking else 'warning'}: {p}", style=style))
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        print(f"dsg {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def init(
+    repo_type: Annotated[str, typer.Option("--repo-type", help="posix (alias xfs) or zfs")] = "",
+    host: Annotated[str, typer.Option("--host", help="repository host")] = "localhost",
+    repo_path: Annotated[str, typer.Option("--repo-path", help="base directory (mountpoint)")] = "",
+    repo_name: Annotated[str, typer.Option("--repo-name", help="repository name")] = "",
+    pool: Annotated[str, typer.Option("--pool", help="ZFS pool (zfs only)")] = "",
+    data_dirs: Annotated[
+        str, typer.Option("--data-dirs", help="comma-separated data directory names")
+    ] = "input,output,frozen",
+    message: Annotated[str, typer.Option("-m", "--message", help="message for s1")] = "",
+    interactive: Annotated[
+        bool, typer.Option("--interactive/--no-interactive", help="prompt for missing values")
+    ] = True,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Create the repository from this project's data and commit snapshot s1."""
+
+    def body() -> dict[str, Any]:
+        root = Path.cwd()
+        cfg_path = root / PROJECT_CONFIG
+        if cfg_path.exists() and not (repo_type or repo_path or repo_name):
+            config = load_project_config(cfg_path)
+        else:
+            values = {"repo_type": repo_type, "repo_path": repo_path, "repo_name": repo_name}
+            for key, label in (
+                ("repo_type", "repository type (posix/zfs)"),
+                ("repo_path", "repository base path"),
+                ("repo_name", "repository name"),
+            ):
+                if not values[key]:
+                    if interactive and not json_mode and sys.stdin.isatty():
+                        values[key] = typer.prompt(
+                            label, default=root.name if key == "repo_name" else None
+                        )
+                    else:
+                        raise UsageError(
+                            f"--{key.replace('_', '-')} is required with --no-interactive"
+                        )
+            try:
+                config = ProjectConfig(
+                    name=values["repo_name"],
+                    repository=RepositoryConfig.model_validate(
+                        {
+                            "type": values["repo_type"],
+                            "host": host,
+                            "mountpoint": values["repo_path"],
+                            **({"pool": pool} if pool else {}),
+                        }
+                    ),
+                    data_dirs=[d.strip() for d in data_dirs.split(",") if d.strip()],
+                    ignore=IgnoreRules(),
+                )
+            except ValueError as e:
+                raise ConfigError(f"invalid init options: {e}") from e
+            if cfg_path.exists():
+                existing = load_project_config(cfg_path)
+                if existing != config:
+                    raise ConfigError(
+                        f"{PROJECT_CONFIG} already exists with different settings",
+                        hint="run 'dsg init' without options to use it, or remove it",
+                    )
+        user = load_user_config()
+        repo = open_repository(config)
+        result = ops.init(root, config, repo, user, message or None)
+        if not json_mode:
+            n = result.committed.entry_count if result.committed else 0
+            out.print(f"Created repository {config.name} at {repo.location}: s1 with {n} entries.")
+            print_problems(result.problems)
+        return {"repository": repo.location, **result.to_dict()}
+
+    run("init", json_mode, body)
+
+
+@app.command()
+def clone(json_mode: JsonOpt = False) -> None:
+    """Fetch the repository's head snapshot into this project (after 'git clone')."""
+
+    def body() -> dict[str, Any]:
+        ws, config = project()
+        user = load_user_config()
+        repo = open_repository(config)
+        with transfer_progress(not json_mode, "downloading") as prog:
+            result = ops.clone(ws, repo, user, prog)
+        if not json_mode:
+            n = len(result.plan.by_action(Action.download))
+            out.print(f"Cloned {config.name} at {result.snapshot}: {n} files downloaded.")
+            print_problems(result.problems)
+        return result.to_dict()
+
+    run("clone", json_mode, body)
+
+
+@app.command()
+def status(
+    all_files: Annotated[bool, typer.Option("--all", help="also list unchanged files")] = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Show what a sync would do, file by file (three-way: local, base, repository)."""
+
+    def body() -> dict[str, Any]:
+        ws, _ = project()
+        repo = open_repository(ws.config)
+        result = ops.status(ws, repo, keep_unchanged=json_mode or all_files)
+        if not json_mode:
+            print_plan(result.plan, show_unchanged=all_files)
+            if result.problems:
+                out.print(Text("\nProblems:", style="bold"))
+                print_problems(result.problems)
+        return result.to_dict()
+
+    run("status", json_mode, body)
+
+
+@app.command()
+def sync(
+    message: Annotated[str, typer.Option("-m", "--message", help="snapshot message")] = "",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the plan; change nothing")
+    ] = False,
+    continue_: Annotated[
+        bool, typer.Option("--continue", help="apply choices from .dsg/conflicts.txt first")
+    ] = False,
+    allow_mass_delete: Annotated[
+        bool, typer.Option("--allow-mass-delete", help="allow deleting most local files")
+    ] = False,
+    lock_timeout: Annotated[
+        float | None, typer.Option("--lock-timeout", help="seconds to wait for the repository lock")
+    ] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Upload local changes and download the repository's, as one new snapshot."""
+
+    def body() -> dict[str, Any]:
+        ws, config = project()
+        user = load_user_config()
+        repo = open_repository(config)
+        with transfer_progress(not json_mode, "syncing") as prog:
+            result = ops.sync(
+                ws,
+                repo,
+                user,
+                message=message or None,
+                dry_run=dry_run,
+                continue_=continue_,
+                allow_mass_delete=allow_mass_delete,
+                lock_timeout=lock_timeout,
+                progress=prog,
+            )
+        if not json_mode:
+            if dry_run:
+                print_plan(result.plan, header="Dry run: this is what 'dsg sync' would do.")
+            elif result.plan.is_noop:
+                out.print(f"Up to date at {result.snapshot or '(empty)'}.")
+            else:
+                c = result.plan.counts()
+                summary = ", ".join(f"{v} {k}" for k, v in c.items() if k != "none")
+                made = f"committed {result.committed.id}" if result.committed else "no new snapshot"
+                out.print(f"Synced: {summary}; {made}; now at {result.snapshot}.")
+            for b in result.backups:
+                out.print(Text(f"  kept your version as {show(b)}", style="yellow"))
+            print_problems(result.problems)
+        return result.to_dict()
+
+    run("sync", json_mode, body)
+
+
+@app.command()
+def resolve(
+    paths: Annotated[list[str], typer.Argument(help="conflicted paths (relative to the project)")],
+    use: Annotated[str, typer.Option("--use", help="local, remote or base")],
+    json_mode: JsonOpt = False,
+) -> None:
+    """Record which side wins for conflicted paths; the next 'dsg sync' applies it."""
+
+    def body() -> dict[str, Any]:
+        if use not in ("local", "remote", "base"):
+            raise UsageError("--use must be local, remote or base")
+        ws, _ = project()
+        repo = open_repository(ws.config)
+        rels = [_project_relative(ws.root, p) for p in paths]
+        items = ops.resolve(ws, repo, rels, use)
+        if not json_mode:
+            for it in items:
+                out.print(Text(f"{show(it.path)}: will use {use} on the next 'dsg sync'"))
+        return {"resolved": [{"path": it.path, "use": use} for it in items]}
+
+    run("resolve", json_mode, body)
+
+
+def _project_relative(root: Path, p: str) -> str:
+    cand = Path(p)
+    absolute = cand if cand.is_absolute() else Path.cwd() / cand
+    try:
+        return os.path.normpath(absolute).removeprefix(str(root) + "/")
+    except ValueError:
+        return p
+
+
+@app.command("log")
+def log_cmd(
+    limit: Annotated[int, typer.Option("-n", "--limit", help="how many snapshots")] = 20,
+    json_mode: JsonOpt = False,
+) -> None:
+    """The repository's snapshots, newest first."""
+
+    def body() -> dict[str, Any]:
+        _, config = project()
+        repo = open_repository(config)
+        recs = ops.log_records(repo, limit if limit > 0 else None)
+        if not json_mode:
+            for r in recs:
+                out.print(
+                    Text(f"{r.id:<6} {r.created_at}  {r.author_name} <{r.author}>", style="bold")
+                )
+                out.print(Text(f"       {r.message}  ({r.entry_count} entries)"))
+        return {
+            "snapshots": [
+                {
+                    "id": r.id,
+                    "parent": r.parent,
+                    "author": r.author,
+                    "author_name": r.author_name,
+                    "message": r.message,
+                    "created_at": r.created_at,
+                    "entry_count": r.entry_count,
+                    "total_bytes": r.total_bytes,
+                    "manifest_digest": r.manifest_digest,
+                    "chain": r.chain,
+                }
+                for r in recs
+            ]
+        }
+
+    run("log", json_mode, body)
+
+
+@app.command("list-files")
+def list_files(json_mode: JsonOpt = False) -> None:
+    """Files of the snapshot this working copy is at, with who last changed each."""
+
+    def body() -> dict[str, Any]:
+        ws, _ = project()
+        base = ws.base()
+        if not json_mode:
+            for e in base:
+                kind = f"-> {show(e.target or '')}" if e.is_link else f"{e.size:>12}"
+                out.print(Text(f"{kind}  s{e.snap:<5} {e.user:<24} {show(e.path)}"))
+        return {"snapshot": base.snapshot, "files": [e.to_dict() for e in base]}
+
+    run("list-files", json_mode, body)
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (EXIT_ERROR if e.code else EXIT_OK)
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

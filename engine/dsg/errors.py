@@ -1,0 +1,105 @@
+"""Exceptions and the stable exit codes of the `dsg` command.
+
+Exit codes (a contract: scripts and tests drive them):
+  0 ok, 1 error, 2 usage, 3 sync blocked by conflicts (nothing changed).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CONFLICTS = 3
+
+
+class DsgError(Exception):
+    """An error with a message meant for the user; `hint` says what to do about it."""
+
+    exit_code = EXIT_ERROR
+    kind = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None, details: object = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"kind": self.kind, "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        if self.details is not None:
+            out["details"] = self.details
+        return out
+
+
+class ConfigError(DsgError):
+    kind = "config"
+
+
+class UsageError(DsgError):
+    exit_code = EXIT_USAGE
+    kind = "usage"
+
+
+class ManifestError(DsgError):
+    """A manifest could not be read or failed validation. Never treated as empty."""
+
+    kind = "manifest"
+
+
+class PathError(DsgError):
+    """A path that dsg refuses to store or accept (hostile, non-NFC, escaping, ...)."""
+
+    kind = "path"
+
+
+class ScanBlocked(DsgError):
+    """The working copy holds names dsg will not sync until they are fixed."""
+
+    kind = "scan_blocked"
+
+
+class RepositoryError(DsgError):
+    kind = "repository"
+
+
+class RepositoryNotFound(RepositoryError):
+    kind = "repository_not_found"
+
+
+class RepositoryExists(RepositoryError):
+    kind = "repository_exists"
+
+
+class IntegrityError(RepositoryError):
+    """Content or history does not match what was recorded."""
+
+    kind = "integrity"
+
+
+class LockTimeout(RepositoryError):
+    kind = "lock_timeout"
+
+
+class HeadMoved(RepositoryError):
+    """Compare-and-swap failed: the repository head is not the base the plan was made on."""
+
+    kind = "head_moved"
+
+
+class ConflictsBlocked(DsgError):
+    exit_code = EXIT_CONFLICTS
+    kind = "conflicts"
+
+
+class WorkingCopyError(DsgError):
+    kind = "working_copy"
+
+
+class TransportError(DsgError):
+    kind = "transport"
+
+
+class PermissionDenied(DsgError):
+    kind = "permission_denied"

@@ -1,0 +1,272 @@
+"""Execute: carry out a plan -- the repository side in one transaction, then the local side.
+
+Order matters for the invariants:
+1. Repository changes are staged, verified by hash at the receiver and committed as one
+   snapshot (compare-and-swap on the head, under the repository lock).
+2. Local changes follow, file by file, each written to a temp name and renamed into place
+   after its hash is checked. A local file about to be replaced or deleted that is not
+   exactly the content the plan saw (or that a resolution overrides) is first moved to a
+   conflict copy, so nothing local is ever lost.
+3. Only then does the caller record the new base. An interruption anywhere leaves the old
+   base, and the next run's three-way compare finishes the job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat as stat_mod
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import xxhash
+
+from .backends import Repository
+from .errors import IntegrityError, PathError
+from .faults import crash_point, register
+from .manifest import Entry, SnapshotRecord
+from .paths import show
+from .plan import Action, Item, Plan
+from .scan import CHUNK, HashCache, hash_file, stat_key
+
+register("execute.after_remote_commit", "execute.after_first_local", "execute.before_base")
+
+Progress = Callable[[int], None]
+
+
+def run_remote(
+    repo: Repository,
+    plan: Plan,
+    root: Path,
+    tx: str,
+    message: str,
+    author: str,
+    author_name: str,
+    progress: Progress | None = None,
+) -> SnapshotRecord:
+    """Stage every repository-side action of `plan` and commit it as the next snapshot."""
+    txn = repo.begin(plan.remote_id, tx)
+    try:
+        for it in plan.items:
+            if it.action == Action.upload:
+                assert it.local is not None
+                _upload(txn, root, it.local)
+                if progress:
+                    progress(it.local.size)
+            elif it.action == Action.delete_remote:
+                txn.delete(it.path)
+            elif it.action == Action.restore and not it.base_matches_remote():
+                if it.base is None:
+                    txn.delete(it.path)
+                elif it.base.is_link:
+                    txn.put_link(it.path, it.base.target or "")
+                else:
+                    txn.restore(it.path, f"s{it.base.snap}")
+        record = txn.commit(message, author, author_name)
+    except BaseException:
+        txn.abort()
+        raise
+    crash_point("execute.after_remote_commit")
+    return record
+
+
+def _upload(txn, root: Path, e: Entry) -> None:
+    if e.is_link:
+        txn.put_link(e.path, e.target)
+        return
+    try:
+        fd = os.open(root / e.path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as err:
+        raise IntegrityError(
+            f"{show(e.path)} cannot be read for upload ({err.strerror}); "
+            "it changed during the sync",
+            hint="run the sync again",
+        ) from err
+    with os.fdopen(fd, "rb") as f:
+        txn.put_file(e.path, f, e.size, e.mtime, e.hash)
+
+
+def conflict_copy_name(path: str, user: str, when: datetime | None = None) -> str:
+    """`dir/data.csv` -> `dir/data.dsg-conflict-20261129T201500Z-alice.csv`."""
+    when = when or datetime.now(UTC)
+    stamp = when.strftime("%Y%m%dT%H%M%SZ")
+    tag = re.sub(r"[^A-Za-z0-9]+", "_", user.split("@")[0]) or "user"
+    head, _, name = path.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not stem:  # no extension (or a leading-dot name)
+        stem, dot, ext = name, "", ""
+    new = f"{stem}.dsg-conflict-{stamp}-{tag}{dot}{ext}"
+    return f"{head}/{new}" if head else new
+
+
+class LocalApplier:
+    """Applies the local side of a plan inside the working copy at `root`."""
+
+    def __init__(
+        self,
+        root: Path,
+        repo: Repository,
+        cache: HashCache,
+        user: str,
+        tx: str,
+        progress: Progress | None = None,
+    ) -> None:
+        self.root = root
+        self.repo = repo
+        self.cache = cache
+        self.user = user
+        self.tx = tx
+        self.progress = progress
+        self.backups: list[str] = []
+        self.wrote_files = False
+
+    # --- checks
+    def _abs(self, path: str) -> Path:
+        p = self.root / path
+        cur = self.root
+        for part in path.split("/")[:-1]:
+            cur = cur / part
+            try:
+                st = os.lstat(cur)
+            except FileNotFoundError:
+                break
+            if not stat_mod.S_ISDIR(st.st_mode):
+                raise PathError(
+                    f"cannot write {show(path)}: {show(str(cur.relative_to(self.root)))} "
+                    "is not a directory here",
+                    hint="move that file or link aside and sync again",
+                )
+        return p
+
+    def matches(self, path: str, expected: Entry | None) -> bool:
+        """Is the file on disk exactly `expected` (None = absent)?"""
+        p = self.root / path
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return expected is None
+        if expected is None:
+            return False
+        if stat_mod.S_ISLNK(st.st_mode):
+            return expected.is_link and os.readlink(p) == expected.target
+        if not stat_mod.S_ISREG(st.st_mode) or expected.is_link:
+            return False
+        key = stat_key(st)
+        digest = self.cache.lookup(path, key)
+        if digest is None:
+            digest = hash_file(p)
+            self.cache.store(path, key, digest)
+        return digest == expected.hash
+
+    def backup(self, path: str) -> str:
+        """Move the local file at `path` to a conflict copy; returns the copy's path."""
+        copy = conflict_copy_name(path, self.user)
+        n = 1
+        while os.path.lexists(self.root / copy):
+            n += 1
+            copy = conflict_copy_name(path + f"~{n}", self.user)
+        os.rename(self.root / path, self.root / copy)
+        self.backups.append(copy)
+        return copy
+
+    def _make_room(self, path: str, expected: Entry | None, force_backup: bool) -> None:
+        p = self.root / path
+        if not os.path.lexists(p):
+            return
+        if os.path.isdir(p) and not os.path.islink(p):
+            raise PathError(
+                f"cannot replace directory {show(path)} with a file",
+                hint="move the directory aside and sync again",
+            )
+        if force_backup or not self.matches(path, expected):
+            self.backup(path)
+
+    # --- actions
+    def delete(self, it: Item, expected: Entry | None, force_backup: bool) -> None:
+        p = self._abs(it.path)
+        if not os.path.lexists(p):
+            return
+        if force_backup or not self.matches(it.path, expected):
+            self.backup(it.path)
+        else:
+            os.unlink(p)
+
+    def fetch(
+        self, it: Item, entry: Entry, snapshot: str, expected: Entry | None, force_backup: bool
+    ) -> None:
+        p = self._abs(it.path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if self.matches(it.path, entry):
+            return  # already there (an earlier interrupted run got this far)
+        self._make_room(it.path, expected, force_backup)
+        tmp = p.with_name(f".{p.name}.dsg-tmp-{self.tx}")
+        if entry.is_link:
+            os.symlink(entry.target, tmp)  # type: ignore[arg-type]
+            os.replace(tmp, p)
+            return
+        h = xxhash.xxh3_128()
+        n = 0
+        try:
+            with self.repo.open_file(snapshot, it.path) as src, open(tmp, "wb") as out:
+                while True:
+                    chunk = src.read(CHUNK)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    out.write(chunk)
+                    n += len(chunk)
+                    if self.progress:
+                        self.progress(len(chunk))
+            if n != entry.size or h.digest() != entry.hash:
+                raise IntegrityError(
+                    f"{show(it.path)} from {snapshot} does not match its manifest "
+                    f"({n} bytes, hash {h.hexdigest()}; expected {entry.size} bytes, "
+                    f"{entry.hash_hex})",
+                    hint="the repository copy may be damaged: run 'dsg validate-snapshot' "
+                    "and tell your admin",
+                )
+            os.utime(tmp, ns=(entry.mtime, entry.mtime))
+            os.replace(tmp, p)
+        except BaseException:
+            with_suppress_unlink(tmp)
+            raise
+        self.cache.store(it.path, stat_key(os.lstat(p)), entry.hash)  # type: ignore[arg-type]
+        self.wrote_files = True
+
+
+def with_suppress_unlink(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
+
+
+def run_local(applier: LocalApplier, plan: Plan, head: str | None) -> None:
+    """Apply the local side of `plan`; downloads come from snapshot `head`."""
+    first = True
+    deletes: list[tuple[Item, Entry | None, bool]] = []
+    fetches: list[tuple[Item, Entry, str, Entry | None, bool]] = []
+    for it in plan.items:
+        if it.action == Action.delete_local:
+            deletes.append((it, it.local, it.backup))
+        elif it.action == Action.download:
+            assert it.remote is not None and head is not None
+            fetches.append((it, it.remote, head, it.local, it.backup))
+        elif it.action == Action.restore:
+            if it.base is None:
+                deletes.append((it, it.local, it.backup))
+            else:
+                fetches.append((it, it.base, f"s{it.base.snap}", it.local, it.backup))
+    for it, expected, backup in deletes:
+        applier.delete(it, expected, backup)
+        if first:
+            crash_point("execute.after_first_local")
+            first = False
+    for it, entry, snap, expected, backup in fetches:
+        applier.fetch(it, entry, snap, expected, backup)
+        if first:
+            crash_point("execute.after_first_local")
+            first = False
+    if applier.wrote_files:
+        os.sync()  # downloaded bytes are on disk before the base says they are there

@@ -1,0 +1,29 @@
+"""Named crash points for fault-injection tests.
+
+`crash_point("posix.after_snapshot_rename")` does nothing unless the environment variable
+DSG_CRASH_AT names that point, in which case the process dies on the spot with
+os._exit(137), as if killed: no cleanup handlers, no finally blocks. Tests use it to prove
+that the next command recovers. In-process hooks (`hooks`) let tests run code at a point.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+POINTS: list[str] = []
+hooks: dict[str, Callable[[], None]] = {}
+
+
+def register(*names: str) -> None:
+    for n in names:
+        if n not in POINTS:
+            POINTS.append(n)
+
+
+def crash_point(name: str) -> None:
+    hook = hooks.get(name)
+    if hook is not None:
+        hook()
+    if os.environ.get("DSG_CRASH_AT") == name:
+        os._exit(137)

@@ -1,0 +1,87 @@
+"""Path rules: what a stored path may look like, and checks on a set of paths.
+
+Every path dsg stores is relative to the project root, uses `/`, is NFC-normalised and has
+no empty, `.` or `..` component. The same checks guard paths arriving from a peer (a
+manifest, a request to the agent), so a hostile peer cannot name a file outside the tree.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import unicodedata
+from collections.abc import Iterable
+
+from .errors import PathError
+
+MAX_COMPONENT_BYTES = 255
+MAX_PATH_BYTES = 4096
+
+
+def show(path: str) -> str:
+    """A path made safe to print on one line (control characters escaped)."""
+    if path.isprintable():
+        return path
+    return repr(path)[1:-1]
+
+
+def path_problem(path: str) -> str | None:
+    """Why `path` is not a valid stored path, or None when it is."""
+    if not isinstance(path, str) or not path:
+        return "empty path"
+    if "\x00" in path:
+        return "NUL byte in path"
+    if path.startswith("/"):
+        return "absolute path"
+    if "\\" in path:
+        return "backslash in path"
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "path is not valid UTF-8"
+    if len(encoded) > MAX_PATH_BYTES:
+        return "path longer than 4096 bytes"
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            return f"path component {part!r} not allowed"
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            return "path component longer than 255 bytes"
+        if any(unicodedata.category(ch) == "Cc" for ch in part):
+            return "control character (e.g. newline or tab) in name"
+    if unicodedata.normalize("NFC", path) != path:
+        return "name is not NFC-normalised (macOS-style decomposed accents)"
+    return None
+
+
+def check_path(path: str, *, origin: str = "path") -> str:
+    problem = path_problem(path)
+    if problem:
+        raise PathError(f"invalid {origin} {show(path)!r}: {problem}")
+    return path
+
+
+def link_target_problem(link_path: str, target: str) -> str | None:
+    """Why a symlink at `link_path` pointing at `target` may not be stored, or None."""
+    if not target:
+        return "empty symlink target"
+    if "\x00" in target:
+        return "NUL byte in symlink target"
+    if target.startswith("/"):
+        return f"absolute symlink target {show(target)!r} (only relative links are stored)"
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(link_path), target))
+    if joined == ".." or joined.startswith("../") or joined.startswith("/"):
+        return f"symlink target {show(target)!r} points outside the project"
+    return None
+
+
+def case_twins(paths: Iterable[str]) -> list[list[str]]:
+    """Groups of paths that differ only by letter case (they collide on macOS/Windows)."""
+    seen: dict[str, list[str]] = {}
+    for p in paths:
+        seen.setdefault(p.casefold(), []).append(p)
+    return [sorted(g) for g in seen.values() if len(g) > 1]
+
+
+def parents(path: str) -> list[str]:
+    """All parent directories of a path, shortest first ('a/b/c' -> ['a', 'a/b'])."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]

@@ -1,0 +1,222 @@
+"""Scan: walk the data directories of a working copy into a manifest of local entries.
+
+Only directories named in `data_dirs` (anywhere in the tree, e.g. `task1/input`) are
+recorded; hidden names (`.git`, `.dsg`, temp files) are never entered. Hashes come from a
+local cache validated by (size, mtime_ns, ctime_ns, inode); only changed files are read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import stat as stat_mod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import xxhash
+
+from .config import ProjectConfig
+from .manifest import Entry, Manifest, atomic_write
+from .paths import case_twins, link_target_problem, path_problem, show
+
+CHUNK = 1 << 20
+CONFLICT_COPY = re.compile(r"\.dsg-conflict-\d{8}T\d{6}Z-")
+
+StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+
+
+def hash_file(path: str | os.PathLike[str]) -> bytes:
+    """xxh3-128 digest of a file's content."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
+    return h.digest()
+
+
+def hash_bytes(data: bytes) -> bytes:
+    return xxhash.xxh3_128_digest(data)
+
+
+class HashCache:
+    """path -> (size, mtime_ns, ctime_ns, inode, hash), stored in `.dsg/hashcache.gz`."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.data: dict[str, tuple[int, int, int, int, bytes]] = {}
+        self.dirty = False
+
+    @classmethod
+    def load(cls, path: Path) -> HashCache:
+        cache = cls(path)
+        try:
+            rows = orjson.loads(gzip.decompress(path.read_bytes()))
+            cache.data = {r[0]: (r[1], r[2], r[3], r[4], bytes.fromhex(r[5])) for r in rows}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, EOFError, IndexError, TypeError, orjson.JSONDecodeError):
+            # A cache is only an optimisation: a damaged one is dropped and rebuilt.
+            cache.data = {}
+            cache.dirty = True
+        return cache
+
+    def lookup(self, path: str, key: StatKey) -> bytes | None:
+        hit = self.data.get(path)
+        if hit is not None and hit[:4] == key:
+            return hit[4]
+        return None
+
+    def store(self, path: str, key: StatKey, digest: bytes) -> None:
+        self.data[path] = (*key, digest)
+        self.dirty = True
+
+    def retain(self, paths: set[str]) -> None:
+        gone = [p for p in self.data if p not in paths]
+        for p in gone:
+            del self.data[p]
+        if gone:
+            self.dirty = True
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        rows = [[p, *v[:4], v[4].hex()] for p, v in self.data.items()]
+        atomic_write(self.path, gzip.compress(orjson.dumps(rows), compresslevel=1))
+        self.dirty = False
+
+
+@dataclass
+class Problem:
+    path: str
+    message: str
+    blocking: bool = True
+
+    def to_dict(self) -> dict[str, object]:
+        return {"path": self.path, "message": self.message, "blocking": self.blocking}
+
+    def __str__(self) -> str:
+        return f"{show(self.path)}: {self.message}"
+
+
+@dataclass
+class ScanResult:
+    manifest: Manifest
+    problems: list[Problem] = field(default_factory=list)
+    hashed_files: int = 0
+    hashed_bytes: int = 0
+
+    @property
+    def blocking(self) -> list[Problem]:
+        return [p for p in self.problems if p.blocking]
+
+
+def stat_key(st: os.stat_result) -> StatKey:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+class _Rules:
+    def __init__(self, config: ProjectConfig) -> None:
+        self.all_dirs = "*" in config.data_dirs
+        self.data_dirs = frozenset(config.data_dirs)
+        self.names = frozenset(config.ignore.names)
+        self.suffixes = tuple(config.ignore.suffixes)
+        self.paths = frozenset(config.ignore.paths)
+
+    def ignored(self, name: str, rel: str) -> bool:
+        if name in self.names or rel in self.paths:
+            return True
+        if self.suffixes and name.endswith(self.suffixes):
+            return True
+        return bool(CONFLICT_COPY.search(name))
+
+
+def scan(
+    root: Path,
+    config: ProjectConfig,
+    cache: HashCache | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ScanResult:
+    """Scan the working copy at `root`. Entries carry no attribution (snap 0)."""
+    rules = _Rules(config)
+    cache = cache if cache is not None else HashCache()
+    entries: list[Entry] = []
+    problems: list[Problem] = []
+    result = ScanResult(Manifest.empty(), problems)
+    root_s = str(root)
+
+    def walk(dir_abs: str, prefix: str, in_data: bool) -> None:
+        try:
+            it = os.scandir(dir_abs)
+        except OSError as e:
+            if in_data:
+                problems.append(Problem(prefix.rstrip("/"), f"cannot read directory: {e.strerror}"))
+            return
+        with it:
+            for de in it:
+                name = de.name
+                if name.startswith("."):
+                    continue
+                rel = prefix + name
+                if rules.ignored(name, rel):
+                    continue
+                try:
+                    if de.is_dir(follow_symlinks=False):
+                        walk(
+                            de.path, rel + "/", in_data or rules.all_dirs or name in rules.data_dirs
+                        )
+                        continue
+                    if not (in_data or rules.all_dirs):
+                        continue
+                    st = de.stat(follow_symlinks=False)
+                except OSError as e:
+                    problems.append(Problem(rel, f"cannot stat: {e.strerror}"))
+                    continue
+                bad = path_problem(rel)
+                if bad:
+                    problems.append(Problem(rel, f"{bad}; rename it to sync it"))
+                    continue
+                mode = st.st_mode
+                if stat_mod.S_ISLNK(mode):
+                    target = os.readlink(de.path)
+                    bad = link_target_problem(rel, target)
+                    if bad:
+                        problems.append(Problem(rel, bad + "; dsg stores only relative links"))
+                        continue
+                    entries.append(Entry(rel, 0, 0, None, target))
+                elif stat_mod.S_ISREG(mode):
+                    key = stat_key(st)
+                    digest = cache.lookup(rel, key)
+                    if digest is None:
+                        try:
+                            digest = hash_file(de.path)
+                        except OSError as e:
+                            problems.append(Problem(rel, f"cannot read: {e.strerror}"))
+                            continue
+                        cache.store(rel, key, digest)
+                        result.hashed_files += 1
+                        result.hashed_bytes += st.st_size
+                    entries.append(Entry(rel, st.st_size, st.st_mtime_ns, digest))
+                    if progress is not None and len(entries) % 1000 == 0:
+                        progress(len(entries))
+                else:
+                    problems.append(
+                        Problem(rel, "not a regular file or symlink; not synced", blocking=False)
+                    )
+
+    walk(root_s, "", False)
+    entries.sort(key=lambda e: e.path)
+    for group in case_twins(e.path for e in entries):
+        for p in group:
+            others = ", ".join(show(o) for o in group if o != p)
+            problems.append(Problem(p, f"differs only by letter case from {others}"))
+    cache.retain({e.path for e in entries})
+    result.manifest = Manifest(entries)
+    return result
