@@ -1,0 +1,144 @@
+"""Shared test helpers: researchers with working copies against one repository."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dsg import ops
+from dsg.backends import Repository, open_repository
+from dsg.config import ProjectConfig, RepositoryConfig, UserConfig
+from dsg.manifest import Manifest
+from dsg.scan import hash_file
+from dsg.workspace import Workspace
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DSG = str(REPO_ROOT / ".venv" / "bin" / "dsg") if (REPO_ROOT / ".venv/bin/dsg").exists() else "dsg"
+
+
+def project_config(
+    name: str, mountpoint: Path, repo_type: str = "posix", **repo: object
+) -> ProjectConfig:
+    return ProjectConfig(
+        name=name,
+        repository=RepositoryConfig(
+            type=repo_type, host="localhost", mountpoint=str(mountpoint), **repo
+        ),
+    )
+
+
+@dataclass
+class Researcher:
+    name: str
+    root: Path
+    cfg_home: Path
+    config: ProjectConfig
+    user: UserConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.cfg_home.mkdir(parents=True, exist_ok=True)
+        self.user = UserConfig(user_name=self.name.title(), user_id=f"{self.name}@hrdag.org")
+        (self.cfg_home / "dsg.yml").write_text(
+            f"user_name: {self.user.user_name}\nuser_id: {self.user.user_id}\n"
+        )
+        (self.root / ".dsgconfig.yml").write_text(self.config.to_yaml())
+
+    # --- files
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def write(self, rel: str, data: bytes | str) -> None:
+        p = self.path(rel)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if p.is_symlink():
+            p.unlink()
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+
+    def link(self, rel: str, target: str) -> None:
+        p = self.path(rel)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if p.is_symlink() or p.exists():
+            p.unlink()
+        os.symlink(target, p)
+
+    def delete(self, rel: str) -> None:
+        self.path(rel).unlink()
+
+    def read(self, rel: str) -> bytes:
+        return self.path(rel).read_bytes()
+
+    # --- engine (in-process)
+    @property
+    def ws(self) -> Workspace:
+        return Workspace(self.root, self.config)
+
+    @property
+    def repo(self) -> Repository:
+        return open_repository(self.config)
+
+    def init(self, message: str = "init") -> ops.Result:
+        return ops.init(self.root, self.config, self.repo, self.user, message)
+
+    def clone(self) -> ops.Result:
+        return ops.clone(self.ws, self.repo, self.user)
+
+    def status(self) -> ops.Result:
+        return ops.status(self.ws, self.repo, keep_unchanged=True)
+
+    def sync(self, **kw: object) -> ops.Result:
+        return ops.sync(self.ws, self.repo, self.user, lock_timeout=10, **kw)  # type: ignore[arg-type]
+
+    def resolve(self, path: str, use: str) -> None:
+        ops.resolve(self.ws, self.repo, [path], use)
+
+    def states(self) -> dict[str, str]:
+        return {it.path: it.state.value for it in self.status().plan.items}
+
+    def actions(self) -> dict[str, str]:
+        return {it.path: it.action.value for it in self.status().plan.items}
+
+    # --- CLI (subprocess)
+    def cli(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+        full_env = {**os.environ, "DSG_CONFIG_HOME": str(self.cfg_home), **(env or {})}
+        return subprocess.run(
+            [DSG, *args],
+            cwd=cwd or self.root,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+def tree_content(
+    root: Path, data_dirs: tuple[str, ...] = ("input", "output", "frozen")
+) -> dict[str, str]:
+    """path -> 'f:<hash>' / 'l:<target>' for the tracked content of a working copy."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        parts = [] if rel_dir == "." else rel_dir.split(os.sep)
+        in_data = any(p in data_dirs for p in parts)
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            if name.startswith(".") or ".dsg-conflict-" in name or not in_data:
+                continue
+            full = os.path.join(dirpath, name)
+            rel = "/".join([*parts, name])
+            if os.path.islink(full):
+                out[rel] = "l:" + os.readlink(full)
+            else:
+                out[rel] = "f:" + hash_file(full).hex()
+    return out
+
+
+def manifest_content(m: Manifest) -> dict[str, str]:
+    return {e.path: (f"l:{e.target}" if e.is_link else f"f:{e.hash_hex}") for e in m}
+
+
+def run_python(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
