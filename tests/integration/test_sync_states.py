@@ -235,7 +235,7 @@ def test_resolution_is_really_transferred(team, kind: str, use: str) -> None:
 
 
 def test_continue_from_conflicts_file(team) -> None:
-    alice, bob, path = make_conflict(team, "all_ne")
+    _alice, bob, path = make_conflict(team, "all_ne")
     text = bob.ws.conflicts_path.read_text()
     assert "use: ?" in text and path in text
     bob.ws.conflicts_path.write_text(text.replace("use: ?", "use: local"))
