@@ -15,6 +15,8 @@ from .config import PROJECT_CONFIG, ProjectConfig, UserConfig
 from .errors import (
     ConflictsBlocked,
     DsgError,
+    ManifestError,
+    PathError,
     RepositoryError,
     RepositoryExists,
     ScanBlocked,
@@ -101,7 +103,7 @@ def check_history(ws: Workspace, repo: Repository, base: Manifest, head: str | N
     if mine is None:
         return
     theirs = repo.record(base.snapshot)
-    if theirs.chain != mine.chain:
+    if theirs != mine:
         raise RepositoryError(
             f"the repository's snapshot {base.snapshot} is not the one this working copy "
             "synced to (history differs)",
@@ -158,6 +160,18 @@ def _guard_mass_delete(plan: Plan, base: Manifest, allow: bool) -> None:
     )
 
 
+def _check_tree_shape(plan: Plan, remote: Manifest) -> None:
+    """Refuse before any transfer a result where a file would also be a directory."""
+    try:
+        apply_changes(remote, remote_changes(plan), 0, "")
+    except ManifestError as e:
+        raise PathError(
+            f"this sync cannot be applied: {e.message}",
+            hint="a file and a directory share a name between your copy and the repository; "
+            "rename one of them (nothing was changed)",
+        ) from e
+
+
 def sync(
     ws: Workspace,
     repo: Repository,
@@ -187,6 +201,7 @@ def sync(
             return Result(plan, snapshot=base.snapshot, problems=scan_result.problems, dry_run=True)
         _block_on_conflicts(ws, plan, user)
         _guard_mass_delete(plan, base, allow_mass_delete)
+        _check_tree_shape(plan, remote)
         crash_point("sync.after_plan")
 
         result = Result(plan, problems=scan_result.problems)
