@@ -7,6 +7,7 @@ import pytest
 
 from tests.helpers import Researcher, project_config
 
+pytest_plugins = ["tests.fixtures.sshd_lab"]
 
 @pytest.fixture
 def repo_base(tmp_path: Path) -> Path:
