@@ -116,6 +116,7 @@ class Manifest:
     entries: list[Entry]
     snapshot: str | None = None
     _paths: list[str] | None = field(default=None, repr=False)
+    _digest: str | None = field(default=None, repr=False)  # known when read from bytes
 
     @classmethod
     def empty(cls) -> Manifest:
@@ -161,7 +162,10 @@ class Manifest:
         return b"".join(dumps(e.row()) + b"\n" for e in self.entries)
 
     def digest(self) -> str:
-        return hashlib.sha256(self.body()).hexdigest()
+        """SHA-256 of the canonical entry lines (manifests are never mutated in place)."""
+        if self._digest is None:
+            self._digest = hashlib.sha256(self.body()).hexdigest()
+        return self._digest
 
     def to_bytes(self) -> bytes:
         body = self.body()
@@ -173,10 +177,12 @@ class Manifest:
         }
         return gzip.compress(orjson.dumps(header) + b"\n" + body, compresslevel=6, mtime=0)
 
-    @classmethod
-    def from_bytes(cls, data: bytes, *, origin: str = "manifest") -> Manifest:
-        """Parse and fully validate. Any defect raises ManifestError; never returns empty
-        for unreadable input."""
+    @staticmethod
+    def verified_digest(
+        data: bytes, *, origin: str = "manifest"
+    ) -> tuple[bytes, dict[str, Any], str | None]:
+        """Check a stored manifest's integrity without parsing its entries.
+        Returns (body, header, snapshot id); raises ManifestError on any defect."""
         try:
             raw = gzip.decompress(data)
         except (OSError, EOFError, gzip.BadGzipFile) as e:
@@ -193,6 +199,14 @@ class Manifest:
         body = raw[nl + 1 :]
         if hashlib.sha256(body).hexdigest() != header.get("digest"):
             raise ManifestError(f"{origin} is corrupt (content does not match its digest)")
+        snap = header.get("snapshot")
+        return body, header, snap if isinstance(snap, str) else None
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, origin: str = "manifest") -> Manifest:
+        """Parse and fully validate. Any defect raises ManifestError; never returns empty
+        for unreadable input."""
+        body, header, snap = cls.verified_digest(data, origin=origin)
         try:
             rows = orjson.loads(b"[" + body.rstrip(b"\n").replace(b"\n", b",") + b"]")
         except orjson.JSONDecodeError as e:
@@ -201,8 +215,7 @@ class Manifest:
             raise ManifestError(f"{origin} is corrupt (entry count mismatch)")
         entries = [_entry_from_row(r, origin) for r in rows]
         _check_sorted(entries, origin)
-        snap = header.get("snapshot")
-        return cls(entries, snap if isinstance(snap, str) else None)
+        return cls(entries, snap, _digest=header["digest"])
 
     def write(self, path: Path) -> None:
         atomic_write(path, self.to_bytes())

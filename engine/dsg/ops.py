@@ -81,11 +81,18 @@ def checked_scan(ws: Workspace) -> ScanResult:
     return result
 
 
-def read_remote(repo: Repository) -> tuple[str | None, Manifest]:
-    """The repository head and its manifest. Any failure is an error, never 'empty'."""
+def read_remote(repo: Repository, base: Manifest | None = None) -> tuple[str | None, Manifest]:
+    """The repository head and its manifest. Any failure is an error, never 'empty'.
+
+    When the head is the snapshot of `base` (nobody synced since), the base manifest is
+    reused after checking its digest against the repository's record of that snapshot."""
     head = repo.head()
     if head is None:
         return None, Manifest.empty()
+    if base is not None and base.snapshot == head:
+        digest = base.digest()
+        if repo.record(head).manifest_digest == digest == repo.manifest_digest(head):
+            return head, base
     return head, repo.manifest(head)
 
 
@@ -114,7 +121,7 @@ def check_history(ws: Workspace, repo: Repository, base: Manifest, head: str | N
 def status(ws: Workspace, repo: Repository, keep_unchanged: bool = False) -> Result:
     scan_result = ws.scan()
     base = ws.base()
-    head, remote = read_remote(repo)
+    head, remote = read_remote(repo, base)
     check_history(ws, repo, base, head)
     plan = make_plan(scan_result.manifest, base, remote, ws.resolutions(), keep_unchanged)
     return Result(plan, snapshot=base.snapshot, problems=scan_result.problems)
@@ -192,7 +199,7 @@ def sync(
         scan_result = checked_scan(ws)
         local = scan_result.manifest
         base = ws.base()
-        head, remote = read_remote(repo)
+        head, remote = read_remote(repo, base)
         check_history(ws, repo, base, head)
         resolutions = ws.resolutions()
         plan = make_plan(local, base, remote, resolutions)

@@ -8,6 +8,7 @@ manifest, a request to the agent), so a hostile peer cannot name a file outside 
 from __future__ import annotations
 
 import posixpath
+import re
 import unicodedata
 from collections.abc import Iterable
 
@@ -15,6 +16,10 @@ from .errors import PathError
 
 MAX_COMPONENT_BYTES = 255
 MAX_PATH_BYTES = 4096
+# Unicode category Cc is exactly U+0000-U+001F and U+007F-U+009F.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Anything that might make a path invalid; paths without it (the common case) are fine.
+_SUSPECT = re.compile("(?:^|/)\\.{1,2}(?:/|$)|//|/$|[\\\\\x00-\x1f\x7f-\x9f]")
 
 
 def show(path: str) -> str:
@@ -24,31 +29,40 @@ def show(path: str) -> str:
     return repr(path)[1:-1]
 
 
+def name_problem(name: str) -> str | None:
+    """Why one path component (a file or directory name) may not be stored, or None."""
+    if name in ("", ".", ".."):
+        return f"path component {name!r} not allowed"
+    if "\\" in name:
+        return "backslash in name"
+    if _CONTROL.search(name):
+        return "control character (e.g. newline or tab) in name"
+    if not name.isascii():
+        try:
+            if len(name.encode("utf-8")) > MAX_COMPONENT_BYTES:
+                return "name longer than 255 bytes"
+        except UnicodeEncodeError:
+            return "name is not valid UTF-8 (undecodable bytes)"
+        if not unicodedata.is_normalized("NFC", name):
+            return "name is not NFC-normalised (macOS-style decomposed accents)"
+    elif len(name) > MAX_COMPONENT_BYTES:
+        return "name longer than 255 bytes"
+    return None
+
+
 def path_problem(path: str) -> str | None:
     """Why `path` is not a valid stored path, or None when it is."""
     if not isinstance(path, str) or not path:
         return "empty path"
-    if "\x00" in path:
-        return "NUL byte in path"
     if path.startswith("/"):
         return "absolute path"
-    if "\\" in path:
-        return "backslash in path"
-    try:
-        encoded = path.encode("utf-8")
-    except UnicodeEncodeError:
-        return "path is not valid UTF-8"
-    if len(encoded) > MAX_PATH_BYTES:
-        return "path longer than 4096 bytes"
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            return f"path component {part!r} not allowed"
-        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
-            return "path component longer than 255 bytes"
-        if any(unicodedata.category(ch) == "Cc" for ch in part):
-            return "control character (e.g. newline or tab) in name"
-    if unicodedata.normalize("NFC", path) != path:
-        return "name is not NFC-normalised (macOS-style decomposed accents)"
+    if _SUSPECT.search(path) or len(path) > MAX_COMPONENT_BYTES // 4 or not path.isascii():
+        if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+            return "path longer than 4096 bytes"
+        for part in path.split("/"):
+            problem = name_problem(part)
+            if problem:
+                return problem
     return None
 
 

@@ -20,7 +20,7 @@ import xxhash
 
 from .config import ProjectConfig
 from .manifest import Entry, Manifest, atomic_write
-from .paths import case_twins, link_target_problem, path_problem, show
+from .paths import case_twins, link_target_problem, name_problem, show
 
 CHUNK = 1 << 20
 CONFLICT_COPY = re.compile(r"\.dsg-conflict-\d{8}T\d{6}Z-")
@@ -135,7 +135,7 @@ class _Rules:
             return True
         if self.suffixes and name.endswith(self.suffixes):
             return True
-        return bool(CONFLICT_COPY.search(name))
+        return ".dsg-conflict-" in name and bool(CONFLICT_COPY.search(name))
 
 
 def scan(
@@ -167,21 +167,25 @@ def scan(
                 rel = prefix + name
                 if rules.ignored(name, rel):
                     continue
+                bad = name_problem(name)
+                data_here = in_data or rules.all_dirs
                 try:
-                    if de.is_dir(follow_symlinks=False):
-                        walk(
-                            de.path, rel + "/", in_data or rules.all_dirs or name in rules.data_dirs
-                        )
+                    is_dir = de.is_dir(follow_symlinks=False)
+                    if bad:
+                        if data_here:
+                            problems.append(Problem(rel, f"{bad}; rename it to sync it"))
+                        elif is_dir:
+                            msg = f"{bad}; not searched for data directories"
+                            problems.append(Problem(rel, msg, blocking=False))
                         continue
-                    if not (in_data or rules.all_dirs):
+                    if is_dir:
+                        walk(de.path, rel + "/", data_here or name in rules.data_dirs)
+                        continue
+                    if not data_here:
                         continue
                     st = de.stat(follow_symlinks=False)
                 except OSError as e:
                     problems.append(Problem(rel, f"cannot stat: {e.strerror}"))
-                    continue
-                bad = path_problem(rel)
-                if bad:
-                    problems.append(Problem(rel, f"{bad}; rename it to sync it"))
                     continue
                 mode = st.st_mode
                 if stat_mod.S_ISLNK(mode):

@@ -109,3 +109,12 @@ def test_file_where_repository_has_a_directory(team) -> None:
         bob.sync()
     assert bob.read("task1/input/thing") == b"file\n"
     assert alice.repo.head() == "s2"
+
+
+def test_bad_directory_name_inside_data_is_reported_once(team) -> None:
+    _, bob = team
+    bob.write("task1/input/bad\tdir/one.csv", "1")
+    bob.write("task1/input/bad\tdir/two.csv", "2")
+    with pytest.raises(ScanBlocked) as e:
+        bob.sync()
+    assert e.value.message.count("bad\\tdir") == 1

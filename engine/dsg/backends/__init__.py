@@ -105,6 +105,10 @@ class Repository(ABC):
     @abstractmethod
     def record(self, snapshot: str) -> SnapshotRecord: ...
 
+    def manifest_digest(self, snapshot: str) -> str:
+        """The digest of `snapshot`'s stored manifest, integrity-checked (may skip parsing)."""
+        return self.manifest(snapshot).digest()
+
     @abstractmethod
     def open_file(self, snapshot: str, path: str) -> BinaryIO:
         """Open a committed file of `snapshot` for reading."""

@@ -162,6 +162,18 @@ class PosixRepository(Repository):
             raise ManifestError(f"manifest of {snapshot} claims to be {m.snapshot}")
         return m
 
+    def manifest_digest(self, snapshot: str) -> str:
+        self._require()
+        p = self.snapshot_root(snapshot) / ".dsg" / "manifest.gz"
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise ManifestError(f"cannot read manifest {p}: {e.strerror}") from e
+        _, header, snap = Manifest.verified_digest(data, origin=f"manifest {p}")
+        if snap != snapshot:
+            raise ManifestError(f"manifest of {snapshot} claims to be {snap}")
+        return header["digest"]
+
     def record(self, snapshot: str) -> SnapshotRecord:
         self._require()
         p = self.snapshot_root(snapshot) / ".dsg" / "snapshot.json"
@@ -294,8 +306,6 @@ class PosixTransaction(Transaction):
                 h.update(chunk)
                 out.write(chunk)
                 n += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
         if n != size or h.digest() != digest:
             obj.unlink()
             raise IntegrityError(
@@ -372,7 +382,9 @@ class PosixTransaction(Transaction):
         shutil.rmtree(self.objects)
         manifest.write(meta / "manifest.gz")
         atomic_write(meta / "snapshot.json", record.to_bytes())
-        fsync_dir(self.dir)
+        # One flush of everything written in this transaction (objects, tree, metadata)
+        # instead of an fsync per file: the snapshot is published only once it is durable.
+        os.sync()
         crash_point("posix.before_publish")
         os.rename(self.dir, repo.snapshots_dir / new_id)
         fsync_dir(repo.snapshots_dir)
