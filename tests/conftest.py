@@ -9,6 +9,7 @@ from tests.helpers import Researcher, project_config
 
 pytest_plugins = ["tests.fixtures.sshd_lab"]
 
+
 @pytest.fixture
 def repo_base(tmp_path: Path) -> Path:
     base = tmp_path / "repos"

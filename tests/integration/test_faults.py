@@ -179,7 +179,7 @@ def test_lock_of_a_dead_writer_is_released(team) -> None:
 
 
 def test_lock_timeout_names_the_holder(team) -> None:
-    alice, bob = team
+    _alice, bob = team
     bob.write(A, "bob\n")
     with bob.repo.lock(LockOwner(user="alice@hrdag.org", tx="tx-hold"), timeout=1):
         proc = bob.cli("sync", "--lock-timeout", "0.5", "--json")

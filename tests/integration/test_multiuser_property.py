@@ -8,13 +8,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from dsg.errors import ConflictsBlocked
-from dsg.manifest import SnapshotRecord
-from dsg.scan import hash_file
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from dsg.errors import ConflictsBlocked
+from dsg.manifest import SnapshotRecord
+from dsg.scan import hash_file
 from tests.helpers import Researcher, manifest_content, project_config, tree_content
 
 USERS = ["alice", "bob", "carol"]

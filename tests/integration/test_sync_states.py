@@ -7,8 +7,8 @@ Each test checks the state `status` reports, then that `sync` really does the ac
 from __future__ import annotations
 
 import pytest
-from dsg.errors import ConflictsBlocked
 
+from dsg.errors import ConflictsBlocked
 from tests.helpers import manifest_content, tree_content
 
 A = "task1/input/a.csv"

@@ -119,7 +119,7 @@ def test_user_config_missing_or_invalid(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     monkeypatch.setenv("DSG_CONFIG_HOME", str(tmp_path / "none"))
-    with pytest.raises(ConfigError, match="no dsg.yml"):
+    with pytest.raises(ConfigError, match=r"no dsg\.yml"):
         load_user_config()
     (tmp_path / "none").mkdir()
     (tmp_path / "none/dsg.yml").write_text("user_name: A\nuser_id: not-an-email\n")

@@ -10,7 +10,7 @@ from dsg.paths import case_twins, check_path, link_target_problem, path_problem
 GOOD = [
     "a",
     "task/input/data.csv",
-    "task/input/with space/it's \"q\".csv",
+    'task/input/with space/it\'s "q".csv',
     "task/input/naïve東京.csv",
     "task/input/.hidden-is-a-valid-path",
     "task/input/..double-dot-prefix",

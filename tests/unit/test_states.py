@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dsg.compare import CONFLICT_STATES, SyncState, classify, merge3
 from dsg.manifest import Entry, Manifest
 from dsg.plan import Action, Resolution, fingerprint, make_plan, resolve_action
