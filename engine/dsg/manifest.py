@@ -232,29 +232,32 @@ class Manifest:
 
 
 _interned: dict[str, str] = {}
+_intern = _interned.setdefault
 
 
 def _entry_from_row(r: Any, origin: str) -> Entry:
     try:
-        if r[1] == "f":
+        kind = r[1]
+        if kind == "f":
             path, _, size, mtime, hx, snap, user = r
-            if not (isinstance(size, int) and isinstance(mtime, int) and isinstance(snap, int)):
-                raise TypeError
-            e = Entry(
-                path, size, mtime, bytes.fromhex(hx), None, snap, _interned.setdefault(user, user)
-            )
-        elif r[1] == "l":
+            e = Entry(path, size, mtime, bytes.fromhex(hx), None, snap, _intern(user, user))
+            ok = type(size) is int and type(mtime) is int and len(e.hash) == 16  # type: ignore[arg-type]
+        elif kind == "l":
             path, _, target, snap, user = r
-            if not (isinstance(target, str) and isinstance(snap, int)):
-                raise TypeError
-            e = Entry(path, 0, 0, None, target, snap, _interned.setdefault(user, user))
+            e = Entry(path, 0, 0, None, target, snap, _intern(user, user))
+            ok = type(target) is str
         else:
-            raise TypeError
-        if not isinstance(path, str) or not isinstance(user, str):
-            raise TypeError
-    except (TypeError, ValueError, IndexError) as err:
-        raise ManifestError(f"{origin} is corrupt (malformed entry {str(r)[:120]})") from err
-    problem = entry_problem(e)
+            ok = False
+        ok = ok and type(path) is str and type(snap) is int and type(user) is str
+    except (TypeError, ValueError, IndexError):
+        ok = False
+    if not ok:
+        raise ManifestError(f"{origin} is corrupt (malformed entry {str(r)[:120]})")
+    problem = path_problem(e.path)
+    if problem is None and (e.size < 0 or e.snap < 0):
+        problem = "negative size or snapshot number"
+    if problem is None and e.target is not None:
+        problem = link_target_problem(e.path, e.target)
     if problem:
         raise ManifestError(f"{origin} holds an invalid entry {show(e.path)!r}: {problem}")
     return e

@@ -54,15 +54,16 @@ def path_problem(path: str) -> str | None:
     """Why `path` is not a valid stored path, or None when it is."""
     if not isinstance(path, str) or not path:
         return "empty path"
-    if path.startswith("/"):
+    if path[0] == "/":
         return "absolute path"
-    if _SUSPECT.search(path) or len(path) > MAX_COMPONENT_BYTES // 4 or not path.isascii():
-        if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
-            return "path longer than 4096 bytes"
-        for part in path.split("/"):
-            problem = name_problem(part)
-            if problem:
-                return problem
+    if path.isascii() and len(path) <= MAX_COMPONENT_BYTES and _SUSPECT.search(path) is None:
+        return None  # the common case: no component can be too long or odd
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        return "path longer than 4096 bytes"
+    for part in path.split("/"):
+        problem = name_problem(part)
+        if problem:
+            return problem
     return None
 
 
