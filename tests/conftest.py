@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers import Researcher, project_config
 
-pytest_plugins = ["tests.fixtures.sshd_lab"]
+pytest_plugins = ["tests.fixtures.sshd_lab", "tests.fixtures.zfs_lab"]
 
 
 @pytest.fixture
