@@ -19,8 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import xxhash
+
 from ..config import ProjectConfig
+from ..errors import IntegrityError, RepositoryError
 from ..manifest import Manifest, SnapshotRecord
+from ..paths import show
+
+COPY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,40 @@ def _login() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
+
+
+def write_verified(
+    src: BinaryIO, dest: Path, path: str, size: int, mtime_ns: int, digest: bytes
+) -> None:
+    """Copy `src` to `dest`, hashing as it goes; keep it only if it is `size` bytes hashing
+    to `digest` (invariant: every transferred file is verified at the receiver)."""
+    h = xxhash.xxh3_128()
+    n = 0
+    try:
+        with open(dest, "wb") as out:
+            while True:
+                chunk = src.read(COPY_CHUNK)
+                if not chunk:
+                    break
+                h.update(chunk)
+                out.write(chunk)
+                n += len(chunk)
+    except OSError as e:
+        dest.unlink(missing_ok=True)
+        raise RepositoryError(
+            f"cannot store {show(path)} in the repository: {e.strerror}",
+            hint="the repository may be full or read-only; nothing was committed",
+        ) from e
+    if n != size or h.digest() != digest:
+        dest.unlink(missing_ok=True)
+        raise IntegrityError(
+            f"{show(path)}: received {n} bytes hashing to {h.hexdigest()}, "
+            f"expected {size} bytes hashing to {digest.hex()} "
+            "(the file changed during the sync, or the transfer was damaged)",
+            hint="run the sync again",
+        )
+    os.chmod(dest, 0o444)
+    os.utime(dest, ns=(mtime_ns, mtime_ns))
 
 
 class Transaction(ABC):

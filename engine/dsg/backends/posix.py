@@ -19,23 +19,17 @@ HEAD; the next writer removes them under the lock before it starts.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 import orjson
-import xxhash
 
 from ..errors import (
     HeadMoved,
-    IntegrityError,
-    LockTimeout,
     ManifestError,
     PathError,
     RepositoryError,
@@ -54,11 +48,11 @@ from ..manifest import (
 )
 from ..paths import check_path, link_target_problem, show
 from ..plan import Change, apply_changes
-from . import LockOwner, Repository, Transaction
+from . import LockOwner, Repository, Transaction, write_verified
+from .locking import hold_lock
 
 REPO_FORMAT = "dsg-posix-repo/1"
 EMPTY_HEAD = "-"
-COPY_CHUNK = 1 << 20
 
 register(
     "posix.after_put",
@@ -203,38 +197,14 @@ class PosixRepository(Repository):
     @contextlib.contextmanager
     def lock(self, owner: LockOwner, timeout: float) -> Iterator[None]:
         self._require()
-        path = self.root / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                        raise
-                if time.monotonic() >= deadline:
-                    holder = _read_holder(fd)
-                    raise LockTimeout(
-                        f"repository {self.name} is locked by {holder or 'another writer'}",
-                        hint="wait for that sync to finish and retry "
-                        "(a lock whose process died is released automatically)",
-                    )
-                time.sleep(0.05)
-            self.stale_holder = _read_holder(fd)  # a writer that died holding the lock
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, orjson.dumps(owner.to_dict()), 0)
-            os.fsync(fd)
+        with hold_lock(self.root / "lock", owner, timeout, self.name) as stale:
+            self.stale_holder = stale  # a writer that died holding the lock
             self._locked = True
-            self.recovered = self._recover()
             try:
+                self.recovered = self._recover()
                 yield
             finally:
                 self._locked = False
-                os.ftruncate(fd, 0)
-        finally:
-            os.close(fd)  # closing releases the flock
 
     def _recover(self) -> list[str]:
         """Remove what an interrupted writer left (under the lock)."""
@@ -262,16 +232,6 @@ class PosixRepository(Repository):
         return PosixTransaction(self, parent, tx)
 
 
-def _read_holder(fd: int) -> str | None:
-    try:
-        data = os.pread(fd, 4096, 0)
-        if not data:
-            return None
-        return LockOwner(**orjson.loads(data)).describe()
-    except (OSError, ValueError, TypeError):
-        return "an unknown writer"
-
-
 class PosixTransaction(Transaction):
     def __init__(self, repo: PosixRepository, parent: str | None, tx: str) -> None:
         self.repo = repo
@@ -296,26 +256,7 @@ class PosixTransaction(Transaction):
         check_path(path)
         self._n += 1
         obj = self.objects / str(self._n)
-        h = xxhash.xxh3_128()
-        n = 0
-        with open(obj, "wb") as out:
-            while True:
-                chunk = src.read(COPY_CHUNK)
-                if not chunk:
-                    break
-                h.update(chunk)
-                out.write(chunk)
-                n += len(chunk)
-        if n != size or h.digest() != digest:
-            obj.unlink()
-            raise IntegrityError(
-                f"{show(path)}: received {n} bytes hashing to {h.hexdigest()}, "
-                f"expected {size} bytes hashing to {digest.hex()} "
-                "(the file changed during the sync, or the transfer was damaged)",
-                hint="run the sync again",
-            )
-        os.chmod(obj, 0o444)
-        os.utime(obj, ns=(mtime_ns, mtime_ns))
+        write_verified(src, obj, path, size, mtime_ns, digest)
         self.sources[path] = obj
         self.changes[path] = Change(path, Entry(path, size, mtime_ns, digest))
         crash_point("posix.after_put")
