@@ -1,0 +1,1 @@
+../../dsg_zfs_host/filter_plugins/dsg_zfs.py
