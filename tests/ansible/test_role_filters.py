@@ -1,0 +1,100 @@
+"""Unit tests for the roles' filter plugins and the group-membership module's pure parts."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.ansible._load import load
+
+zfs = load("dsg_zfs_host/filter_plugins/dsg_zfs.py")
+access = load("dsg_access/filter_plugins/dsg_access.py")
+members = load("dsg_access/library/dsg_group_members.py")
+
+
+@pytest.mark.parametrize(
+    ("props", "expected"),
+    [
+        ({"atime": False, "compression": "lz4"}, {"atime": "off", "compression": "lz4"}),
+        ({"copies": 2}, {"copies": "2"}),
+        ({"quota": "2T"}, {"quota": str(2 * 1024**4)}),
+        ({"recordsize": "1M"}, {"recordsize": "1048576"}),
+        ({"special_small_blocks": "64K"}, {"special_small_blocks": "65536"}),
+        ({"quota": "none"}, {"quota": "0"}),
+        ({"quota": "1.5G"}, {"quota": str(3 * 512 * 1024**2)}),
+        ({"dsg:project": "x"}, {"dsg:project": "x"}),
+    ],
+)
+def test_zfs_props_match_zfs_get_parsable(props, expected):
+    assert zfs.dsg_zfs_props(props) == expected
+
+
+@pytest.mark.parametrize("value", ["2 lots", "1.5K5", True, "0.3K"])
+def test_zfs_size_rejects_garbage(value):
+    with pytest.raises(zfs.FilterError):
+        zfs.zfs_size(value)
+
+
+PROJECTS = [
+    {"name": "alpha", "group": "dsg-alpha", "users": {"alice": "admin", "bob": "read"}},
+    {"name": "beta", "group": "dsg-beta", "users": {"bob": "write", "gone": "write"}},
+    {"name": "old", "group": "dsg-old", "users": {"alice": "admin"}, "state": "absent"},
+]
+USERS = [{"name": "alice"}, {"name": "bob"}, {"name": "gone", "state": "absent"}]
+PERMS = {"read": [], "write": ["snapshot", "send"], "admin": ["send", "snapshot", "diff"]}
+
+
+def test_present_and_active_users():
+    present = access.dsg_access_present_users(USERS)
+    assert present == ["alice", "bob"]
+    assert access.dsg_access_active_users(PROJECTS, present) == ["alice", "bob"]
+    assert access.dsg_access_project_members(PROJECTS[1], present) == ["bob"]
+    assert access.dsg_access_project_members(PROJECTS[2], present) == []
+
+
+def test_delegations_per_role_and_retired_project():
+    present = access.dsg_access_present_users(USERS)
+    assert access.dsg_access_delegations(PROJECTS, present, PERMS, "tank/dsg") == {
+        "tank/dsg/alpha": {"alice": ["diff", "send", "snapshot"]},
+        "tank/dsg/beta": {"bob": ["send", "snapshot"]},
+        "tank/dsg/old": {},
+    }
+
+
+def test_delegations_reject_unknown_role():
+    with pytest.raises(ValueError, match="unknown role"):
+        access.dsg_access_delegations(
+            [{"name": "p", "group": "g", "users": {"alice": "owner"}}], ["alice"], PERMS, "t"
+        )
+
+
+def test_access_document_schema():
+    present = access.dsg_access_present_users(USERS)
+    doc = access.dsg_access_document(PROJECTS, present, "tank/dsg", "/var/repos/dsg/")
+    assert doc == {
+        "projects": {
+            "alpha": {
+                "group": "dsg-alpha",
+                "dataset": "tank/dsg/alpha",
+                "mountpoint": "/var/repos/dsg/alpha",
+                "users": {"alice": "admin", "bob": "read"},
+            },
+            "beta": {
+                "group": "dsg-beta",
+                "dataset": "tank/dsg/beta",
+                "mountpoint": "/var/repos/dsg/beta",
+                "users": {"bob": "write"},
+            },
+        }
+    }
+
+
+def test_group_members_parse_and_plan():
+    assert members.parse_group_line("dsg-a:x:3001:alice,bob\n") == (
+        "dsg-a",
+        "3001",
+        ["alice", "bob"],
+    )
+    assert members.parse_group_line("dsg-a:x:3001:") == ("dsg-a", "3001", [])
+    assert members.membership_plan(["alice", "mallory"], ["bob", "alice"]) == (["bob"], ["mallory"])
+    with pytest.raises(ValueError):
+        members.parse_group_line("broken")
