@@ -8,7 +8,9 @@ changing anything, then converge to repair. Timings are printed (pytest -s) and 
 
 from __future__ import annotations
 
+import contextlib
 import grp
+import json
 import os
 import stat
 import subprocess
@@ -207,6 +209,32 @@ def test_sanoid_prunes_only_its_own_snapshots(ansible_tools, ansible_lab):
     finally:
         subprocess.run(["zfs", "destroy", "-r", ds], capture_output=True)
         subprocess.run(["rm", "-rf", str(work)], capture_output=True)
+        # zfs-fuse leaves the empty mountpoint directory behind
+        with contextlib.suppress(OSError):
+            (ansible_lab.lab_dir / "zfs" / "mnt" / ds).rmdir()
+
+
+def test_existing_pool_layout_change_is_refused(ansible_tools, ansible_lab):
+    """Declaring a different layout for an existing pool fails the run and touches nothing."""
+    ansible_lab.up()
+    img = ansible_lab.lab_dir / "zfs" / "pools"
+    before = sh(["zpool", "status", POOL])
+    pools = [
+        {
+            "name": POOL,
+            "vdevs": [
+                {"type": "mirror", "disks": [str(img / f"{POOL}.img"), str(img / "new.img")]}
+            ],
+        }
+    ]
+    run = ansible_tools.playbook(
+        "lab", "provision-host.yml", "-e", json.dumps({"dsg_zfs_host_pools": pools})
+    )
+    assert run.returncode != 0, run.explain()
+    text = " ".join((run.stdout + run.stderr).split())
+    assert f"refusing to change the vdev layout of existing pool {POOL}" in text, run.explain()
+    assert "declared but not in the pool: mirror[" in text
+    assert sh(["zpool", "status", POOL]) == before
 
 
 def test_lab_dsgconfig_template_renders(ansible_tools, tmp_path):

@@ -216,7 +216,7 @@ def layout_diff(current, declared):
         parts.append("declared but not in the pool: " + "; ".join(missing))
     if extra:
         parts.append("in the pool but not declared: " + "; ".join(extra))
-    return ". ".join(parts)
+    return "; ".join(parts)
 
 
 def prop_value(value):
