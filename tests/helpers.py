@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,19 +82,24 @@ class Researcher:
         return open_repository(self.config)
 
     def init(self, message: str = "init") -> ops.Result:
-        return ops.init(self.root, self.config, self.repo, self.user, message)
+        with closing(self.repo) as repo:
+            return ops.init(self.root, self.config, repo, self.user, message)
 
     def clone(self) -> ops.Result:
-        return ops.clone(self.ws, self.repo, self.user)
+        with closing(self.repo) as repo:
+            return ops.clone(self.ws, repo, self.user)
 
     def status(self) -> ops.Result:
-        return ops.status(self.ws, self.repo, keep_unchanged=True)
+        with closing(self.repo) as repo:
+            return ops.status(self.ws, repo, keep_unchanged=True)
 
     def sync(self, **kw: object) -> ops.Result:
-        return ops.sync(self.ws, self.repo, self.user, lock_timeout=10, **kw)  # type: ignore[arg-type]
+        with closing(self.repo) as repo:
+            return ops.sync(self.ws, repo, self.user, lock_timeout=10, **kw)  # type: ignore[arg-type]
 
     def resolve(self, path: str, use: str) -> None:
-        ops.resolve(self.ws, self.repo, [path], use)
+        with closing(self.repo) as repo:
+            ops.resolve(self.ws, repo, [path], use)
 
     def states(self) -> dict[str, str]:
         return {it.path: it.state.value for it in self.status().plan.items}

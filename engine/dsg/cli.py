@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,10 +65,14 @@ def emit_json(doc: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+stack = ExitStack()  # resources a command body opens (repositories); closed by run()
+
+
 def run(command: str, json_mode: bool, fn: Callable[[], dict[str, Any] | None]) -> None:
     """Run a command body; map errors to messages and exit codes."""
     try:
-        doc = fn() or {}
+        with stack:
+            doc = fn() or {}
     except DsgError as e:
         if json_mode:
             emit_json({"ok": False, "command": command, "error": e.to_dict()})
@@ -222,7 +226,7 @@ def init(
                         hint="run 'dsg init' without options to use it, or remove it",
                     )
         user = load_user_config()
-        repo = open_repository(config)
+        repo = stack.enter_context(closing(open_repository(config)))
         result = ops.init(root, config, repo, user, message or None)
         if not json_mode:
             n = result.committed.entry_count if result.committed else 0
@@ -240,7 +244,7 @@ def clone(json_mode: JsonOpt = False) -> None:
     def body() -> dict[str, Any]:
         ws, config = project()
         user = load_user_config()
-        repo = open_repository(config)
+        repo = stack.enter_context(closing(open_repository(config)))
         with transfer_progress(not json_mode, "downloading") as prog:
             result = ops.clone(ws, repo, user, prog)
         if not json_mode:
@@ -261,7 +265,7 @@ def status(
 
     def body() -> dict[str, Any]:
         ws, _ = project()
-        repo = open_repository(ws.config)
+        repo = stack.enter_context(closing(open_repository(ws.config)))
         result = ops.status(ws, repo, keep_unchanged=json_mode or all_files)
         if not json_mode:
             print_plan(result.plan, show_unchanged=all_files)
@@ -295,7 +299,7 @@ def sync(
     def body() -> dict[str, Any]:
         ws, config = project()
         user = load_user_config()
-        repo = open_repository(config)
+        repo = stack.enter_context(closing(open_repository(config)))
         with transfer_progress(not json_mode, "syncing") as prog:
             result = ops.sync(
                 ws,
@@ -338,7 +342,7 @@ def resolve(
         if use not in ("local", "remote", "base"):
             raise UsageError("--use must be local, remote or base")
         ws, _ = project()
-        repo = open_repository(ws.config)
+        repo = stack.enter_context(closing(open_repository(ws.config)))
         rels = [_project_relative(ws.root, p) for p in paths]
         items = ops.resolve(ws, repo, rels, use)
         if not json_mode:
@@ -367,7 +371,7 @@ def log_cmd(
 
     def body() -> dict[str, Any]:
         _, config = project()
-        repo = open_repository(config)
+        repo = stack.enter_context(closing(open_repository(config)))
         recs = ops.log_records(repo, limit if limit > 0 else None)
         if not json_mode:
             for r in recs:

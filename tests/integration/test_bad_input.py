@@ -11,6 +11,9 @@ import pytest
 from dsg.errors import PathError, ScanBlocked
 from tests.helpers import manifest_content, tree_content
 
+# Name checks happen in the scanner, before any backend is involved.
+pytestmark = pytest.mark.parametrize("backend", ["posix"])
+
 
 def blocked(r, needle: str) -> None:
     before_head = r.repo.head()

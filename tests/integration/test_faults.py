@@ -68,6 +68,7 @@ def move_repository(repo) -> None:
     repo.root.rename(repo.root.with_name("elsewhere"))
 
 
+@pytest.mark.parametrize("backend", ["posix"])
 @pytest.mark.parametrize(
     "damage",
     [
@@ -108,27 +109,54 @@ def prepare_mixed_sync(team):
     return alice, bob
 
 
-CRASH_POINTS = [
+COMMON_POINTS = [
     "sync.after_plan",
-    "posix.after_put",
-    "posix.after_tree",
-    "posix.before_publish",
-    "posix.after_snapshot_rename",
-    "posix.after_head",
     "execute.after_remote_commit",
     "execute.after_first_local",
     "execute.before_base",
 ]
+BACKEND_POINTS = {
+    "posix": [
+        "posix.after_put",
+        "posix.after_tree",
+        "posix.before_publish",
+        "posix.after_snapshot_rename",
+        "posix.after_head",
+    ],
+    "zfs": ["zfs.after_put", "zfs.after_apply", "zfs.before_snapshot", "zfs.after_snapshot"],
+}
+CRASH_CASES = [
+    pytest.param(b, p, marks=[pytest.mark.zfs] if b == "zfs" else [], id=f"{b}-{p}")
+    for b, points in BACKEND_POINTS.items()
+    for p in COMMON_POINTS + points
+]
 
 
 def test_crash_points_are_all_registered() -> None:
+    import dsg.backends.zfs
     import dsg.ops  # noqa: F401  (registers its points)
 
-    assert set(CRASH_POINTS) <= set(faults.POINTS)
-    assert set(faults.POINTS) <= set(CRASH_POINTS), "a new crash point needs a test"
+    every = set(COMMON_POINTS).union(*BACKEND_POINTS.values())
+    assert every == set(faults.POINTS), "every crash point needs a test, every test a point"
 
 
-@pytest.mark.parametrize("point", CRASH_POINTS)
+def assert_no_leftovers(r, head_n: int) -> None:
+    repo = r.repo
+    want = [f"s{i}" for i in range(1, head_n + 1)]
+    if r.config.repository.type == "posix":
+        assert not any((repo.root / "txn").iterdir()), "no transaction left behind"
+        names = sorted(p.name for p in (repo.root / "snapshots").iterdir())
+        assert names == want
+    else:
+        zfs = repo.zfs
+        snaps = [s.snapname for s in zfs.list_snapshots(repo.dataset)]
+        assert snaps == want, "zfs list -t snapshot shows exactly @s1..@sk"
+        parent = repo.dataset.rpartition("/")[0]
+        assert zfs.list_datasets(parent) == [parent, repo.dataset], "no clones left"
+        assert not any((repo.root / ".dsg" / "txn").iterdir())
+
+
+@pytest.mark.parametrize(("backend", "point"), CRASH_CASES)
 def test_sync_killed_at_each_step_recovers(team, point: str) -> None:
     alice, bob = prepare_mixed_sync(team)
     repo = bob.repo
@@ -145,10 +173,8 @@ def test_sync_killed_at_each_step_recovers(team, point: str) -> None:
     assert proc.returncode == 0, proc.stderr
     head = repo.head()
     assert head == "s3", "exactly one snapshot for bob's changes"
-    assert not any((repo.root / "txn").iterdir()), "no transaction left behind"
-    assert sorted(p.name for p in (repo.root / "snapshots").iterdir()) == ["s1", "s2", "s3"]
-    assert manifest_content(repo.manifest(head)) == tree_content(bob.root)
     content = manifest_content(repo.manifest(head))
+    assert content == tree_content(bob.root)
     assert B not in content and R not in content
     assert "task1/input/new_from_alice.csv" in content
     assert content["task1/input/new_from_bob.csv"].startswith("f:")
@@ -156,6 +182,8 @@ def test_sync_killed_at_each_step_recovers(team, point: str) -> None:
     assert not lost, f"local content lost: {lost!r}"
     alice.sync()
     assert tree_content(alice.root) == tree_content(bob.root)
+    repo.close()
+    assert_no_leftovers(bob, 3)
 
 
 def all_snapshot_bytes(repo) -> set[bytes]:
@@ -167,6 +195,7 @@ def all_snapshot_bytes(repo) -> set[bytes]:
     return out
 
 
+@pytest.mark.parametrize("backend", ["posix"])
 def test_lock_of_a_dead_writer_is_released(team) -> None:
     _, bob = prepare_mixed_sync(team)
     proc = bob.cli("sync", env={"DSG_CRASH_AT": "posix.after_tree"})
@@ -235,6 +264,7 @@ def test_commit_refuses_a_stale_parent(team) -> None:
         repo.begin("s1", "tx-x")
 
 
+@pytest.mark.parametrize("backend", ["posix"])
 def test_history_rewritten_under_a_working_copy_is_refused(team) -> None:
     _, bob = team
     rec = bob.repo.snapshot_path("s1") / ".dsg" / "snapshot.json"

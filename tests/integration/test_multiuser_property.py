@@ -8,9 +8,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 from dsg.errors import ConflictsBlocked
 from dsg.manifest import SnapshotRecord
@@ -30,11 +36,22 @@ def all_local_bytes(root: Path) -> set[bytes]:
 
 
 class Team(RuleBasedStateMachine):
+    # Where the repository lives: None = a posix repository in a temp dir; the zfs test
+    # sets a factory returning a context manager that yields a RepoSpace (tests/conftest.py).
+    space_factory = None
+
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="dsg-prop-"))
-        (self.tmp / "repos").mkdir()
-        cfg = project_config("proj", self.tmp / "repos")
+        self._space_cm = None
+        if self.space_factory is None:
+            (self.tmp / "repos").mkdir()
+            cfg = project_config("proj", self.tmp / "repos")
+        else:
+            self._space_cm = type(self).space_factory()
+            space = self._space_cm.__enter__()
+            space.prepare("proj")
+            cfg = space.config("proj")
         self.r = {u: Researcher(u, self.tmp / u / "proj", self.tmp / "cfg" / u, cfg) for u in USERS}
         self.counter = 0
         self.r["alice"].write(PATHS[0], self.fresh("alice"))
@@ -44,6 +61,8 @@ class Team(RuleBasedStateMachine):
         self.committed_bytes: set[bytes] = self.snapshot_bytes()
 
     def teardown(self) -> None:
+        if self._space_cm is not None:
+            self._space_cm.__exit__(None, None, None)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def fresh(self, user: str) -> str:
@@ -54,8 +73,16 @@ class Team(RuleBasedStateMachine):
         return self.r["alice"].repo
 
     def snapshot_bytes(self) -> set[bytes]:
-        root = self.repo().root / "snapshots"
-        return {p.read_bytes() for p in root.rglob("*") if p.is_file() and ".dsg" not in p.parts}
+        repo = self.repo()
+        out = set()
+        try:
+            for rec in repo.history():
+                for e in repo.manifest(rec.id):
+                    if not e.is_link:
+                        out.add((repo.snapshot_path(rec.id) / e.path).read_bytes())
+        finally:
+            repo.close()
+        return out
 
     @rule(user=st.sampled_from(USERS), path=st.sampled_from(PATHS))
     def write(self, user: str, path: str) -> None:
@@ -113,10 +140,13 @@ class Team(RuleBasedStateMachine):
     @invariant()
     def committed_bytes_are_never_lost(self) -> None:
         repo = self.repo()
-        for rec in repo.history():
-            for e in repo.manifest(rec.id):
-                if not e.is_link:
-                    assert hash_file(repo.snapshot_path(rec.id) / e.path) == e.hash
+        try:
+            for rec in repo.history():
+                for e in repo.manifest(rec.id):
+                    if not e.is_link:
+                        assert hash_file(repo.snapshot_path(rec.id) / e.path) == e.hash
+        finally:
+            repo.close()
         now = self.snapshot_bytes()
         assert self.committed_bytes <= now
         self.committed_bytes = now
@@ -129,3 +159,23 @@ Team.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestTeam = Team.TestCase
+
+
+@pytest.mark.zfs
+def test_team_on_zfs(zfs_lab) -> None:
+    """The same machine against a real ZFS dataset per example (fewer examples: zfs-fuse
+    snapshots and clones cost tens of milliseconds each)."""
+    from tests.conftest import zfs_space
+
+    class ZfsTeam(Team):
+        space_factory = staticmethod(lambda: zfs_space(zfs_lab))
+
+    run_state_machine_as_test(
+        ZfsTeam,
+        settings=settings(
+            max_examples=10,
+            stateful_step_count=18,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )

@@ -190,7 +190,7 @@ def open_repository(config: ProjectConfig) -> Repository:
         )
     if repo_cfg.type == "posix":
         return PosixRepository(Path(config.repo_path), config.name)
-    raise ConfigError(
-        f"repository type {repo_cfg.type!r} is not available in this version of dsg",
-        hint="use type: posix",
-    )
+    from .zfs import ZfsRepository
+
+    assert repo_cfg.pool is not None  # validated by the config model
+    return ZfsRepository(Path(config.repo_path), config.name, repo_cfg.pool)

@@ -1,0 +1,503 @@
+"""The zfs backend: one dataset per project, every sync a ZFS snapshot `@sN`.
+
+The dataset is the one mounted at `<mountpoint>/<name>`; the admin creates it (Ansible,
+`playbooks/add-project.yml`), `dsg init` fills it. Its live tree holds the data of the head
+plus `.dsg/`:
+
+    .dsg/repo.json        format marker
+    .dsg/manifest.gz      the head's manifest   } part of every @sN, so each snapshot
+    .dsg/snapshot.json    the head's record     } carries its own manifest and record
+    .dsg/txn/<tx>/        staged uploads of a transaction in progress (the "dirty" marker)
+
+A commit applies the staged changes to the live tree under the lock, writes the new
+manifest and record, removes the marker and takes `zfs snapshot -o dsg:...=... ds@sN+1`:
+that snapshot *is* the commit. A writer that dies before it leaves the marker or a record
+newer than the head; the next writer rolls the live tree back to `@sN` (`zfs rollback`).
+Readers use the committed snapshot: `.zfs/snapshot/sN` where the platform has it, a
+read-only clone where it does not (zfs-fuse). The sync path needs only what `zfs allow` can
+delegate: snapshot, rollback, hold, userprop (clones only on zfs-fuse, in the lab).
+
+The lock lives outside the dataset (`<mountpoint>/.dsg-locks/<name>.lock`) so that a
+rollback never touches the file a writer holds locked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import uuid
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from ..errors import (
+    HeadMoved,
+    ManifestError,
+    PathError,
+    RepositoryError,
+    RepositoryExists,
+    RepositoryNotFound,
+)
+from ..faults import crash_point, register
+from ..manifest import Manifest, SnapshotRecord, atomic_write, snap_id, snap_number
+from ..paths import check_path, link_target_problem, show
+from ..plan import Change, apply_changes
+from ..zfsops import Snapshot, Zfs
+from . import LockOwner, Repository, Transaction, write_verified
+from .locking import hold_lock
+from .posix import check_snapshot_id, utc_now
+
+REPO_FORMAT = "dsg-zfs-repo/1"
+HOLD_TAG = "dsg"
+MAX_MESSAGE = 4000  # a record must fit in one ZFS user property (8191 bytes)
+
+register("zfs.after_put", "zfs.after_apply", "zfs.before_snapshot", "zfs.after_snapshot")
+
+
+def _record_props(rec: SnapshotRecord) -> dict[str, str]:
+    return {
+        "dsg:id": rec.id,
+        "dsg:author": rec.author,
+        "dsg:tx": rec.tx,
+        "dsg:record": orjson.dumps(rec.to_dict()).decode(),
+    }
+
+
+class ZfsRepository(Repository):
+    def __init__(self, root: Path, name: str, pool: str, zfs: Zfs | None = None) -> None:
+        self.root = Path(root)
+        self.name = name
+        self.pool = pool
+        self.zfs = zfs or Zfs.from_env()
+        self.location = str(self.root)
+        self._dataset: str | None = None
+        self._snaps: list[Snapshot] | None = None
+        self._clones: dict[str, tuple[str, Path]] = {}
+        self._locked = False
+        self.recovered: list[str] = []
+        self.stale_holder: str | None = None
+
+    # --- dataset discovery
+    @property
+    def dataset(self) -> str:
+        if self._dataset is None:
+            rows = self.zfs.get_rows(["mountpoint"], [self.pool], recursive=True)
+            found = [r.name for r in rows if "@" not in r.name and r.value == str(self.root)]
+            if not found:
+                raise RepositoryNotFound(
+                    f"no ZFS dataset of pool {self.pool} is mounted at {self.root}",
+                    hint=f"an admin creates it: 'ansible-playbook -i inventories/<env> "
+                    f"playbooks/add-project.yml -e project={self.name}', or by hand "
+                    f"'zfs create -o mountpoint={self.root} {self.pool}/<parent>/{self.name}' "
+                    "with the project group as owner",
+                )
+            self._dataset = found[0]
+        return self._dataset
+
+    @property
+    def meta(self) -> Path:
+        return self.root / ".dsg"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root.parent / ".dsg-locks" / f"{self.name}.lock"
+
+    # --- lifecycle
+    def exists(self) -> bool:
+        try:
+            self.dataset  # noqa: B018 - raises when missing
+        except RepositoryNotFound:
+            return False
+        return (self.meta / "repo.json").is_file()
+
+    def create(self) -> None:
+        self.dataset  # noqa: B018 - a clear error when the admin has not created it
+        if (self.meta / "repo.json").exists():
+            raise RepositoryExists(f"a dsg repository already exists at {self.root}")
+        if self._dsg_snapshots():
+            raise RepositoryExists(f"dataset {self.dataset} already has dsg snapshots")
+        leftovers = [p.name for p in self.root.iterdir() if p.name not in (".dsg", "lost+found")]
+        if leftovers:
+            raise RepositoryExists(
+                f"dataset {self.dataset} ({self.root}) is not empty: {', '.join(leftovers[:5])}"
+            )
+        self.meta.mkdir(exist_ok=True)
+        (self.meta / "txn").mkdir(exist_ok=True)
+        self.lock_path.parent.mkdir(exist_ok=True)
+        meta = {"format": REPO_FORMAT, "name": self.name, "created_at": utc_now()}
+        atomic_write(self.meta / "repo.json", orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+
+    def destroy_new(self) -> None:
+        """Empty the dataset again after a failed init (the dataset itself stays)."""
+        for snap in self._dsg_snapshots():
+            with contextlib.suppress(RepositoryError):
+                self.zfs.release(snap.name, HOLD_TAG)
+            with contextlib.suppress(RepositoryError):
+                self.zfs.destroy_snapshot(snap.name)
+        for p in self.root.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+    # --- snapshots
+    def _dsg_snapshots(self, refresh: bool = False) -> list[Snapshot]:
+        if self._snaps is None or refresh:
+            snaps = self.zfs.list_snapshots(self.dataset)
+            self._snaps = sorted(
+                (s for s in snaps if snap_number(s.snapname) > 0 and s.snapname[1:].isdigit()),
+                key=lambda s: snap_number(s.snapname),
+            )
+        return self._snaps
+
+    def _require(self) -> None:
+        if not (self.meta / "repo.json").is_file():
+            raise RepositoryNotFound(
+                f"no dsg repository at {self.root} (dataset {self.dataset})",
+                hint="create it with 'dsg init' in the project",
+            )
+
+    def head(self) -> str | None:
+        self._require()
+        snaps = self._dsg_snapshots(refresh=True)
+        if not snaps:
+            if (self.meta / "snapshot.json").exists():
+                raise RepositoryError(
+                    f"dataset {self.dataset} has a committed record but no @sN snapshots; "
+                    "refusing to guess its state",
+                    hint="an admin must restore the snapshots (see docs/troubleshooting.md)",
+                )
+            return None
+        numbers = [snap_number(s.snapname) for s in snaps]
+        if numbers != list(range(1, len(numbers) + 1)):
+            missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
+            raise RepositoryError(
+                f"dataset {self.dataset} is missing snapshots {missing[:5]}: history is broken",
+                hint="restore them from the backup host before syncing",
+            )
+        return snaps[-1].snapname
+
+    def record(self, snapshot: str) -> SnapshotRecord:
+        self._require()
+        check_snapshot_id(snapshot)
+        for s in self._dsg_snapshots():
+            if s.snapname == snapshot:
+                raw = s.user_props.get("dsg:record")
+                if raw is None:
+                    break
+                return SnapshotRecord.from_bytes(raw.encode(), origin=f"{s.name} dsg:record")
+        else:
+            self._dsg_snapshots(refresh=True)
+            if not any(s.snapname == snapshot for s in self._snaps or []):
+                raise RepositoryError(f"snapshot {snapshot} does not exist in {self.dataset}")
+        path = self._snapshot_dir(snapshot) / ".dsg" / "snapshot.json"
+        return SnapshotRecord.from_bytes(path.read_bytes(), origin=str(path))
+
+    def history(self) -> Iterator[SnapshotRecord]:
+        self.head()  # refresh and check the chain of names
+        for s in reversed(self._dsg_snapshots()):
+            yield self.record(s.snapname)
+
+    def _live_matches(self, snapshot: str) -> bool:
+        """Is the live .dsg/ the committed state of `snapshot` (no writer mid-way)?"""
+        try:
+            live = SnapshotRecord.from_bytes((self.meta / "snapshot.json").read_bytes())
+        except (OSError, ManifestError):
+            return False
+        return live.id == snapshot and not self._dirty()
+
+    def manifest(self, snapshot: str) -> Manifest:
+        self._require()
+        rec = self.record(snapshot)
+        if self._live_matches(snapshot):
+            with contextlib.suppress(ManifestError):
+                m = Manifest.read(self.meta / "manifest.gz")
+                if m.snapshot == snapshot and m.digest() == rec.manifest_digest:
+                    return m
+        m = Manifest.read(self._snapshot_dir(snapshot) / ".dsg" / "manifest.gz")
+        if m.snapshot != snapshot or m.digest() != rec.manifest_digest:
+            raise ManifestError(f"manifest of {self.dataset}@{snapshot} does not match its record")
+        return m
+
+    def manifest_digest(self, snapshot: str) -> str:
+        return self.manifest(snapshot).digest()
+
+    def _snapshot_dir(self, snapshot: str) -> Path:
+        """A read-only directory with the committed tree of `snapshot`."""
+        check_snapshot_id(snapshot)
+        if self.zfs.platform.snapshot_dir:
+            return self.root / ".zfs" / "snapshot" / snapshot
+        if snapshot in self._clones:
+            return self._clones[snapshot][1]
+        # zfs-fuse has no .zfs/snapshot: a read-only clone, destroyed by close().
+        parent, _, leaf = self.dataset.rpartition("/")
+        tag = uuid.uuid4().int % 10**9
+        clone = f"{parent}/{leaf}_dsgread_{snapshot}_p{os.getpid()}_{tag}"
+        where = self.root.parent / ".dsg-read" / clone.rpartition("/")[2]
+        self.zfs.clone(f"{self.dataset}@{snapshot}", clone, readonly=True, mountpoint=where)
+        if not self._clones:  # clean up even if the caller forgets close()
+            weakref.finalize(self, _destroy_clones, self.zfs, self._clones)
+        self._clones[snapshot] = (clone, where)
+        return where
+
+    def snapshot_path(self, snapshot: str) -> Path:
+        return self._snapshot_dir(snapshot)
+
+    def open_file(self, snapshot: str, path: str) -> BinaryIO:
+        check_path(path)
+        p = self._snapshot_dir(snapshot) / path
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as e:
+            raise RepositoryError(f"cannot read {show(path)} from {snapshot}: {e.strerror}") from e
+        return os.fdopen(fd, "rb")
+
+    def close(self) -> None:
+        _destroy_clones(self.zfs, self._clones)
+        if not self.zfs.platform.snapshot_dir and self._dataset is not None:
+            self._reap_stale_clones()
+
+    def _destroy_clone(self, clone: str, where: Path) -> None:
+        _destroy_clones(self.zfs, {"": (clone, where)})
+
+    def _reap_stale_clones(self) -> list[str]:
+        """Destroy read clones whose process died (killed before its close())."""
+        parent, _, leaf = self.dataset.rpartition("/")
+        pattern = re.compile(re.escape(leaf) + r"_dsgread_s\d+_p(\d+)_\d+$")
+        reaped = []
+        with contextlib.suppress(RepositoryError):
+            for name in self.zfs.list_datasets(parent, depth=1):
+                m = pattern.match(name.rpartition("/")[2])
+                if m and not _pid_alive(int(m.group(1))):
+                    where = self.root.parent / ".dsg-read" / name.rpartition("/")[2]
+                    self._destroy_clone(name, where)
+                    reaped.append(name)
+        return reaped
+
+    # --- writes
+    def _dirty(self) -> bool:
+        txn = self.meta / "txn"
+        return txn.is_dir() and any(txn.iterdir())
+
+    @contextlib.contextmanager
+    def lock(self, owner: LockOwner, timeout: float) -> Iterator[None]:
+        self._require()
+        self.lock_path.parent.mkdir(exist_ok=True)
+        with hold_lock(self.lock_path, owner, timeout, self.name) as stale:
+            self.stale_holder = stale
+            self._locked = True
+            try:
+                self.recovered = self._recover()
+                yield
+            finally:
+                self._locked = False
+
+    def _recover(self) -> list[str]:
+        """Roll back what a writer that died before its snapshot left in the live tree."""
+        head = self.head()
+        live_ok = True
+        if head is None:
+            live_ok = not self._dirty() and not (self.meta / "snapshot.json").exists()
+        else:
+            live_ok = self._live_matches(head)
+        recovered: list[str] = []
+        if not live_ok:
+            if head is None:
+                recovered.append("emptied an interrupted first commit")
+                keep = {"repo.json"}
+                for p in self.root.iterdir():
+                    if p.name == ".dsg":
+                        for q in p.iterdir():
+                            if q.name not in keep:
+                                _remove(q)
+                    else:
+                        _remove(p)
+            else:
+                destroyed = self.zfs.rollback(f"{self.dataset}@{head}", destroy_later=True)
+                recovered.append(f"rolled back to @{head}")
+                recovered += [f"destroyed {d}" for d in destroyed]
+        (self.meta / "txn").mkdir(exist_ok=True)
+        if not self.zfs.platform.snapshot_dir:
+            recovered += [f"destroyed stale clone {c}" for c in self._reap_stale_clones()]
+        return recovered
+
+    def begin(self, parent: str | None, tx: str) -> Transaction:
+        if not self._locked:
+            raise RepositoryError("internal error: begin() without the repository lock")
+        head = self.head()
+        if head != parent:
+            raise HeadMoved(f"repository head is {head}, expected {parent}")
+        return ZfsTransaction(self, parent, tx)
+
+
+def _destroy_clones(zfs: Zfs, clones: dict[str, tuple[str, Path]]) -> None:
+    for clone, where in clones.values():
+        with contextlib.suppress(RepositoryError, ValueError):
+            zfs.destroy_clone(clone)
+        with contextlib.suppress(OSError):
+            where.rmdir()
+    clones.clear()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+class ZfsTransaction(Transaction):
+    def __init__(self, repo: ZfsRepository, parent: str | None, tx: str) -> None:
+        self.repo = repo
+        self.parent = parent
+        self.tx = tx
+        self.dir = repo.meta / "txn" / tx
+        self.dir.mkdir(parents=True)
+        self.changes: dict[str, Change] = {}
+        self.sources: dict[str, Path] = {}
+        self._n = 0
+
+    def put_file(self, path: str, src: BinaryIO, size: int, mtime_ns: int, digest: bytes) -> None:
+        from ..manifest import Entry
+
+        check_path(path)
+        self._n += 1
+        obj = self.dir / str(self._n)
+        write_verified(src, obj, path, size, mtime_ns, digest)
+        self.sources[path] = obj
+        self.changes[path] = Change(path, Entry(path, size, mtime_ns, digest))
+        crash_point("zfs.after_put")
+
+    def put_link(self, path: str, target: str) -> None:
+        from ..manifest import Entry
+
+        check_path(path)
+        problem = link_target_problem(path, target)
+        if problem:
+            raise PathError(f"{show(path)}: {problem}")
+        self.sources.pop(path, None)
+        self.changes[path] = Change(path, Entry(path, target=target))
+
+    def restore(self, path: str, snapshot: str) -> None:
+        check_path(path)
+        entry = self.repo.manifest(snapshot).get(path)
+        if entry is None:
+            raise RepositoryError(f"{show(path)} is not in snapshot {snapshot}")
+        if not entry.is_link:
+            self._n += 1
+            obj = self.dir / str(self._n)
+            with self.repo.open_file(snapshot, path) as src:
+                write_verified(src, obj, path, entry.size, entry.mtime, entry.hash)  # type: ignore[arg-type]
+            self.sources[path] = obj
+        self.changes[path] = Change(path, entry)
+
+    def delete(self, path: str) -> None:
+        check_path(path)
+        self.sources.pop(path, None)
+        self.changes[path] = Change(path, None)
+
+    def commit(self, message: str, author: str, author_name: str) -> SnapshotRecord:
+        repo = self.repo
+        if len(message.encode()) > MAX_MESSAGE:
+            raise RepositoryError(f"snapshot message longer than {MAX_MESSAGE} bytes")
+        head = repo.head()
+        if head != self.parent:
+            raise HeadMoved(f"repository head moved to {head} (expected {self.parent})")
+        n = snap_number(self.parent) + 1
+        new_id = snap_id(n)
+        parent_m = repo.manifest(self.parent) if self.parent else Manifest.empty()
+        manifest = apply_changes(parent_m, self.changes.values(), n, author)
+        self._apply(parent_m)
+        crash_point("zfs.after_apply")
+        parent_rec = repo.record(self.parent) if self.parent else None
+        created = utc_now()
+        digest = manifest.digest()
+        record = SnapshotRecord(
+            id=new_id,
+            parent=self.parent,
+            author=author,
+            author_name=author_name,
+            message=message,
+            created_at=created,
+            manifest_digest=digest,
+            entry_count=len(manifest),
+            total_bytes=manifest.total_bytes(),
+            tx=self.tx,
+            chain=SnapshotRecord.compute_chain(
+                parent_rec.chain if parent_rec else None,
+                new_id,
+                self.parent,
+                author,
+                message,
+                created,
+                digest,
+            ),
+        )
+        manifest.write(repo.meta / "manifest.gz")
+        atomic_write(repo.meta / "snapshot.json", record.to_bytes())
+        shutil.rmtree(self.dir)
+        os.sync()
+        crash_point("zfs.before_snapshot")
+        name = repo.zfs.snapshot(repo.dataset, new_id, _record_props(record))
+        crash_point("zfs.after_snapshot")
+        with contextlib.suppress(RepositoryError):  # history protection; not essential
+            repo.zfs.hold(name, HOLD_TAG)
+        repo._snaps = None
+        return record
+
+    def _apply(self, parent: Manifest) -> None:
+        """Make the live tree the new snapshot's tree: deletions first, then puts."""
+        root = self.repo.root
+        for ch in self.changes.values():
+            old = parent.get(ch.path)
+            if old is not None and (ch.entry is None or ch.entry.is_link or old.is_link):
+                p = root / ch.path
+                if p.is_symlink() or p.is_file():
+                    p.unlink()
+                _prune_empty(root, ch.path)
+        for ch in self.changes.values():
+            if ch.entry is None:
+                continue
+            dest = root / ch.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if ch.entry.is_link:
+                tmp = dest.with_name(f".{dest.name}.dsg-tmp")
+                os.symlink(ch.entry.target, tmp)  # type: ignore[arg-type]
+                os.replace(tmp, dest)
+            else:
+                os.replace(self.sources[ch.path], dest)
+
+    def abort(self) -> None:
+        """Undo everything: the next lock holder rolls back; do it now if we can."""
+        with contextlib.suppress(RepositoryError, OSError):
+            head = self.repo.head()
+            if head is not None:
+                self.repo.zfs.rollback(f"{self.repo.dataset}@{head}", destroy_later=True)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _prune_empty(root: Path, path: str) -> None:
+    parts = path.split("/")[:-1]
+    while parts:
+        d = root.joinpath(*parts)
+        try:
+            d.rmdir()
+        except OSError:
+            return
+        parts.pop()
