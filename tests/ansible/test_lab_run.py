@@ -12,6 +12,7 @@ import contextlib
 import grp
 import json
 import os
+import socket
 import stat
 import subprocess
 import time
@@ -103,7 +104,78 @@ def check_host(lab_dir: Path) -> None:
     assert "dsglab" in Path("/etc/cron.d/dsg-zfs-scrub").read_text()
 
 
-def test_site_converges_is_idempotent_and_check_mode_reports_drift(ansible_tools, ansible_lab):
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_forced_command(ansible_tools, lab_dir: Path, tmp: Path) -> None:
+    """The production sshd drop-in, rendered by the role's template, really confines a user.
+
+    A throwaway sshd (the lab's own sshd is not configured by Ansible) includes the drop-in;
+    alice, now in dsg-users, logs in with her lab key. Her ~/.ssh/authorized_keys would give
+    her a shell; the drop-in must make sshd ignore it, use /etc/dsg/authorized_keys/alice, and
+    run the dsg agent instead of the command she asked for.
+    """
+    dropin = tmp / "50-dsg.conf"
+    run = ansible_tools.run(
+        "ansible", "-i", "inventories/lab", "lab-zfs1", "-c", "local",
+        "-e", "ansible_become=false", "-e", "ansible_python_interpreter=/usr/bin/python3",
+        "-m", "ansible.builtin.template",
+        "-a", f"src={REPO}/roles/dsg_access/templates/sshd-dsg.conf.j2 dest={dropin} mode=0644",
+        "-e", "dsg_access_users_group=dsg-users",
+        "-e", "dsg_access_authorized_keys_dir=/etc/dsg/authorized_keys",
+        "-e", "dsg_access_agent_command='/usr/local/bin/dsg serve'",
+    )  # fmt: skip
+    assert run.returncode == 0, run.explain()
+    sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "hk")])
+    port = free_port()
+    config = tmp / "sshd_config"
+    config.write_text(
+        f"ListenAddress 127.0.0.1:{port}\nHostKey {tmp / 'hk'}\nPidFile {tmp / 'sshd.pid'}\n"
+        "UsePAM no\nAllowUsers alice\nAuthenticationMethods publickey\n"
+        "PasswordAuthentication no\nAuthorizedKeysFile .ssh/authorized_keys\n"
+        f"Include {dropin}\n"
+    )
+    sh(["/usr/sbin/sshd", "-t", "-f", str(config)])
+    effective = sh(
+        ["/usr/sbin/sshd", "-T", "-f", str(config), "-C", "user=alice,host=x,addr=1.2.3.4"]
+    )
+    assert "forcecommand /usr/local/bin/dsg serve" in effective
+    assert "authorizedkeysfile /etc/dsg/authorized_keys/%u" in effective
+    (tmp / "known_hosts").write_text(f"[127.0.0.1]:{port} {(tmp / 'hk.pub').read_text()}")
+    sshd = subprocess.Popen(
+        ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(tmp / "sshd.log")]
+    )
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.05)
+        ssh = [
+            "ssh", "-p", str(port), "-i", str(lab_dir / "keys" / "alice"),
+            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={tmp / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+            "alice@127.0.0.1",
+        ]  # fmt: skip
+        proc = subprocess.run(
+            [*ssh, "echo", "SHELL-REACHED"], capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        log = (tmp / "sshd.log").read_text()
+        assert "Accepted publickey for alice" in log, log + proc.stderr
+        assert "SHELL-REACHED" not in proc.stdout, proc
+        # the agent ran instead (whatever it answers to a bare `serve` with no client)
+        assert proc.returncode != 255, proc
+    finally:
+        sshd.terminate()
+        sshd.wait(timeout=10)
+
+
+def test_site_converges_is_idempotent_and_check_mode_reports_drift(
+    ansible_tools, ansible_lab, tmp_path
+):
     timings: dict[str, float] = {}
 
     first, _ = converge(ansible_tools)
@@ -140,6 +212,8 @@ def test_site_converges_is_idempotent_and_check_mode_reports_drift(ansible_tools
     assert zget("atime", PARENT) == "off"
     assert zget("quota", f"{PARENT}/lab-alpha") == str(256 * 1024**2)
     assert "dsgadmin" not in members("dsg-lab-beta")
+
+    check_forced_command(ansible_tools, ansible_lab.lab_dir, tmp_path)
 
     add = ansible_tools.playbook("lab", "add-project.yml", "-e", "project=lab-beta")
     assert add.returncode == 0, add.explain()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.ansible._load import ROLES as ROLES_DIR
 from tests.ansible._load import load
 
 zfs = load("dsg_zfs_host/filter_plugins/dsg_zfs.py")
@@ -98,3 +99,24 @@ def test_group_members_parse_and_plan():
     assert members.membership_plan(["alice", "mallory"], ["bob", "alice"]) == (["bob"], ["mallory"])
     with pytest.raises(ValueError):
         members.parse_group_line("broken")
+
+
+@pytest.mark.parametrize(
+    "role", sorted(p.name for p in ROLES_DIR.iterdir() if (p / "defaults" / "main.yml").is_file())
+)
+def test_every_default_is_specified_and_every_option_has_a_default_or_is_required(role):
+    """defaults/main.yml and meta/argument_specs.yml describe the same variables."""
+    import yaml
+
+    defaults = yaml.safe_load((ROLES_DIR / role / "defaults" / "main.yml").read_text()) or {}
+    specs = yaml.safe_load((ROLES_DIR / role / "meta" / "argument_specs.yml").read_text())
+    options: dict = {}
+    for entry in specs["argument_specs"].values():
+        options.update(entry.get("options") or {})
+    assert set(defaults) <= set(options), (
+        f"undocumented in argument_specs: {set(defaults) - set(options)}"
+    )
+    for name, spec in options.items():
+        assert name.startswith(role + "_"), f"{name} lacks the {role}_ prefix"
+        assert name in defaults or spec.get("required"), f"{name}: no default and not required"
+        assert spec.get("description"), f"{name}: no description"
