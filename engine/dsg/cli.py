@@ -416,6 +416,84 @@ def list_files(json_mode: JsonOpt = False) -> None:
     run("list-files", json_mode, body)
 
 
+def _snapshot_arg(value: str) -> str:
+    v = value.strip()
+    if v.isdigit():
+        v = f"s{v}"
+    if not (v.startswith("s") and v[1:].isdigit() and int(v[1:]) > 0):
+        raise UsageError(f"--snapshot {value!r}: expected s1, s2, ... (or a number)")
+    return v
+
+
+@app.command()
+def snapfetch(
+    path: Annotated[str, typer.Argument(help="file path (relative to the project or cwd)")],
+    snapshot: Annotated[str, typer.Option("--snapshot", "-s", help="snapshot id, e.g. s12")],
+    output: Annotated[str, typer.Option("-o", "--output", help="where to write it")] = "",
+    force: Annotated[bool, typer.Option("--force", help="overwrite --output")] = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Fetch a file as it was in a past snapshot (hash-checked against that snapshot)."""
+
+    def body() -> dict[str, Any]:
+        snap = _snapshot_arg(snapshot)
+        ws, config = project()
+        repo = stack.enter_context(closing(open_repository(config)))
+        rel = _project_relative(ws.root, path)
+        stem, _, ext = Path(rel).name.rpartition(".")
+        default = f"{stem}.{snap}.{ext}" if stem else f"{Path(rel).name}.{snap}"
+        out_path = Path(output or default).absolute()
+        entry = ops.snapfetch(repo, snap, rel, out_path, force)
+        if not json_mode:
+            out.print(Text(f"{show(rel)} from {snap} (changed in s{entry.snap} by {entry.user})"))
+            out.print(Text(f"  -> {out_path}"))
+        return {"path": rel, "snapshot": snap, "output": str(out_path), "entry": entry.to_dict()}
+
+    run("snapfetch", json_mode, body)
+
+
+@app.command()
+def snapmount(
+    snapshot: Annotated[str, typer.Option("--snapshot", "-s", help="snapshot id, e.g. s12")],
+    mountpoint: Annotated[
+        str, typer.Option("--mountpoint", help="directory to show it at (default .dsg/mnt/sN)")
+    ] = "",
+    json_mode: JsonOpt = False,
+) -> None:
+    """Browse a past snapshot read-only (undo with 'dsg snapumount')."""
+
+    def body() -> dict[str, Any]:
+        snap = _snapshot_arg(snapshot)
+        ws, config = project()
+        repo = stack.enter_context(closing(open_repository(config)))
+        where = Path(mountpoint).absolute() if mountpoint else ws.dir / "mnt" / snap
+        ops.snapmount(repo, snap, where)
+        if not json_mode:
+            out.print(f"{snap} is at {where} (read-only). 'dsg snapumount {where}' when done.")
+        return {"snapshot": snap, "mountpoint": str(where)}
+
+    run("snapmount", json_mode, body)
+
+
+@app.command()
+def snapumount(
+    mountpoint: Annotated[str, typer.Argument(help="the directory snapmount used")],
+    json_mode: JsonOpt = False,
+) -> None:
+    """Remove a snapshot view made by 'dsg snapmount'."""
+
+    def body() -> dict[str, Any]:
+        _, config = project()
+        repo = stack.enter_context(closing(open_repository(config)))
+        where = Path(mountpoint).absolute()
+        ops.snapumount(repo, where)
+        if not json_mode:
+            out.print(f"unmounted {where}")
+        return {"mountpoint": str(where)}
+
+    run("snapumount", json_mode, body)
+
+
 def main() -> None:
     try:
         app()

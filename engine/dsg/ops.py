@@ -6,6 +6,8 @@ a repository backend. The CLI only parses arguments and prints what these return
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from .config import PROJECT_CONFIG, ProjectConfig, UserConfig
 from .errors import (
     ConflictsBlocked,
     DsgError,
+    IntegrityError,
     ManifestError,
     PathError,
     RepositoryError,
@@ -25,7 +28,7 @@ from .errors import (
 from .execute import LocalApplier, Progress, run_local, run_remote
 from .faults import crash_point, register
 from .log import EventLog, new_tx
-from .manifest import Manifest, SnapshotRecord, snap_number
+from .manifest import Entry, Manifest, SnapshotRecord, snap_number
 from .paths import show
 from .plan import Action, Item, Plan, apply_changes, make_plan, remote_changes
 from .scan import Problem, ScanResult
@@ -386,3 +389,53 @@ def log_records(repo: Repository, limit: int | None = None) -> list[SnapshotReco
         if limit is not None and len(out) >= limit:
             break
     return out
+
+
+def snapfetch(repo: Repository, snapshot: str, path: str, out: Path, force: bool = False) -> Entry:
+    """Copy `path` as it was in `snapshot` to `out`, checked against that snapshot's hash."""
+    from .execute import with_suppress_unlink
+    from .scan import hash_file
+
+    entry = repo.manifest(snapshot).get(path)
+    if entry is None:
+        raise WorkingCopyError(
+            f"{show(path)} is not in snapshot {snapshot}",
+            hint="'dsg list-files' shows paths; 'dsg log' lists snapshots",
+        )
+    if os.path.lexists(out) and not force:
+        raise WorkingCopyError(f"{out} exists; choose another -o or pass --force")
+    tmp = out.with_name(f".{out.name}.dsg-tmp")
+    if entry.is_link:
+        with_suppress_unlink(tmp)
+        os.symlink(entry.target or "", tmp)
+        os.replace(tmp, out)
+        return entry
+    try:
+        with repo.open_file(snapshot, path) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        if hash_file(tmp) != entry.hash:
+            raise IntegrityError(
+                f"{show(path)} in {snapshot} does not match its manifest",
+                hint="run 'dsg validate-snapshot' and tell your admin",
+            )
+        os.utime(tmp, ns=(entry.mtime, entry.mtime))
+        os.replace(tmp, out)
+    except BaseException:
+        with_suppress_unlink(tmp)
+        raise
+    return entry
+
+
+def snapmount(repo: Repository, snapshot: str, mountpoint: Path) -> Path:
+    """Make `mountpoint` show the read-only tree of `snapshot`."""
+    repo.record(snapshot)  # exists?
+    if os.path.lexists(mountpoint):
+        raise WorkingCopyError(f"{mountpoint} already exists", hint="pick another --mountpoint")
+    mountpoint.parent.mkdir(parents=True, exist_ok=True)
+    return repo.mount_snapshot(snapshot, mountpoint)
+
+
+def snapumount(repo: Repository, mountpoint: Path) -> None:
+    if not os.path.lexists(mountpoint):
+        raise WorkingCopyError(f"nothing is mounted at {mountpoint}")
+    repo.unmount_snapshot(mountpoint)

@@ -8,6 +8,7 @@ assigns the next number and publishes the snapshot atomically.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import socket
@@ -73,7 +74,8 @@ def write_verified(
                 out.write(chunk)
                 n += len(chunk)
     except OSError as e:
-        dest.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a full ZFS dataset may refuse even unlink
+            dest.unlink(missing_ok=True)
         raise RepositoryError(
             f"cannot store {show(path)} in the repository: {e.strerror}",
             hint="the repository may be full or read-only; nothing was committed",
@@ -152,6 +154,20 @@ class Repository(ABC):
     @abstractmethod
     def open_file(self, snapshot: str, path: str) -> BinaryIO:
         """Open a committed file of `snapshot` for reading."""
+
+    @abstractmethod
+    def snapshot_path(self, snapshot: str) -> Path:
+        """A read-only directory holding the committed tree of `snapshot`."""
+
+    def mount_snapshot(self, snapshot: str, mountpoint: Path) -> Path:
+        """Show `snapshot` read-only at `mountpoint` (default: a symlink to its tree)."""
+        os.symlink(self.snapshot_path(snapshot), mountpoint, target_is_directory=True)
+        return mountpoint
+
+    def unmount_snapshot(self, mountpoint: Path) -> None:
+        if not mountpoint.is_symlink():
+            raise RepositoryError(f"{mountpoint} is not a dsg snapshot mount")
+        mountpoint.unlink()
 
     def history(self) -> Iterator[SnapshotRecord]:
         """Records from the head back to s1, following parent links."""

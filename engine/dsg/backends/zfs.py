@@ -248,6 +248,27 @@ class ZfsRepository(Repository):
     def snapshot_path(self, snapshot: str) -> Path:
         return self._snapshot_dir(snapshot)
 
+    def mount_snapshot(self, snapshot: str, mountpoint: Path) -> Path:
+        if self.zfs.platform.snapshot_dir:
+            return super().mount_snapshot(snapshot, mountpoint)
+        # zfs-fuse: a read-only clone mounted there, kept until snapumount.
+        self.record(snapshot)
+        parent, _, leaf = self.dataset.rpartition("/")
+        clone = f"{parent}/{leaf}_dsgmount_{snapshot}_{uuid.uuid4().hex[:8]}"
+        self.zfs.clone(f"{self.dataset}@{snapshot}", clone, readonly=True, mountpoint=mountpoint)
+        return mountpoint
+
+    def unmount_snapshot(self, mountpoint: Path) -> None:
+        if mountpoint.is_symlink():
+            return super().unmount_snapshot(mountpoint)
+        rows = self.zfs.get_rows(["mountpoint"], [self.pool], recursive=True)
+        clones = [r.name for r in rows if r.value == str(mountpoint) and "_dsgmount_" in r.name]
+        if not clones:
+            raise RepositoryError(f"{mountpoint} is not a dsg snapshot mount")
+        self.zfs.destroy_clone(clones[0])
+        with contextlib.suppress(OSError):
+            mountpoint.rmdir()
+
     def open_file(self, snapshot: str, path: str) -> BinaryIO:
         check_path(path)
         p = self._snapshot_dir(snapshot) / path
