@@ -65,6 +65,9 @@ def check_host(lab_dir: Path) -> None:
         assert grp.getgrgid(st.st_gid).gr_name == group
         assert stat.S_IMODE(st.st_mode) == 0o2770, oct(st.st_mode)
         assert members(group) == set(users)
+        lock = mnt_root / ".dsg-locks" / f"{name}.lock"
+        st = lock.stat()
+        assert grp.getgrgid(st.st_gid).gr_name == group and stat.S_IMODE(st.st_mode) == 0o660
     assert members("dsg-users") == {"alice", "bob", "carol"}
 
     access = yaml.safe_load(Path("/etc/dsg/access.yml").read_text())
