@@ -99,6 +99,9 @@ def check_host(lab_dir: Path) -> None:
     assert Path("/etc/logrotate.d/dsg").is_file()
     log_dir = Path("/var/log/dsg").stat()
     assert stat.S_IMODE(log_dir.st_mode) == 0o2770
+    agent_log = Path("/var/log/dsg/agent.jsonl").stat()
+    assert grp.getgrgid(agent_log.st_gid).gr_name == "dsg-users"
+    assert stat.S_IMODE(agent_log.st_mode) == 0o660
 
     sanoid = Path("/etc/sanoid/sanoid.conf").read_text()
     assert "[dsglab/dsg/lab-alpha]\n\tuse_template = dsg_primary" in sanoid
