@@ -494,6 +494,22 @@ def snapumount(
     run("snapumount", json_mode, body)
 
 
+@app.command()
+def serve(
+    access_file: Annotated[
+        str, typer.Option("--access-file", help="default /etc/dsg/access.yml")
+    ] = "",
+    log_dir: Annotated[str, typer.Option("--log-dir", help="default /var/log/dsg")] = "",
+) -> None:
+    """(On the repository host) the agent that 'dsg' talks to over SSH, on stdin/stdout."""
+    from .agent import serve as serve_agent
+
+    code = serve_agent(
+        Path(access_file) if access_file else None, Path(log_dir) if log_dir else None
+    )
+    raise typer.Exit(code)
+
+
 def main() -> None:
     try:
         app()

@@ -194,17 +194,21 @@ class Repository(ABC):
 
 def open_repository(config: ProjectConfig) -> Repository:
     """The repository a project config points at."""
-    from ..errors import ConfigError
-    from .posix import PosixRepository
-
     repo_cfg = config.repository
-    if repo_cfg.transport != "local":
-        raise ConfigError(
-            f"repository host {repo_cfg.host!r} is remote; the ssh transport is not available "
-            "in this version of dsg",
-            hint="use host: localhost on the repository server",
+    if repo_cfg.transport == "ssh":
+        from .ssh import SshRepository
+
+        return SshRepository(
+            repo_cfg.host,
+            config.name,
+            config.repo_path,
+            user=repo_cfg.user,
+            port=repo_cfg.port,
+            remote_command=repo_cfg.remote_command,
         )
     if repo_cfg.type == "posix":
+        from .posix import PosixRepository
+
         return PosixRepository(Path(config.repo_path), config.name)
     from .zfs import ZfsRepository
 

@@ -351,11 +351,22 @@ class PosixTransaction(Transaction):
             src = self.sources.get(e.path)
             if src is not None and src.parent == self.objects:
                 os.rename(src, dest)
-            elif src is not None:
-                os.link(src, dest, follow_symlinks=False)
-            else:
+                continue
+            if src is None:
                 assert parent_root is not None
-                os.link(parent_root / e.path, dest, follow_symlinks=False)
+                src = parent_root / e.path
+            _link_or_copy(src, dest)
 
     def abort(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    """Hardlink an unchanged file into the new snapshot; copy it where the kernel refuses
+    (fs.protected_hardlinks forbids linking another user's read-only file in a shared
+    repository)."""
+    try:
+        os.link(src, dest, follow_symlinks=False)
+    except PermissionError:
+        shutil.copy2(src, dest, follow_symlinks=False)
+        os.chmod(dest, 0o444)

@@ -1,0 +1,320 @@
+"""The repository agent: `dsg serve`, started over SSH (also as a forced command).
+
+It speaks the protocol of `protocol.py` on stdin/stdout, serves exactly one project (named
+in `hello`), checks the caller's role in the access file before anything else, validates
+every request and every path, and drives the same backends as local use. It never runs a
+shell and never builds a command from input. When the connection drops, it exits: the
+kernel releases its lock and the next writer recovers the transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pwd
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import __version__
+from .access import DEFAULT_ACCESS_FILE, AccessFile, allows, load_access
+from .backends import LockOwner, Repository, Transaction
+from .backends.posix import PosixRepository
+from .errors import DsgError, PermissionDenied, RepositoryError
+from .log import EventLog
+from .paths import check_path
+from .protocol import (
+    PROTOCOL_VERSION,
+    ProtocolError,
+    StreamReader,
+    error_response,
+    parse_request,
+    recv_json,
+    send_json,
+    send_stream,
+)
+
+READ_OPS = {
+    "head",
+    "history",
+    "exists",
+    "record",
+    "manifest",
+    "manifest_digest",
+    "open_file",
+    "bye",
+}
+WRITE_OPS = {
+    "create", "destroy_new", "lock", "unlock", "begin", "put_file", "put_link", "restore",
+    "delete", "commit", "abort",
+}  # fmt: skip
+
+
+def login_name() -> str:
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def open_project(name: str, access: AccessFile) -> Repository:
+    p = access.projects[name]
+    root = Path(p.mountpoint)
+    if p.type == "zfs":
+        from .backends.zfs import ZfsRepository
+
+        assert p.pool is not None
+        return ZfsRepository(root, name, p.pool)
+    return PosixRepository(root, name)
+
+
+class Agent:
+    def __init__(self, rfile: BinaryIO, wfile: BinaryIO, access_file: Path, log_path: Path | None):
+        self.r = rfile
+        self.w = wfile
+        self.access_file = access_file
+        self.login = login_name()
+        self.repo: Repository | None = None
+        self.role: str | None = None
+        self.project: str | None = None
+        self.stack = contextlib.ExitStack()
+        self.lock_cm: contextlib.AbstractContextManager[None] | None = None
+        self.txn: Transaction | None = None
+        self.log = EventLog(log_path, "-", "serve")
+
+    # --- session
+    def serve(self) -> int:
+        try:
+            self._hello()
+            while True:
+                try:
+                    msg = recv_json(self.r)
+                except EOFError:
+                    return 0
+                try:
+                    req = parse_request(msg)
+                    if req.op == "bye":
+                        send_json(self.w, {"ok": True})
+                        return 0
+                    self._dispatch(req)
+                except ProtocolError as e:
+                    send_json(self.w, error_response(e))
+                    self.log("refused", level="warning", reason=e.message, login=self.login)
+                    return 2
+                except DsgError as e:
+                    self.log("error", level="warning", kind=e.kind, reason=e.message)
+                    send_json(self.w, error_response(e))
+        except (EOFError, BrokenPipeError):
+            return 0
+        except ProtocolError as e:
+            with contextlib.suppress(Exception):
+                send_json(self.w, error_response(e))
+            return 2
+        except DsgError as e:
+            with contextlib.suppress(Exception):
+                send_json(self.w, error_response(e))
+            return 1
+        finally:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self.txn is not None:
+            with contextlib.suppress(Exception):
+                self.txn.abort()
+            self.txn = None
+        if self.lock_cm is not None:
+            with contextlib.suppress(Exception):
+                self.lock_cm.__exit__(None, None, None)
+            self.lock_cm = None
+        with contextlib.suppress(Exception):
+            self.stack.close()
+        if self.repo is not None:
+            with contextlib.suppress(Exception):
+                self.repo.close()
+
+    def _hello(self) -> None:
+        req = parse_request(recv_json(self.r))
+        if req.op != "hello":
+            raise ProtocolError("the first message must be hello")
+        if req.version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol version {req.version} is not supported (agent speaks "
+                f"{PROTOCOL_VERSION}; dsg {__version__})",
+            )
+        access = load_access(self.access_file)
+        role = access.role(req.project, self.login)
+        self.log.tx = f"session-{os.getpid()}"
+        if role is None:
+            self.log("denied", level="warning", project=req.project, login=self.login)
+            raise PermissionDenied(
+                f"permission denied for project {req.project} (user {self.login})",
+                hint="ask an admin to grant you access (read or write) to the project",
+            )
+        project = access.projects[req.project]
+        if req.repo_path and req.repo_path.rstrip("/") != project.mountpoint.rstrip("/"):
+            raise RepositoryError(
+                f"project {req.project} lives at {project.mountpoint} on this host, "
+                f"not {req.repo_path}",
+                hint="fix repository.mountpoint in .dsgconfig.yml",
+            )
+        self.role, self.project = role, req.project
+        self.repo = open_project(req.project, access)
+        os.umask(0o002)  # group-shared repositories: members must be able to write
+        self.log("session", project=req.project, login=self.login, role=role)
+        send_json(
+            self.w,
+            {
+                "ok": True,
+                "version": PROTOCOL_VERSION,
+                "server": f"dsg {__version__}",
+                "login": self.login,
+                "role": role,
+                "type": project.type,
+            },
+        )
+
+    # --- requests
+    def _dispatch(self, req: Any) -> None:
+        op = req.op
+        needed = "read" if op in READ_OPS else "write"
+        if not allows(self.role, needed):  # type: ignore[arg-type]
+            raise PermissionDenied(
+                f"permission denied: {self.login} has {self.role} access to project "
+                f"{self.project}; '{op}' needs {needed}",
+                hint="ask an admin for write access",
+            )
+        handler: Callable[[Any], None] = getattr(self, f"op_{op}")
+        handler(req)
+
+    def ok(self, **fields: Any) -> None:
+        send_json(self.w, {"ok": True, **fields})
+
+    @property
+    def r_(self) -> Repository:
+        assert self.repo is not None
+        return self.repo
+
+    def op_head(self, req: Any) -> None:
+        self.ok(head=self.r_.head())
+
+    def op_exists(self, req: Any) -> None:
+        self.ok(exists=self.r_.exists())
+
+    def op_history(self, req: Any) -> None:
+        self.ok(records=[r.to_dict() for r in self.r_.history()])
+
+    def op_record(self, req: Any) -> None:
+        self.ok(record=self.r_.record(req.snapshot).to_dict())
+
+    def op_manifest_digest(self, req: Any) -> None:
+        self.ok(digest=self.r_.manifest_digest(req.snapshot))
+
+    def op_manifest(self, req: Any) -> None:
+        data = self.r_.manifest(req.snapshot).to_bytes()
+        self.ok(size=len(data))
+        send_stream(self.w, io.BytesIO(data))
+
+    def op_open_file(self, req: Any) -> None:
+        check_path(req.path)
+        entry = self.r_.manifest(req.snapshot).get(req.path)
+        if entry is None or entry.is_link:
+            raise RepositoryError(f"{req.path!r} is not a file in {req.snapshot}")
+        with self.r_.open_file(req.snapshot, req.path) as f:
+            self.ok(size=entry.size)
+            send_stream(self.w, f)
+
+    def op_create(self, req: Any) -> None:
+        self.r_.create()
+        self.log("created", project=self.project, login=self.login)
+        self.ok()
+
+    def op_destroy_new(self, req: Any) -> None:
+        destroy = getattr(self.r_, "destroy_new", None)
+        if destroy is not None and self.r_.head() in (None, "s1"):
+            destroy()
+        self.ok()
+
+    def op_lock(self, req: Any) -> None:
+        if self.lock_cm is not None:
+            raise ProtocolError("lock already held in this session")
+        try:
+            owner = LockOwner(**req.owner)
+        except TypeError as e:
+            raise ProtocolError("invalid lock owner") from e
+        owner = LockOwner(user=owner.user, tx=owner.tx, operation=owner.operation, login=self.login)
+        cm = self.r_.lock(owner, req.timeout)
+        cm.__enter__()
+        self.lock_cm = cm
+        self.log.tx = owner.tx
+        self.log("locked", user=owner.user, login=self.login)
+        self.ok(
+            recovered=getattr(self.r_, "recovered", []),
+            stale_holder=getattr(self.r_, "stale_holder", None),
+        )
+
+    def op_unlock(self, req: Any) -> None:
+        if self.txn is not None:
+            self.txn.abort()
+            self.txn = None
+        if self.lock_cm is not None:
+            self.lock_cm.__exit__(None, None, None)
+            self.lock_cm = None
+        self.ok()
+
+    def op_begin(self, req: Any) -> None:
+        if self.lock_cm is None:
+            raise ProtocolError("begin without the lock")
+        if self.txn is not None:
+            raise ProtocolError("a transaction is already open")
+        self.txn = self.r_.begin(req.parent, req.tx)
+        self.ok()
+
+    def _txn(self) -> Transaction:
+        if self.txn is None:
+            raise ProtocolError("no open transaction")
+        return self.txn
+
+    def op_put_file(self, req: Any) -> None:
+        check_path(req.path)
+        txn = self._txn()
+        reader = StreamReader(self.r)
+        try:
+            txn.put_file(req.path, reader, req.size, req.mtime_ns, bytes.fromhex(req.hash))  # type: ignore[arg-type]
+        finally:
+            reader.drain()
+        self.ok()
+
+    def op_put_link(self, req: Any) -> None:
+        self._txn().put_link(req.path, req.target)
+        self.ok()
+
+    def op_restore(self, req: Any) -> None:
+        self._txn().restore(req.path, req.snapshot)
+        self.ok()
+
+    def op_delete(self, req: Any) -> None:
+        self._txn().delete(req.path)
+        self.ok()
+
+    def op_commit(self, req: Any) -> None:
+        txn = self._txn()
+        rec = txn.commit(req.message, req.author, req.author_name)
+        self.txn = None
+        self.log("committed", snapshot=rec.id, author=req.author, login=self.login)
+        self.ok(record=rec.to_dict())
+
+    def op_abort(self, req: Any) -> None:
+        if self.txn is not None:
+            self.txn.abort()
+            self.txn = None
+        self.ok()
+
+
+def serve(access_file: Path | None = None, log_dir: Path | None = None) -> int:
+    access = access_file or Path(os.environ.get("DSG_ACCESS_FILE", DEFAULT_ACCESS_FILE))
+    log_path = None
+    for d in (log_dir, Path(os.environ.get("DSG_LOG_DIR", "/var/log/dsg"))):
+        if d is not None and d.is_dir() and os.access(d, os.W_OK):
+            log_path = d / "agent.jsonl"
+            break
+    agent = Agent(sys.stdin.buffer, sys.stdout.buffer, access, log_path)
+    return agent.serve()

@@ -1,0 +1,256 @@
+"""The wire protocol between `dsg` and its agent (`dsg serve`) over an SSH channel.
+
+Frames: a 4-byte big-endian length, a 1-byte type, then the payload.
+
+    J  a JSON message (request or response), at most MAX_JSON bytes
+    D  a chunk of file data, at most MAX_DATA bytes
+    E  end of a data stream (empty payload)
+
+A session starts with `hello` (protocol version, project, where the client expects the
+repository); the agent answers with its version and the caller's role, or refuses. Every
+request is one J frame; every response is one J frame `{"ok": true, ...}` or
+`{"ok": false, "error": {"kind", "message", "hint"}}`. File contents travel as D frames
+closed by E: after a `put_file` request (client to agent) and after a successful
+`open_file` or `manifest` response (agent to client). Requests are validated by pydantic
+models before anything acts on them.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Annotated, Any, BinaryIO, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from .errors import DsgError, TransportError
+
+PROTOCOL_VERSION = 1
+MAX_JSON = 1 << 20
+MAX_DATA = 4 << 20
+CHUNK = 1 << 20
+_HEAD = struct.Struct(">IB")
+
+
+class ProtocolError(TransportError):
+    kind = "protocol"
+
+
+# --- framing --------------------------------------------------------------------------------
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = f.read(n - len(buf))
+        if not chunk:
+            raise EOFError("connection closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def read_frame(f: BinaryIO) -> tuple[str, bytes]:
+    head = f.read(_HEAD.size)
+    if not head:
+        raise EOFError("connection closed")
+    if len(head) < _HEAD.size:
+        head += _read_exact(f, _HEAD.size - len(head))
+    length, kind = _HEAD.unpack(head)
+    t = chr(kind)
+    limit = MAX_JSON if t == "J" else MAX_DATA
+    if t not in "JDE":
+        raise ProtocolError(f"unknown frame type {kind!r}")
+    if length > limit:
+        raise ProtocolError(f"frame of {length} bytes exceeds the limit of {limit}")
+    return t, _read_exact(f, length) if length else b""
+
+
+def write_frame(f: BinaryIO, kind: str, payload: bytes = b"") -> None:
+    f.write(_HEAD.pack(len(payload), ord(kind)))
+    if payload:
+        f.write(payload)
+
+
+def send_json(f: BinaryIO, msg: dict[str, Any]) -> None:
+    data = orjson.dumps(msg)
+    if len(data) > MAX_JSON:
+        raise ProtocolError(f"message of {len(data)} bytes is too large")
+    write_frame(f, "J", data)
+    f.flush()
+
+
+def recv_json(f: BinaryIO) -> dict[str, Any]:
+    kind, payload = read_frame(f)
+    if kind != "J":
+        raise ProtocolError(f"expected a message, got a {kind} frame")
+    try:
+        msg = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        raise ProtocolError("message is not JSON") from e
+    if not isinstance(msg, dict):
+        raise ProtocolError("message is not a JSON object")
+    return msg
+
+
+def send_stream(f: BinaryIO, src: BinaryIO, progress: Any = None) -> int:
+    n = 0
+    while True:
+        chunk = src.read(CHUNK)
+        if not chunk:
+            break
+        write_frame(f, "D", chunk)
+        n += len(chunk)
+        if progress:
+            progress(len(chunk))
+    write_frame(f, "E")
+    f.flush()
+    return n
+
+
+class StreamReader:
+    """A file-like reader over D frames, ending at the E frame."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.buf = b""
+        self.done = False
+
+    def read(self, n: int = -1) -> bytes:
+        while not self.done and (n < 0 or len(self.buf) < n):
+            kind, payload = read_frame(self.f)
+            if kind == "E":
+                self.done = True
+            elif kind == "D":
+                self.buf += payload
+            else:
+                raise ProtocolError("message frame inside a data stream")
+            if n >= 0 and self.buf:
+                break
+        if n < 0 or n >= len(self.buf):
+            out, self.buf = self.buf, b""
+        else:
+            out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def drain(self) -> None:
+        while not self.done:
+            self.read(CHUNK)
+        self.buf = b""
+
+    def close(self) -> None:
+        self.drain()
+
+    def __enter__(self) -> StreamReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.drain()
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+SnapId = Annotated[str, Field(pattern=r"^s[1-9][0-9]{0,9}$")]
+RelPath = Annotated[str, Field(min_length=1, max_length=4096)]
+Hex128 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+
+
+class Hello(_Msg):
+    op: Literal["hello"]
+    version: int
+    project: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    repo_path: str | None = None
+    client: str = ""
+
+
+class Simple(_Msg):
+    op: Literal["head", "history", "exists", "create", "unlock", "abort", "bye", "destroy_new"]
+
+
+class SnapshotReq(_Msg):
+    op: Literal["record", "manifest", "manifest_digest"]
+    snapshot: SnapId
+
+
+class OpenFile(_Msg):
+    op: Literal["open_file"]
+    snapshot: SnapId
+    path: RelPath
+
+
+class Lock(_Msg):
+    op: Literal["lock"]
+    owner: dict[str, Any]
+    timeout: float = Field(ge=0, le=86400)
+
+
+class Begin(_Msg):
+    op: Literal["begin"]
+    parent: SnapId | None
+    tx: Annotated[str, Field(pattern=r"^tx-[0-9a-f]{6,32}$")]
+
+
+class PutFile(_Msg):
+    op: Literal["put_file"]
+    path: RelPath
+    size: int = Field(ge=0)
+    mtime_ns: int
+    hash: Hex128
+
+
+class PutLink(_Msg):
+    op: Literal["put_link"]
+    path: RelPath
+    target: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class Restore(_Msg):
+    op: Literal["restore"]
+    path: RelPath
+    snapshot: SnapId
+
+
+class Delete(_Msg):
+    op: Literal["delete"]
+    path: RelPath
+
+
+class Commit(_Msg):
+    op: Literal["commit"]
+    message: Annotated[str, Field(max_length=4000)]
+    author: Annotated[str, Field(max_length=320)]
+    author_name: Annotated[str, Field(max_length=320)]
+
+
+Request = Annotated[
+    Hello
+    | Simple
+    | SnapshotReq
+    | OpenFile
+    | Lock
+    | Begin
+    | PutFile
+    | PutLink
+    | Restore
+    | Delete
+    | Commit,
+    Field(discriminator="op"),
+]
+_REQUEST = TypeAdapter(Request)
+
+
+def parse_request(msg: dict[str, Any]) -> Any:
+    try:
+        return _REQUEST.validate_python(msg)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ProtocolError(f"invalid request ({where}: {first['msg']})") from e
+
+
+def error_response(e: DsgError) -> dict[str, Any]:
+    return {"ok": False, "error": e.to_dict()}

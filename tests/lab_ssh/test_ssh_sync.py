@@ -1,0 +1,374 @@
+"""Researchers syncing over real SSH (the lab sshd) through the dsg agent."""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dsg.config import ProjectConfig, RepositoryConfig
+from dsg.errors import ConflictsBlocked, PermissionDenied
+from tests.helpers import REPO_ROOT, Researcher, manifest_content, tree_content
+
+pytestmark = pytest.mark.ssh
+AGENT = REPO_ROOT / ".venv" / "bin" / "dsg"
+A = "task1/input/a.csv"
+
+
+class SshSpace:
+    """A group-shared directory on the lab host: repositories, the access file, logs."""
+
+    def __init__(self, lab, tmp_path: Path) -> None:
+        self.lab = lab
+        self.tmp = tmp_path
+        top = Path("/srv/dsg-lab-tests")
+        top.mkdir(exist_ok=True)
+        top.chmod(0o755)
+        self.base = top / uuid.uuid4().hex[:10]
+        gid = grp.getgrnam(lab.group).gr_gid
+        for d in (self.base, self.base / "repos", self.base / "logs"):
+            d.mkdir()
+            os.chown(d, 0, gid)
+            d.chmod(0o2775)
+        self.access_file = self.base / "access.yml"
+        self.projects: dict[str, dict] = {}
+
+    def grant(self, project: str, **users: str) -> None:
+        self.projects.setdefault(
+            project,
+            {"type": "posix", "mountpoint": str(self.base / "repos" / project), "users": {}},
+        )["users"].update(users)
+        self.access_file.write_text(yaml.safe_dump({"projects": self.projects}))
+        self.access_file.chmod(0o644)
+
+    def config(self, project: str, login: str) -> ProjectConfig:
+        return ProjectConfig(
+            name=project,
+            repository=RepositoryConfig(
+                type="posix",
+                host=self.lab.alias(login),
+                mountpoint=str(self.base / "repos"),
+                remote_command=f"{AGENT} serve --access-file {self.access_file} "
+                f"--log-dir {self.base / 'logs'}",
+            ),
+        )
+
+    def researcher(self, login: str, project: str = "proj", name: str | None = None) -> Researcher:
+        """A working copy syncing as `login`; `name` tells two copies of one login apart."""
+        name = name or login
+        return Researcher(
+            name, self.tmp / name / project, self.tmp / "cfg" / name, self.config(project, login)
+        )
+
+    def agent_argv(self) -> list[str]:
+        return [str(AGENT), "serve", "--access-file", str(self.access_file)]
+
+
+@pytest.fixture
+def ssh_space(sshd_lab, tmp_path, monkeypatch):
+    monkeypatch.setenv("DSG_SSH_COMMAND", f"ssh -F {sshd_lab.ssh_config}")
+    space = SshSpace(sshd_lab, tmp_path)
+    yield space
+    shutil.rmtree(space.base, ignore_errors=True)
+
+
+@pytest.fixture
+def ssh_team(ssh_space):
+    ssh_space.grant("proj", alice="write", bob="write")
+    alice = ssh_space.researcher("alice")
+    alice.write(A, "a\n")
+    alice.write("task1/output/r.txt", "r\n")
+    alice.init("first over ssh")
+    bob = ssh_space.researcher("bob")
+    bob.clone()
+    return alice, bob
+
+
+def repo_on_disk(space, project: str = "proj"):
+    from dsg.backends.posix import PosixRepository
+
+    return PosixRepository(space.base / "repos" / project, project)
+
+
+def test_two_users_clone_status_sync(ssh_space, ssh_team) -> None:
+    alice, bob = ssh_team
+    assert tree_content(bob.root) == tree_content(alice.root)
+    bob.write("task1/input/bob.csv", "bob\n")
+    proc = bob.cli("sync", "-m", "bob over ssh", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["committed"]["id"] == "s2"
+    alice.write(A, "alice v2\n")
+    alice.sync(message="alice over ssh")
+    bob.sync()
+    assert tree_content(bob.root) == tree_content(alice.root)
+    repo = repo_on_disk(ssh_space)
+    assert repo.head() == "s3"
+    assert manifest_content(repo.manifest("s3")) == tree_content(alice.root)
+    log = json.loads(bob.cli("log", "--json").stdout)["snapshots"]
+    assert [(s["id"], s["author"]) for s in log] == [
+        ("s3", "alice@hrdag.org"),
+        ("s2", "bob@hrdag.org"),
+        ("s1", "alice@hrdag.org"),
+    ]
+    # files in the shared repository belong to the login that wrote them, group-shared
+    st = (repo.snapshot_path("s2") / "task1/input/bob.csv").stat()
+    assert st.st_uid == __import__("pwd").getpwnam("bob").pw_uid
+    status = json.loads(alice.cli("status", "--json").stdout)
+    assert status["remote_head"] == "s3" and status["counts"] == {"none": 3}
+    # snapfetch over ssh
+    out = ssh_space.tmp / "old-a.csv"
+    proc = bob.cli("snapfetch", A, "--snapshot", "s1", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == b"a\n"
+
+
+def test_conflict_over_ssh(ssh_team) -> None:
+    alice, bob = ssh_team
+    alice.write(A, "alice\n")
+    alice.sync()
+    bob.write(A, "bob\n")
+    with pytest.raises(ConflictsBlocked):
+        bob.sync()
+    bob.resolve(A, "local")
+    bob.sync()
+    alice.sync()
+    assert alice.read(A) == b"bob\n"
+
+
+def test_user_without_access_is_refused_before_data_moves(ssh_space, ssh_team) -> None:
+    carol = ssh_space.researcher("carol")
+    proc = carol.cli("clone", "--json")
+    assert proc.returncode == 1
+    err = json.loads(proc.stdout)["error"]
+    assert err["kind"] == "permission_denied"
+    assert "permission denied for project proj" in err["message"]
+    assert tree_content(carol.root) == {}
+    logs = (ssh_space.base / "logs" / "agent.jsonl").read_text()
+    assert '"event":"denied"' in logs and '"login":"carol"' in logs
+
+
+def test_read_only_user_can_clone_and_status_but_not_sync_up(ssh_space, ssh_team) -> None:
+    ssh_space.grant("proj", carol="read")
+    carol = ssh_space.researcher("carol")
+    carol.clone()
+    assert tree_content(carol.root)[A]
+    assert carol.cli("status").returncode == 0
+    carol.write(A, "carol's change\n")
+    with pytest.raises(PermissionDenied, match="read access"):
+        carol.sync()
+    assert repo_on_disk(ssh_space).head() == "s1"
+    assert carol.read(A) == b"carol's change\n"
+
+
+def test_unknown_host_key_stops_with_the_fingerprint(ssh_space, ssh_team, monkeypatch) -> None:
+    _, bob = ssh_team
+    empty = ssh_space.tmp / "empty_known_hosts"
+    empty.write_text("")
+    lab = ssh_space.lab
+    monkeypatch.setenv(
+        "DSG_SSH_COMMAND",
+        f"ssh -F {lab.ssh_config} -o UserKnownHostsFile={empty} -o GlobalKnownHostsFile=/dev/null",
+    )
+    proc = bob.cli("status", "--json")
+    assert proc.returncode == 1
+    err = json.loads(proc.stdout)["error"]
+    assert "host key" in err["message"] and "SHA256:" in err["message"]
+    assert "ssh-keyscan" in err["hint"]
+
+
+# --- hostile or broken clients talking straight to the agent ---------------------------------
+
+
+def frame(kind: str, payload: bytes) -> bytes:
+    import struct
+
+    return struct.pack(">IB", len(payload), ord(kind)) + payload
+
+
+def jframe(msg: dict) -> bytes:
+    return frame("J", json.dumps(msg).encode())
+
+
+def read_msgs(data: bytes) -> list[dict]:
+    import struct
+
+    out, i = [], 0
+    while i + 5 <= len(data):
+        n, k = struct.unpack(">IB", data[i : i + 5])
+        if chr(k) == "J":
+            out.append(json.loads(data[i + 5 : i + 5 + n]))
+        i += 5 + n
+    return out
+
+
+def talk(space, login: str, payload: bytes, timeout: float = 30) -> list[dict]:
+    proc = space.lab.run(login, space.agent_argv(), input=payload, text=False, timeout=timeout)
+    return read_msgs(proc.stdout)
+
+
+def hello(project: str = "proj", version: int = 1) -> bytes:
+    return jframe({"op": "hello", "version": version, "project": project})
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../../../../etc/passwd", "/etc/passwd", "task1/../../x", "task1/input/a.csv\n", "a//b"],
+)
+def test_agent_refuses_hostile_paths(ssh_space, ssh_team, path: str) -> None:
+    msgs = talk(
+        ssh_space, "alice", hello() + jframe({"op": "open_file", "snapshot": "s1", "path": path})
+    )
+    assert msgs[0]["ok"] is True
+    assert msgs[1]["ok"] is False
+    assert "root:" not in json.dumps(msgs)
+
+
+def test_agent_refuses_hostile_writes_and_keeps_the_repository(ssh_space, ssh_team) -> None:
+    owner = {"user": "alice@hrdag.org", "tx": "tx-abcdef12"}
+    body = b"evil\n"
+    import xxhash
+
+    h = xxhash.xxh3_128_hexdigest(body)
+    msgs = talk(
+        ssh_space,
+        "alice",
+        hello()
+        + jframe({"op": "lock", "owner": owner, "timeout": 5})
+        + jframe({"op": "begin", "parent": "s1", "tx": "tx-abcdef12"})
+        + jframe({"op": "put_file", "path": "../escape.csv", "size": 5, "mtime_ns": 1, "hash": h})
+        + frame("D", body)
+        + frame("E", b""),
+    )
+    assert [m["ok"] for m in msgs[:3]] == [True, True, True]
+    assert msgs[3]["ok"] is False
+    repo = repo_on_disk(ssh_space)
+    assert repo.head() == "s1"
+    assert not (ssh_space.base / "repos" / "escape.csv").exists()
+
+
+def test_agent_refuses_wrong_version_and_oversize_messages(ssh_space, ssh_team) -> None:
+    msgs = talk(ssh_space, "alice", hello(version=99))
+    assert msgs and msgs[0]["ok"] is False and "version" in msgs[0]["error"]["message"]
+    import struct
+
+    huge = struct.pack(">IB", 64 << 20, ord("J"))
+    msgs = talk(ssh_space, "alice", hello() + huge + b"x" * 1024)
+    assert msgs[0]["ok"] is True
+    assert msgs[1]["ok"] is False and "exceeds" in msgs[1]["error"]["message"]
+    msgs = talk(ssh_space, "alice", jframe({"op": "head"}))
+    assert msgs[0]["ok"] is False and "hello" in msgs[0]["error"]["message"]
+    msgs = talk(ssh_space, "alice", hello() + jframe({"op": "rm", "path": "/"}))
+    assert msgs[1]["ok"] is False and "invalid request" in msgs[1]["error"]["message"]
+
+
+def test_client_disconnecting_mid_file_aborts_cleanly(ssh_space, ssh_team) -> None:
+    alice, bob = ssh_team
+    owner = {"user": "bob@hrdag.org", "tx": "tx-0000aaaa"}
+    body = b"x" * (3 << 20)
+    import xxhash
+
+    payload = (
+        hello()
+        + jframe({"op": "lock", "owner": owner, "timeout": 5})
+        + jframe({"op": "begin", "parent": "s1", "tx": "tx-0000aaaa"})
+        + jframe(
+            {
+                "op": "put_file",
+                "path": "task1/input/big.bin",
+                "size": len(body),
+                "mtime_ns": 1,
+                "hash": xxhash.xxh3_128_hexdigest(body),
+            }
+        )
+        + frame("D", body[: 1 << 20])  # ... and the client is gone
+    )
+    talk(ssh_space, "bob", payload)
+    repo = repo_on_disk(ssh_space)
+    assert repo.head() == "s1"
+    # the next sync needs no cleanup by hand: the lock is free and leftovers are removed
+    bob.write("task1/input/big.bin", body)
+    res = bob.sync(message="after the drop")
+    assert res.committed.id == "s2"
+    assert not any((ssh_space.base / "repos" / "proj" / "txn").iterdir())
+    alice.sync()
+    assert alice.read("task1/input/big.bin") == body
+
+
+def test_forced_command_confines_the_key(ssh_space, ssh_team) -> None:
+    """With command="dsg serve",restrict in authorized_keys the key can only talk dsg."""
+    lab = ssh_space.lab
+    forced = " ".join(ssh_space.agent_argv())
+    with lab.authorized_key("bob", f'command="{forced}",restrict') as key:
+        argv = lab.key_argv("bob", key, ["cat", "/etc/passwd"])
+        proc = subprocess.run(
+            argv, input=hello() + jframe({"op": "head"}), capture_output=True, timeout=30
+        )
+        msgs = read_msgs(proc.stdout)
+        assert msgs[0]["ok"] and msgs[1] == {"ok": True, "head": "s1"}
+        assert b"root:" not in proc.stdout
+
+
+def test_four_clients_syncing_at_once(ssh_space) -> None:
+    """4 researchers sync disjoint and overlapping changes concurrently, three rounds.
+    Every non-conflicting change lands exactly once; conflicts are reported (exit 3)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    # four clients: alice works from two machines (two working copies, same login)
+    ssh_space.grant("proj", alice="write", bob="write", carol="write")
+    first = ssh_space.researcher("alice")
+    first.write("task1/input/shared.csv", "start\n")
+    first.init()
+    rs = [first] + [
+        ssh_space.researcher(login, name=name)
+        for login, name in (("bob", "bob"), ("carol", "carol"), ("alice", "alicelaptop"))
+    ]
+    for r in rs[1:]:
+        r.clone()
+    expected: dict[str, bytes] = {}
+    conflicts = 0
+    for rnd in range(3):
+        for r in rs:
+            path = f"task1/input/{r.name}-{rnd}.csv"
+            r.write(path, f"{r.name} round {rnd}\n")
+            expected[path] = f"{r.name} round {rnd}\n".encode()
+            r.write("task1/input/shared.csv", f"{r.name} wants round {rnd}\n")
+        msg = f"round {rnd}"
+        with ThreadPoolExecutor(len(rs)) as pool:
+            procs = list(pool.map(lambda r, m=msg: r.cli("sync", "-m", f"{r.name} {m}"), rs))
+        codes = [p.returncode for p in procs]
+        assert set(codes) <= {0, 3}, [p.stderr for p in procs]
+        assert codes.count(0) >= 1, "someone always gets through"
+        conflicts += codes.count(3)
+        for r, p in zip(rs, procs, strict=True):
+            if p.returncode == 3:
+                assert "task1/input/shared.csv" in p.stderr
+                r.resolve("task1/input/shared.csv", "remote")
+                r.sync(message=f"{r.name} {rnd} after conflict")
+        for r in rs:
+            r.sync()
+    repo = repo_on_disk(ssh_space)
+    head = repo.head()
+    records = list(repo.history())
+    assert [x.id for x in records] == [f"s{i}" for i in range(len(records), 0, -1)]
+    final = repo.manifest(head)
+    for path in expected:
+        entry = final.get(path)
+        assert entry is not None, path
+        added_in = [
+            rec.id
+            for rec in records
+            if (e := repo.manifest(rec.id).get(path)) and e.snap == rec.number
+        ]
+        assert len(added_in) == 1, (path, added_in)
+        assert entry.user == f"{path.split('/')[-1].split('-')[0]}@hrdag.org"
+    for r in rs:
+        assert tree_content(r.root) == manifest_content(final)
+        assert r.read(next(iter(expected))) == expected[next(iter(expected))]
+    assert conflicts >= 1, "overlapping edits of shared.csv were reported as conflicts"
