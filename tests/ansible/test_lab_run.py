@@ -317,6 +317,50 @@ def test_existing_pool_layout_change_is_refused(ansible_tools, ansible_lab):
     assert sh(["zpool", "status", POOL]) == before
 
 
+def test_missing_pool_is_created_once_then_guarded(ansible_tools, ansible_lab, tmp_path):
+    """A declared pool that does not exist: --check plans it, a run creates it with
+    community.general.zpool, the next run changes nothing."""
+    ansible_lab.up()
+    name = f"dsgans{uuid.uuid4().hex[:6]}"
+    img = ansible_lab.lab_dir / "zfs" / "pools" / f"{name}.img"
+    mnt = ansible_lab.lab_dir / "zfs" / "mnt" / name
+    sh(["truncate", "-s", "128M", str(img)])
+    extra = {
+        "dsg_zfs_host_create_pools": True,
+        "dsg_zfs_host_scrub_cron_file": str(tmp_path / "scrub.cron"),
+        "dsg_zfs_host_pools": [
+            {
+                "name": name,
+                "vdevs": [{"disks": [str(img)]}],
+                "properties": {"cachefile": "none"},  # never in the daemon's pool cache
+                "filesystem_properties": {"atime": False},
+                "mountpoint": str(mnt),
+            }
+        ],
+    }
+    args = ("-e", json.dumps(extra))
+    try:
+        check = ansible_tools.playbook("lab", "provision-host.yml", "--check", *args)
+        assert check.returncode == 0, check.explain()
+        assert check.recap()["lab-zfs1"]["changed"] >= 1, check.explain()
+        assert subprocess.run(["zpool", "list", name], capture_output=True).returncode != 0
+
+        first = ansible_tools.playbook("lab", "provision-host.yml", *args)
+        assert first.returncode == 0, first.explain()
+        assert zget("atime", name) == "off"
+        assert zget("mountpoint", name) == str(mnt)
+        assert name in (tmp_path / "scrub.cron").read_text()
+
+        again = ansible_tools.playbook("lab", "provision-host.yml", *args)
+        assert again.returncode == 0, again.explain()
+        assert again.recap()["lab-zfs1"]["changed"] == 0, again.explain()
+    finally:
+        subprocess.run(["zpool", "destroy", name], capture_output=True)
+        img.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            mnt.rmdir()
+
+
 def test_lab_dsgconfig_template_renders(ansible_tools, tmp_path):
     """templates/dsgconfig/lab.dsgconfig.yml.j2 renders to a config the engine accepts."""
     dest = tmp_path / ".dsgconfig.yml"
