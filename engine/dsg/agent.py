@@ -44,6 +44,7 @@ READ_OPS = {
     "manifest",
     "manifest_digest",
     "open_file",
+    "read_files",
     "bye",
 }
 WRITE_OPS = {
@@ -221,6 +222,19 @@ class Agent:
         with self.r_.open_file(req.snapshot, req.path) as f:
             self.ok(size=entry.size)
             send_stream(self.w, f)
+
+    def op_read_files(self, req: Any) -> None:
+        """Stream many files: per file a header {ok, path, size} and its data frames. The
+        batch stops at the first error (sent as the header of that file)."""
+        manifest = self.r_.manifest(req.snapshot)
+        for path in req.paths:
+            check_path(path)
+            entry = manifest.get(path)
+            if entry is None or entry.is_link:
+                raise RepositoryError(f"{path!r} is not a file in {req.snapshot}")
+            with self.r_.open_file(req.snapshot, path) as f:
+                self.ok(path=path, size=entry.size)
+                send_stream(self.w, f)
 
     def op_create(self, req: Any) -> None:
         self.r_.create()

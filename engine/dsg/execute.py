@@ -19,6 +19,7 @@ import stat as stat_mod
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import xxhash
 
@@ -192,23 +193,30 @@ class LocalApplier:
         else:
             os.unlink(p)
 
-    def fetch(
-        self, it: Item, entry: Entry, snapshot: str, expected: Entry | None, force_backup: bool
-    ) -> None:
+    def prepare_fetch(
+        self, it: Item, entry: Entry, expected: Entry | None, force_backup: bool
+    ) -> bool:
+        """Make room for a download; False when nothing needs to be transferred."""
         p = self._abs(it.path)
         p.parent.mkdir(parents=True, exist_ok=True)
         if self.matches(it.path, entry):
-            return  # already there (an earlier interrupted run got this far)
+            return False  # already there (an earlier interrupted run got this far)
         self._make_room(it.path, expected, force_backup)
-        tmp = p.with_name(f".{p.name}.dsg-tmp-{self.tx}")
         if entry.is_link:
+            tmp = p.with_name(f".{p.name}.dsg-tmp-{self.tx}")
             os.symlink(entry.target, tmp)  # type: ignore[arg-type]
             os.replace(tmp, p)
-            return
+            return False
+        return True
+
+    def receive(self, it: Item, entry: Entry, snapshot: str, src: BinaryIO) -> None:
+        """Write one downloaded file: temp name, hash check, mtime, rename into place."""
+        p = self.root / it.path
+        tmp = p.with_name(f".{p.name}.dsg-tmp-{self.tx}")
         h = xxhash.xxh3_128()
         n = 0
         try:
-            with self.repo.open_file(snapshot, it.path) as src, open(tmp, "wb") as out:
+            with open(tmp, "wb") as out:
                 while True:
                     chunk = src.read(CHUNK)
                     if not chunk:
@@ -263,10 +271,17 @@ def run_local(applier: LocalApplier, plan: Plan, head: str | None) -> None:
         if first:
             crash_point("execute.after_first_local")
             first = False
+    by_snapshot: dict[str, list[tuple[Item, Entry]]] = {}
     for it, entry, snap, expected, backup in fetches:
-        applier.fetch(it, entry, snap, expected, backup)
-        if first:
-            crash_point("execute.after_first_local")
-            first = False
+        if applier.prepare_fetch(it, entry, expected, backup):
+            by_snapshot.setdefault(snap, []).append((it, entry))
+    for snap, items in by_snapshot.items():
+        wanted = {it.path: (it, entry) for it, entry in items}
+        for path, src in applier.repo.read_files(snap, list(wanted)):
+            it, entry = wanted[path]
+            applier.receive(it, entry, snap, src)
+            if first:
+                crash_point("execute.after_first_local")
+                first = False
     if applier.wrote_files:
         os.sync()  # downloaded bytes are on disk before the base says they are there

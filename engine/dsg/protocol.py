@@ -182,6 +182,12 @@ class OpenFile(_Msg):
     path: RelPath
 
 
+class ReadFiles(_Msg):
+    op: Literal["read_files"]
+    snapshot: SnapId
+    paths: Annotated[list[RelPath], Field(min_length=1, max_length=1000)]
+
+
 class Lock(_Msg):
     op: Literal["lock"]
     owner: dict[str, Any]
@@ -231,6 +237,7 @@ Request = Annotated[
     | Simple
     | SnapshotReq
     | OpenFile
+    | ReadFiles
     | Lock
     | Begin
     | PutFile

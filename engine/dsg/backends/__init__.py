@@ -155,6 +155,13 @@ class Repository(ABC):
     def open_file(self, snapshot: str, path: str) -> BinaryIO:
         """Open a committed file of `snapshot` for reading."""
 
+    def read_files(self, snapshot: str, paths: list[str]) -> Iterator[tuple[str, BinaryIO]]:
+        """Open many committed files of `snapshot`, in order (a transport may batch them).
+        Each stream must be consumed before the next is taken."""
+        for p in paths:
+            with self.open_file(snapshot, p) as f:
+                yield p, f
+
     @abstractmethod
     def snapshot_path(self, snapshot: str) -> Path:
         """A read-only directory holding the committed tree of `snapshot`."""

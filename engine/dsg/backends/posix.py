@@ -79,6 +79,7 @@ class PosixRepository(Repository):
         self.name = name
         self.location = str(self.root)
         self._locked = False
+        self._manifests: dict[str, Manifest] = {}
 
     # --- layout helpers
     @property
@@ -151,9 +152,15 @@ class PosixRepository(Repository):
 
     def manifest(self, snapshot: str) -> Manifest:
         self._require()
+        cached = self._manifests.get(snapshot)  # committed snapshots never change
+        if cached is not None:
+            return cached
         m = Manifest.read(self.snapshot_root(snapshot) / ".dsg" / "manifest.gz")
         if m.snapshot != snapshot:
             raise ManifestError(f"manifest of {snapshot} claims to be {m.snapshot}")
+        if len(self._manifests) >= 2:
+            self._manifests.pop(next(iter(self._manifests)))
+        self._manifests[snapshot] = m
         return m
 
     def manifest_digest(self, snapshot: str) -> str:

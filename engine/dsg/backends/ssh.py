@@ -67,6 +67,9 @@ ERRORS: dict[str, type[DsgError]] = {
     )
 }
 
+READ_BATCH = 500  # files per read_files request
+PUT_WINDOW = 64  # uploads in flight before their answers are collected
+
 _HOST = re.compile(
     r"^(?:(?P<user>[^@:/\s]+)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$"
 )
@@ -100,6 +103,7 @@ class SshRepository(Repository):
         self.location = f"{host}:{repo_path}"
         self.remote_command = remote_command or "dsg serve"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.pending = 0  # pipelined requests whose answers are not read yet
         self.role: str | None = None
         self.recovered: list[str] = []
         self.stale_holder: str | None = None
@@ -219,6 +223,7 @@ class SshRepository(Repository):
 
     def call(self, msg: dict[str, Any]) -> dict[str, Any]:
         proc = self._conn()
+        self._drain()
         try:
             send_json(proc.stdin, msg)  # type: ignore[arg-type]
             resp = recv_json(proc.stdout)  # type: ignore[arg-type]
@@ -293,6 +298,44 @@ class SshRepository(Repository):
         self.call({"op": "open_file", "snapshot": snapshot, "path": path})
         return StreamReader(self._conn().stdout)  # type: ignore[arg-type,return-value]
 
+    def read_files(self, snapshot: str, paths: list[str]) -> Iterator[tuple[str, BinaryIO]]:
+        """One request per batch of files, then the agent streams them back to back."""
+        for i in range(0, len(paths), READ_BATCH):
+            batch = paths[i : i + READ_BATCH]
+            proc = self._conn()
+            self._drain()
+            try:
+                send_json(proc.stdin, {"op": "read_files", "snapshot": snapshot, "paths": batch})  # type: ignore[arg-type]
+                for path in batch:
+                    resp = recv_json(proc.stdout)  # type: ignore[arg-type]
+                    if not resp.get("ok"):
+                        raise _error(resp)
+                    if resp.get("path") != path:
+                        raise ProtocolError(
+                            f"expected {path!r}, the agent sent {resp.get('path')!r}"
+                        )
+                    reader = StreamReader(proc.stdout)  # type: ignore[arg-type]
+                    yield path, reader  # type: ignore[misc]
+                    reader.drain()
+            except (EOFError, BrokenPipeError, OSError) as e:
+                raise self._lost() from e
+
+    def _drain(self) -> None:
+        """Collect the answers to pipelined requests (puts); raise the first error."""
+        first: DsgError | None = None
+        proc = self.proc
+        while self.pending and proc is not None:
+            self.pending -= 1
+            try:
+                resp = recv_json(proc.stdout)  # type: ignore[arg-type]
+            except (EOFError, BrokenPipeError, OSError) as e:
+                self.pending = 0
+                raise self._lost() from e
+            if not resp.get("ok") and first is None:
+                first = _error(resp)
+        if first is not None:
+            raise first
+
     def snapshot_path(self, snapshot: str) -> Path:
         raise TransportError(
             "browsing a snapshot as a directory needs the repository host",
@@ -325,18 +368,21 @@ class SshTransaction(Transaction):
         self.tx = tx
 
     def put_file(self, path: str, src: BinaryIO, size: int, mtime_ns: int, digest: bytes) -> None:
-        proc = self.repo._conn()
+        # Pipelined: the answer is collected later (before any other request, and at least
+        # every PUT_WINDOW files), so small files do not each wait a round trip.
+        repo = self.repo
+        proc = repo._conn()
         try:
             send_json(proc.stdin, {  # type: ignore[arg-type]
                 "op": "put_file", "path": path, "size": size, "mtime_ns": mtime_ns,
                 "hash": digest.hex(),
             })  # fmt: skip
             send_stream(proc.stdin, src)  # type: ignore[arg-type]
-            resp = recv_json(proc.stdout)  # type: ignore[arg-type]
         except (EOFError, BrokenPipeError, OSError) as e:
-            raise self.repo._lost() from e
-        if not resp.get("ok"):
-            raise _error(resp)
+            raise repo._lost() from e
+        repo.pending += 1
+        if repo.pending >= PUT_WINDOW:
+            repo._drain()
 
     def put_link(self, path: str, target: str) -> None:
         self.repo.call({"op": "put_link", "path": path, "target": target})

@@ -78,6 +78,7 @@ class ZfsRepository(Repository):
         self._dataset: str | None = None
         self._snaps: list[Snapshot] | None = None
         self._clones: dict[str, tuple[str, Path]] = {}
+        self._manifests: dict[str, Manifest] = {}
         self._locked = False
         self.recovered: list[str] = []
         self.stale_holder: str | None = None
@@ -212,6 +213,15 @@ class ZfsRepository(Repository):
         return live.id == snapshot and not self._dirty()
 
     def manifest(self, snapshot: str) -> Manifest:
+        cached = self._manifests.get(snapshot)  # committed snapshots never change
+        if cached is None:
+            cached = self._read_manifest(snapshot)
+            if len(self._manifests) >= 2:
+                self._manifests.pop(next(iter(self._manifests)))
+            self._manifests[snapshot] = cached
+        return cached
+
+    def _read_manifest(self, snapshot: str) -> Manifest:
         self._require()
         rec = self.record(snapshot)
         if self._live_matches(snapshot):
