@@ -210,7 +210,7 @@ class Agent:
         self.ok(digest=self.r_.manifest_digest(req.snapshot))
 
     def op_manifest(self, req: Any) -> None:
-        data = self.r_.manifest(req.snapshot).to_bytes()
+        data = self.r_.manifest_bytes(req.snapshot)
         self.ok(size=len(data))
         send_stream(self.w, io.BytesIO(data))
 

@@ -520,3 +520,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# Commands that live in their own modules register themselves on `app` when imported.
+from . import cli_history  # noqa: E402, F401

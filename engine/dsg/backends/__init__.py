@@ -147,6 +147,10 @@ class Repository(ABC):
     @abstractmethod
     def record(self, snapshot: str) -> SnapshotRecord: ...
 
+    def manifest_bytes(self, snapshot: str) -> bytes:
+        """The stored (compressed) manifest of `snapshot`, integrity-checked."""
+        return self.manifest(snapshot).to_bytes()
+
     def manifest_digest(self, snapshot: str) -> str:
         """The digest of `snapshot`'s stored manifest, integrity-checked (may skip parsing)."""
         return self.manifest(snapshot).digest()

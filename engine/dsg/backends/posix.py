@@ -163,7 +163,7 @@ class PosixRepository(Repository):
         self._manifests[snapshot] = m
         return m
 
-    def manifest_digest(self, snapshot: str) -> str:
+    def _verified_manifest_file(self, snapshot: str) -> tuple[bytes, str]:
         self._require()
         p = self.snapshot_root(snapshot) / ".dsg" / "manifest.gz"
         try:
@@ -173,7 +173,13 @@ class PosixRepository(Repository):
         _, header, snap = Manifest.verified_digest(data, origin=f"manifest {p}")
         if snap != snapshot:
             raise ManifestError(f"manifest of {snapshot} claims to be {snap}")
-        return header["digest"]
+        return data, header["digest"]
+
+    def manifest_digest(self, snapshot: str) -> str:
+        return self._verified_manifest_file(snapshot)[1]
+
+    def manifest_bytes(self, snapshot: str) -> bytes:
+        return self._verified_manifest_file(snapshot)[0]
 
     def record(self, snapshot: str) -> SnapshotRecord:
         self._require()

@@ -1,0 +1,1 @@
+"""History and integrity commands (blame, validate-*, clean), registered on the main app."""
