@@ -71,7 +71,7 @@ READ_BATCH = 500  # files per read_files request
 PUT_WINDOW = 64  # uploads in flight before their answers are collected
 
 _HOST = re.compile(
-    r"^(?:(?P<user>[^@:/\s]+)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$"
+    r"^(?:(?P<user>[^@:/\s]+)@)?(?P<host>[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$"
 )
 
 

@@ -1,0 +1,86 @@
+"""The wire protocol and host parsing, without a network."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import pytest
+
+from dsg.backends.ssh import parse_host
+from dsg.errors import TransportError
+from dsg.protocol import (
+    MAX_JSON,
+    ProtocolError,
+    StreamReader,
+    parse_request,
+    read_frame,
+    recv_json,
+    send_json,
+    send_stream,
+)
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        ("scott", (None, "scott", None)),
+        ("ana@scott", ("ana", "scott", None)),
+        ("ana@dsg.hrdag.org:2222", ("ana", "dsg.hrdag.org", 2222)),
+        ("lab-alice", (None, "lab-alice", None)),
+        ("ana@[::1]:22", ("ana", "::1", 22)),
+    ],
+)
+def test_parse_host(spec: str, want: tuple) -> None:
+    assert parse_host(spec) == want
+
+
+@pytest.mark.parametrize("spec", ["", "a b", "host;rm -rf /", "-oProxyCommand=x", "-oProxyCommand", "a@b:c", "$(id)"])
+def test_parse_host_refuses_odd_specs(spec: str) -> None:
+    with pytest.raises(TransportError):
+        parse_host(spec)
+
+
+def test_round_trip_messages_and_streams() -> None:
+    buf = io.BytesIO()
+    send_json(buf, {"op": "head"})
+    send_stream(buf, io.BytesIO(b"x" * (3 << 20)))
+    send_json(buf, {"ok": True})
+    buf.seek(0)
+    assert recv_json(buf) == {"op": "head"}
+    with StreamReader(buf) as r:
+        assert r.read(10) == b"x" * 10
+    assert recv_json(buf) == {"ok": True}, "the rest of the stream was drained"
+
+
+def test_oversize_and_unknown_frames_are_refused() -> None:
+    with pytest.raises(ProtocolError, match="exceeds"):
+        read_frame(io.BytesIO(struct.pack(">IB", MAX_JSON + 1, ord("J"))))
+    with pytest.raises(ProtocolError, match="unknown frame"):
+        read_frame(io.BytesIO(struct.pack(">IB", 1, ord("Z")) + b"x"))
+    with pytest.raises(EOFError):
+        read_frame(io.BytesIO(struct.pack(">IB", 10, ord("J")) + b"abc"))
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        {"op": "rm", "path": "/"},
+        {"op": "open_file", "snapshot": "s1; ls", "path": "a"},
+        {"op": "open_file", "snapshot": "s0", "path": "a"},
+        {"op": "put_file", "path": "a", "size": -1, "mtime_ns": 0, "hash": "0" * 32},
+        {"op": "put_file", "path": "a", "size": 1, "mtime_ns": 0, "hash": "zz"},
+        {"op": "begin", "parent": "s1", "tx": "../../x"},
+        {"op": "hello", "version": 1, "project": "../etc"},
+        {"op": "head", "extra": 1},
+        {"op": "read_files", "snapshot": "s1", "paths": []},
+    ],
+)
+def test_invalid_requests_are_refused(msg: dict) -> None:
+    with pytest.raises(ProtocolError, match="invalid request"):
+        parse_request(msg)
+
+
+def test_valid_request_parses() -> None:
+    req = parse_request({"op": "open_file", "snapshot": "s12", "path": "t/input/a.csv"})
+    assert (req.op, req.snapshot, req.path) == ("open_file", "s12", "t/input/a.csv")
