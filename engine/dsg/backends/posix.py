@@ -348,33 +348,38 @@ class PosixTransaction(Transaction):
         return record
 
     def _build_tree(self, manifest: Manifest) -> None:
-        parent_root = self.repo.snapshot_root(self.parent) if self.parent else None
+        # Plain strings, not Path objects: this loop runs once per file of the snapshot.
+        parent_root = str(self.repo.snapshot_root(self.parent)) if self.parent else None
+        root = str(self.dir)
+        objects = str(self.objects)
         made: set[str] = set()
         for e in manifest.entries:
-            slash = e.path.rfind("/")
+            path = e.path
+            slash = path.rfind("/")
             if slash > 0:
-                d = e.path[:slash]
+                d = path[:slash]
                 if d not in made:
-                    (self.dir / d).mkdir(parents=True, exist_ok=True)
+                    os.makedirs(f"{root}/{d}", exist_ok=True)
                     made.add(d)
-            dest = self.dir / e.path
-            if e.is_link:
-                os.symlink(e.target, dest)  # type: ignore[arg-type]
+            dest = f"{root}/{path}"
+            if e.target is not None:
+                os.symlink(e.target, dest)
                 continue
-            src = self.sources.get(e.path)
-            if src is not None and src.parent == self.objects:
+            src = self.sources.get(path)
+            if src is not None and str(src.parent) == objects:
                 os.rename(src, dest)
                 continue
             if src is None:
                 assert parent_root is not None
-                src = parent_root / e.path
-            _link_or_copy(src, dest)
+                _link_or_copy(f"{parent_root}/{path}", dest)
+            else:
+                _link_or_copy(str(src), dest)
 
     def abort(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
+def _link_or_copy(src: str, dest: str) -> None:
     """Hardlink an unchanged file into the new snapshot; copy it where the kernel refuses
     (fs.protected_hardlinks forbids linking another user's read-only file in a shared
     repository)."""
