@@ -366,10 +366,12 @@ def test_clean(team: tuple[Researcher, Researcher]) -> None:
     assert not doc["dry_run"] and all(i["removed"] for i in doc["items"])
     assert {(i["path"], i["kind"]) for i in doc["items"]} == expected
     assert not any(os.path.lexists(alice.root / p) for p, _ in expected)
-    assert (mnt / "s1").is_symlink() and (mnt / "s1" / A).is_file()
+    assert (mnt / "s1" / A).is_file()  # the live view is kept (a link, or a mounted clone)
     assert alice.read("task1/src/a.dsg-conflict-20261129T201500Z-bob.R")
     assert alice.read("task1/input/notes.dsg-conflict-soon.txt")
     alice.delete("task1/input/notes.dsg-conflict-soon.txt")
     assert tree_content(alice.root) == before  # tracked data untouched
     assert set(alice.actions().values()) == {"none"}
     assert js(alice.cli("clean", "--json"))["items"] == []
+    assert alice.cli("snapumount", str(mnt / "s1")).returncode == 0
+    assert not os.path.lexists(mnt / "s1")
