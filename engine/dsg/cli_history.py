@@ -24,9 +24,10 @@ from rich.progress import (
 from rich.text import Text
 
 from . import history, validate
-from .backends import open_repository
+from .backends import Repository, open_repository
 from .cli import JsonOpt, app, err, out, project, run, stack
 from .errors import DsgError, UsageError, WorkingCopyError
+from .manifest import SnapshotRecord
 from .paths import show
 
 
@@ -54,6 +55,17 @@ def _short(h: str | None) -> str:
     return h[:16] if h else "-"
 
 
+def _records(repo: Repository) -> list[SnapshotRecord]:
+    """The history, newest first; stops at a parent link that does not go back in time
+    (a damaged link must not loop; 'dsg validate-chain' reports it)."""
+    out: list[SnapshotRecord] = []
+    for rec in repo.history():
+        if out and rec.number >= out[-1].number:
+            break
+        out.append(rec)
+    return out
+
+
 # --- blame ---------------------------------------------------------------------------------
 
 
@@ -68,7 +80,7 @@ def blame(
         ws, config = project()
         rel = _relative(ws.root, path)
         repo = stack.enter_context(closing(open_repository(config)))
-        records = list(repo.history())
+        records = _records(repo)
         versions, reads = history.blame(rel, records, repo.manifest)
         if not versions:
             raise WorkingCopyError(

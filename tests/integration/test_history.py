@@ -375,3 +375,20 @@ def test_clean(team: tuple[Researcher, Researcher]) -> None:
     assert js(alice.cli("clean", "--json"))["items"] == []
     assert alice.cli("snapumount", str(mnt / "s1")).returncode == 0
     assert not os.path.lexists(mnt / "s1")
+
+
+@pytest.mark.parametrize("backend", ["posix"])
+def test_blame_survives_a_looping_parent_link(team: tuple[Researcher, Researcher]) -> None:
+    alice, bob = team
+    bob.write(A, "a,2\n")
+    bob.sync(message="s2")
+    with closing(alice.repo) as repo:
+        rpath = writable(repo.snapshot_path("s2") / ".dsg" / "snapshot.json")
+    d = orjson.loads(rpath.read_bytes())
+    d["parent"] = "s2"  # points at itself
+    rpath.write_bytes(orjson.dumps(d))
+    proc = alice.cli("blame", A, "--json")
+    assert proc.returncode == 0
+    assert js(proc)["versions"][0]["snapshot"] == "s2"
+    err = js(alice.cli("validate-chain", "--json"))["error"]
+    assert err["details"]["first_broken"] == "s2"
