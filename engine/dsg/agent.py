@@ -332,3 +332,16 @@ def serve(access_file: Path | None = None, log_dir: Path | None = None) -> int:
             break
     agent = Agent(sys.stdin.buffer, sys.stdout.buffer, access, log_path)
     return agent.serve()
+
+
+def main(argv: list[str]) -> int:
+    """`dsg serve [--access-file F] [--log-dir D]` without the interactive CLI's imports."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="dsg serve")
+    ap.add_argument("--access-file", default="")
+    ap.add_argument("--log-dir", default="")
+    ns = ap.parse_args(argv)
+    return serve(
+        Path(ns.access_file) if ns.access_file else None, Path(ns.log_dir) if ns.log_dir else None
+    )

@@ -35,7 +35,9 @@ def test_parse_host(spec: str, want: tuple) -> None:
     assert parse_host(spec) == want
 
 
-@pytest.mark.parametrize("spec", ["", "a b", "host;rm -rf /", "-oProxyCommand=x", "-oProxyCommand", "a@b:c", "$(id)"])
+@pytest.mark.parametrize(
+    "spec", ["", "a b", "host;rm -rf /", "-oProxyCommand=x", "-oProxyCommand", "a@b:c", "$(id)"]
+)
 def test_parse_host_refuses_odd_specs(spec: str) -> None:
     with pytest.raises(TransportError):
         parse_host(spec)
