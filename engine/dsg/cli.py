@@ -354,12 +354,14 @@ def resolve(
 
 
 def _project_relative(root: Path, p: str) -> str:
+    """A path given on the command line, as a path relative to the project root."""
     cand = Path(p)
     absolute = cand if cand.is_absolute() else Path.cwd() / cand
-    try:
-        return os.path.normpath(absolute).removeprefix(str(root) + "/")
-    except ValueError:
-        return p
+    norm = os.path.normpath(absolute)
+    prefix = str(root) + "/"
+    if not norm.startswith(prefix):
+        raise UsageError(f"{p} is outside the project at {root}")
+    return norm.removeprefix(prefix)
 
 
 @app.command("log")

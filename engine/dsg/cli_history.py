@@ -5,11 +5,9 @@ Printing and argument handling only; the work is in `history.py` and `validate.p
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -26,29 +24,11 @@ from rich.text import Text
 from . import history, validate
 from .backends import Repository, open_repository
 from .cli import JsonOpt, app, err, out, project, run, stack
+from .cli import _project_relative as _relative
+from .cli import _snapshot_arg as _snapshot
 from .errors import DsgError, UsageError, WorkingCopyError
 from .manifest import SnapshotRecord
 from .paths import show
-
-
-def _snapshot(value: str) -> str:
-    v = value.strip()
-    if v.isdigit():
-        v = f"s{v}"
-    if not (v.startswith("s") and v[1:].isdigit() and int(v[1:]) > 0):
-        raise UsageError(f"--snapshot {value!r}: expected s1, s2, ... (or a number)")
-    return v
-
-
-def _relative(root: Path, p: str) -> str:
-    """A path given on the command line, as a path relative to the project root."""
-    cand = Path(p)
-    absolute = cand if cand.is_absolute() else Path.cwd() / cand
-    norm = os.path.normpath(absolute)
-    prefix = str(root) + "/"
-    if not norm.startswith(prefix):
-        raise UsageError(f"{p} is outside the project at {root}")
-    return norm.removeprefix(prefix)
 
 
 def _short(h: str | None) -> str:

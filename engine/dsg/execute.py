@@ -21,15 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-import xxhash
-
 from .backends import Repository
 from .errors import IntegrityError, PathError
 from .faults import crash_point, register
 from .manifest import Entry, SnapshotRecord
 from .paths import show
 from .plan import Action, Item, Plan
-from .scan import CHUNK, HashCache, hash_file, stat_key
+from .scan import HashCache, copy_hashing, hash_file, stat_key
 
 register("execute.after_remote_commit", "execute.after_first_local", "execute.before_base")
 
@@ -213,23 +211,13 @@ class LocalApplier:
         """Write one downloaded file: temp name, hash check, mtime, rename into place."""
         p = self.root / it.path
         tmp = p.with_name(f".{p.name}.dsg-tmp-{self.tx}")
-        h = xxhash.xxh3_128()
-        n = 0
         try:
             with open(tmp, "wb") as out:
-                while True:
-                    chunk = src.read(CHUNK)
-                    if not chunk:
-                        break
-                    h.update(chunk)
-                    out.write(chunk)
-                    n += len(chunk)
-                    if self.progress:
-                        self.progress(len(chunk))
-            if n != entry.size or h.digest() != entry.hash:
+                n, got = copy_hashing(src, out, self.progress)
+            if n != entry.size or got != entry.hash:
                 raise IntegrityError(
                     f"{show(it.path)} from {snapshot} does not match its manifest "
-                    f"({n} bytes, hash {h.hexdigest()}; expected {entry.size} bytes, "
+                    f"({n} bytes, hash {got.hex()}; expected {entry.size} bytes, "
                     f"{entry.hash_hex})",
                     hint="the repository copy may be damaged: run 'dsg validate-snapshot' "
                     "and tell your admin",

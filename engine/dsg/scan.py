@@ -14,6 +14,7 @@ import stat as stat_mod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 import xxhash
@@ -40,6 +41,24 @@ def hash_file(path: str | os.PathLike[str]) -> bytes:
                 break
             h.update(view[:n])
     return h.digest()
+
+
+def copy_hashing(
+    src: BinaryIO, out: BinaryIO, progress: Callable[[int], None] | None = None
+) -> tuple[int, bytes]:
+    """Copy `src` to `out`; returns (bytes copied, xxh3-128 digest of them)."""
+    h = xxhash.xxh3_128()
+    n = 0
+    while True:
+        chunk = src.read(CHUNK)
+        if not chunk:
+            break
+        h.update(chunk)
+        out.write(chunk)
+        n += len(chunk)
+        if progress:
+            progress(len(chunk))
+    return n, h.digest()
 
 
 def hash_bytes(data: bytes) -> bytes:

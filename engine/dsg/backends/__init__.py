@@ -20,14 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-import xxhash
-
 from ..config import ProjectConfig
 from ..errors import IntegrityError, RepositoryError
 from ..manifest import Manifest, SnapshotRecord
 from ..paths import show
-
-COPY_CHUNK = 1 << 20
+from ..scan import copy_hashing
 
 
 @dataclass(frozen=True)
@@ -62,17 +59,9 @@ def write_verified(
 ) -> None:
     """Copy `src` to `dest`, hashing as it goes; keep it only if it is `size` bytes hashing
     to `digest` (invariant: every transferred file is verified at the receiver)."""
-    h = xxhash.xxh3_128()
-    n = 0
     try:
         with open(dest, "wb") as out:
-            while True:
-                chunk = src.read(COPY_CHUNK)
-                if not chunk:
-                    break
-                h.update(chunk)
-                out.write(chunk)
-                n += len(chunk)
+            n, got = copy_hashing(src, out)
     except OSError as e:
         with contextlib.suppress(OSError):  # a full ZFS dataset may refuse even unlink
             dest.unlink(missing_ok=True)
@@ -80,10 +69,10 @@ def write_verified(
             f"cannot store {show(path)} in the repository: {e.strerror}",
             hint="the repository may be full or read-only; nothing was committed",
         ) from e
-    if n != size or h.digest() != digest:
+    if n != size or got != digest:
         dest.unlink(missing_ok=True)
         raise IntegrityError(
-            f"{show(path)}: received {n} bytes hashing to {h.hexdigest()}, "
+            f"{show(path)}: received {n} bytes hashing to {got.hex()}, "
             f"expected {size} bytes hashing to {digest.hex()} "
             "(the file changed during the sync, or the transfer was damaged)",
             hint="run the sync again",

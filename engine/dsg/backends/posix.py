@@ -31,14 +31,12 @@ import orjson
 from ..errors import (
     HeadMoved,
     ManifestError,
-    PathError,
     RepositoryError,
     RepositoryExists,
     RepositoryNotFound,
 )
 from ..faults import crash_point, register
 from ..manifest import (
-    Entry,
     Manifest,
     SnapshotRecord,
     atomic_write,
@@ -46,10 +44,11 @@ from ..manifest import (
     snap_id,
     snap_number,
 )
-from ..paths import check_path, link_target_problem, show
-from ..plan import Change, apply_changes
-from . import LockOwner, Repository, Transaction, write_verified
+from ..paths import check_path, show
+from ..plan import apply_changes
+from . import LockOwner, Repository, Transaction
 from .locking import hold_lock
+from .staging import StagedTransaction
 
 REPO_FORMAT = "dsg-posix-repo/1"
 EMPTY_HEAD = "-"
@@ -245,17 +244,13 @@ class PosixRepository(Repository):
         return PosixTransaction(self, parent, tx)
 
 
-class PosixTransaction(Transaction):
+class PosixTransaction(StagedTransaction):
+    crash_after_put = "posix.after_put"
+
     def __init__(self, repo: PosixRepository, parent: str | None, tx: str) -> None:
-        self.repo = repo
-        self.parent = parent
-        self.tx = tx
         self.dir = repo.root / "txn" / tx
-        self.objects = self.dir / ".dsg" / "objects"
-        self.objects.mkdir(parents=True)
-        self.changes: dict[str, Change] = {}
-        self.sources: dict[str, Path] = {}
-        self._n = 0
+        super().__init__(repo, parent, tx, self.dir / ".dsg" / "objects")
+        self.repo: PosixRepository = repo
         self._parent_manifest: Manifest | None = None
 
     def parent_manifest(self) -> Manifest:
@@ -265,36 +260,9 @@ class PosixTransaction(Transaction):
             )
         return self._parent_manifest
 
-    def put_file(self, path: str, src: BinaryIO, size: int, mtime_ns: int, digest: bytes) -> None:
-        check_path(path)
-        self._n += 1
-        obj = self.objects / str(self._n)
-        write_verified(src, obj, path, size, mtime_ns, digest)
-        self.sources[path] = obj
-        self.changes[path] = Change(path, Entry(path, size, mtime_ns, digest))
-        crash_point("posix.after_put")
-
-    def put_link(self, path: str, target: str) -> None:
-        check_path(path)
-        problem = link_target_problem(path, target)
-        if problem:
-            raise PathError(f"{show(path)}: {problem}")
-        self.sources.pop(path, None)
-        self.changes[path] = Change(path, Entry(path, target=target))
-
     def restore(self, path: str, snapshot: str) -> None:
-        check_path(path)
-        entry = self.repo.manifest(snapshot).get(path)
-        if entry is None:
-            raise RepositoryError(f"{show(path)} is not in snapshot {snapshot}")
-        if not entry.is_link:
+        if not self._restored_entry(path, snapshot).is_link:
             self.sources[path] = self.repo.snapshot_root(snapshot) / path
-        self.changes[path] = Change(path, entry)
-
-    def delete(self, path: str) -> None:
-        check_path(path)
-        self.sources.pop(path, None)
-        self.changes[path] = Change(path, None)
 
     def commit(self, message: str, author: str, author_name: str) -> SnapshotRecord:
         repo = self.repo
@@ -307,31 +275,7 @@ class PosixTransaction(Transaction):
         manifest = apply_changes(parent_m, self.changes.values(), n, author)
         self._build_tree(manifest)
         crash_point("posix.after_tree")
-        parent_rec = repo.record(self.parent) if self.parent else None
-        created = utc_now()
-        digest = manifest.digest()
-        chain = SnapshotRecord.compute_chain(
-            parent_rec.chain if parent_rec else None,
-            new_id,
-            self.parent,
-            author,
-            message,
-            created,
-            digest,
-        )
-        record = SnapshotRecord(
-            id=new_id,
-            parent=self.parent,
-            author=author,
-            author_name=author_name,
-            message=message,
-            created_at=created,
-            manifest_digest=digest,
-            entry_count=len(manifest),
-            total_bytes=manifest.total_bytes(),
-            tx=self.tx,
-            chain=chain,
-        )
+        record = self.new_record(new_id, manifest, message, author, author_name, utc_now())
         meta = self.dir / ".dsg"
         shutil.rmtree(self.objects)
         manifest.write(meta / "manifest.gz")

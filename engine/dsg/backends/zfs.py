@@ -38,19 +38,19 @@ import orjson
 from ..errors import (
     HeadMoved,
     ManifestError,
-    PathError,
     RepositoryError,
     RepositoryExists,
     RepositoryNotFound,
 )
 from ..faults import crash_point, register
 from ..manifest import Manifest, SnapshotRecord, atomic_write, snap_id, snap_number
-from ..paths import check_path, link_target_problem, show
-from ..plan import Change, apply_changes
+from ..paths import check_path, show
+from ..plan import apply_changes
 from ..zfsops import Snapshot, Zfs
 from . import LockOwner, Repository, Transaction, write_verified
 from .locking import hold_lock
 from .posix import check_snapshot_id, utc_now
+from .staging import StagedTransaction
 
 REPO_FORMAT = "dsg-zfs-repo/1"
 HOLD_TAG = "dsg"
@@ -392,55 +392,21 @@ def _remove(p: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-class ZfsTransaction(Transaction):
+class ZfsTransaction(StagedTransaction):
+    crash_after_put = "zfs.after_put"
+
     def __init__(self, repo: ZfsRepository, parent: str | None, tx: str) -> None:
-        self.repo = repo
-        self.parent = parent
-        self.tx = tx
         self.dir = repo.meta / "txn" / tx
-        self.dir.mkdir(parents=True)
-        self.changes: dict[str, Change] = {}
-        self.sources: dict[str, Path] = {}
-        self._n = 0
-
-    def put_file(self, path: str, src: BinaryIO, size: int, mtime_ns: int, digest: bytes) -> None:
-        from ..manifest import Entry
-
-        check_path(path)
-        self._n += 1
-        obj = self.dir / str(self._n)
-        write_verified(src, obj, path, size, mtime_ns, digest)
-        self.sources[path] = obj
-        self.changes[path] = Change(path, Entry(path, size, mtime_ns, digest))
-        crash_point("zfs.after_put")
-
-    def put_link(self, path: str, target: str) -> None:
-        from ..manifest import Entry
-
-        check_path(path)
-        problem = link_target_problem(path, target)
-        if problem:
-            raise PathError(f"{show(path)}: {problem}")
-        self.sources.pop(path, None)
-        self.changes[path] = Change(path, Entry(path, target=target))
+        super().__init__(repo, parent, tx, self.dir)
+        self.repo: ZfsRepository = repo
 
     def restore(self, path: str, snapshot: str) -> None:
-        check_path(path)
-        entry = self.repo.manifest(snapshot).get(path)
-        if entry is None:
-            raise RepositoryError(f"{show(path)} is not in snapshot {snapshot}")
-        if not entry.is_link:
-            self._n += 1
-            obj = self.dir / str(self._n)
+        entry = self._restored_entry(path, snapshot)
+        if not entry.is_link:  # copied: a snapshot's blocks cannot be linked into the live tree
+            obj = self._new_object()
             with self.repo.open_file(snapshot, path) as src:
                 write_verified(src, obj, path, entry.size, entry.mtime, entry.hash)  # type: ignore[arg-type]
             self.sources[path] = obj
-        self.changes[path] = Change(path, entry)
-
-    def delete(self, path: str) -> None:
-        check_path(path)
-        self.sources.pop(path, None)
-        self.changes[path] = Change(path, None)
 
     def commit(self, message: str, author: str, author_name: str) -> SnapshotRecord:
         repo = self.repo
@@ -455,30 +421,7 @@ class ZfsTransaction(Transaction):
         manifest = apply_changes(parent_m, self.changes.values(), n, author)
         self._apply(parent_m)
         crash_point("zfs.after_apply")
-        parent_rec = repo.record(self.parent) if self.parent else None
-        created = utc_now()
-        digest = manifest.digest()
-        record = SnapshotRecord(
-            id=new_id,
-            parent=self.parent,
-            author=author,
-            author_name=author_name,
-            message=message,
-            created_at=created,
-            manifest_digest=digest,
-            entry_count=len(manifest),
-            total_bytes=manifest.total_bytes(),
-            tx=self.tx,
-            chain=SnapshotRecord.compute_chain(
-                parent_rec.chain if parent_rec else None,
-                new_id,
-                self.parent,
-                author,
-                message,
-                created,
-                digest,
-            ),
-        )
+        record = self.new_record(new_id, manifest, message, author, author_name, utc_now())
         manifest.write(repo.meta / "manifest.gz")
         atomic_write(repo.meta / "snapshot.json", record.to_bytes())
         shutil.rmtree(self.dir)

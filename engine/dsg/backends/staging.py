@@ -1,0 +1,96 @@
+"""What posix and zfs transactions share: staging verified uploads as numbered objects,
+recording the changes a commit applies, and building the new snapshot's record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import PathError, RepositoryError
+from ..faults import crash_point
+from ..manifest import Entry, Manifest, SnapshotRecord
+from ..paths import check_path, link_target_problem, show
+from ..plan import Change
+from . import Repository, Transaction, write_verified
+
+
+class StagedTransaction(Transaction):
+    """Uploads land in `objects/<n>` (hash-verified); `changes` is what commit applies."""
+
+    crash_after_put = ""  # the crash point name a subclass registers
+
+    def __init__(self, repo: Repository, parent: str | None, tx: str, objects: Path) -> None:
+        self.repo = repo
+        self.parent = parent
+        self.tx = tx
+        self.objects = objects
+        self.objects.mkdir(parents=True)
+        self.changes: dict[str, Change] = {}
+        self.sources: dict[str, Path] = {}
+        self._n = 0
+
+    def _new_object(self) -> Path:
+        self._n += 1
+        return self.objects / str(self._n)
+
+    def put_file(self, path: str, src: BinaryIO, size: int, mtime_ns: int, digest: bytes) -> None:
+        check_path(path)
+        obj = self._new_object()
+        write_verified(src, obj, path, size, mtime_ns, digest)
+        self.sources[path] = obj
+        self.changes[path] = Change(path, Entry(path, size, mtime_ns, digest))
+        crash_point(self.crash_after_put)
+
+    def put_link(self, path: str, target: str) -> None:
+        check_path(path)
+        problem = link_target_problem(path, target)
+        if problem:
+            raise PathError(f"{show(path)}: {problem}")
+        self.sources.pop(path, None)
+        self.changes[path] = Change(path, Entry(path, target=target))
+
+    def delete(self, path: str) -> None:
+        check_path(path)
+        self.sources.pop(path, None)
+        self.changes[path] = Change(path, None)
+
+    def _restored_entry(self, path: str, snapshot: str) -> Entry:
+        check_path(path)
+        entry = self.repo.manifest(snapshot).get(path)
+        if entry is None:
+            raise RepositoryError(f"{show(path)} is not in snapshot {snapshot}")
+        self.changes[path] = Change(path, entry)
+        return entry
+
+    def new_record(
+        self,
+        new_id: str,
+        manifest: Manifest,
+        message: str,
+        author: str,
+        author_name: str,
+        created: str,
+    ) -> SnapshotRecord:
+        parent_rec = self.repo.record(self.parent) if self.parent else None
+        digest = manifest.digest()
+        return SnapshotRecord(
+            id=new_id,
+            parent=self.parent,
+            author=author,
+            author_name=author_name,
+            message=message,
+            created_at=created,
+            manifest_digest=digest,
+            entry_count=len(manifest),
+            total_bytes=manifest.total_bytes(),
+            tx=self.tx,
+            chain=SnapshotRecord.compute_chain(
+                parent_rec.chain if parent_rec else None,
+                new_id,
+                self.parent,
+                author,
+                message,
+                created,
+                digest,
+            ),
+        )
