@@ -1,0 +1,1 @@
+"""Admin commands (health, metrics), registered on the main app."""
