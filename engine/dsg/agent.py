@@ -45,6 +45,7 @@ READ_OPS = {
     "manifest_digest",
     "open_file",
     "read_files",
+    "tags",
     "bye",
 }
 WRITE_OPS = {
@@ -235,6 +236,14 @@ class Agent:
             with self.r_.open_file(req.snapshot, path) as f:
                 self.ok(path=path, size=entry.size)
                 send_stream(self.w, f)
+
+    def op_tags(self, req: Any) -> None:
+        self.ok(tags=self.r_.tags())
+
+    def op_add_tag(self, req: Any) -> None:
+        tag = self.r_.add_tag(req.name, req.snapshot, req.message, req.author)
+        self.log("tagged", tag=req.name, snapshot=req.snapshot, login=self.login)
+        self.ok(tag=tag)
 
     def op_create(self, req: Any) -> None:
         self.r_.create()

@@ -428,6 +428,48 @@ def _snapshot_arg(value: str) -> str:
 
 
 @app.command()
+def tag(
+    name: Annotated[str, typer.Argument(help="tag name, e.g. v1.0")],
+    message: Annotated[str, typer.Option("-m", "--message", help="why this snapshot")] = "",
+    snapshot: Annotated[
+        str, typer.Option("--snapshot", "-s", help="snapshot to tag (default: the head)")
+    ] = "",
+    json_mode: JsonOpt = False,
+) -> None:
+    """Name a snapshot (tags never move)."""
+
+    def body() -> dict[str, Any]:
+        _, config = project()
+        user = load_user_config()
+        repo = stack.enter_context(closing(open_repository(config)))
+        snap = _snapshot_arg(snapshot) if snapshot else repo.head()
+        if snap is None:
+            raise UsageError("the repository has no snapshot to tag yet")
+        info = repo.add_tag(name, snap, message, user.user_id)
+        if not json_mode:
+            out.print(Text(f"tagged {snap} as {name}"))
+        return {"tag": name, **info}
+
+    run("tag", json_mode, body)
+
+
+@app.command()
+def tags(json_mode: JsonOpt = False) -> None:
+    """The repository's tags."""
+
+    def body() -> dict[str, Any]:
+        _, config = project()
+        repo = stack.enter_context(closing(open_repository(config)))
+        found = repo.tags()
+        if not json_mode:
+            for name, t in sorted(found.items(), key=lambda kv: kv[1]["created_at"]):
+                out.print(Text(f"{name:<20} {t['snapshot']:<7} {t['created_at']}  {t['message']}"))
+        return {"tags": [{"name": n, **t} for n, t in sorted(found.items())]}
+
+    run("tags", json_mode, body)
+
+
+@app.command()
 def snapfetch(
     path: Annotated[str, typer.Argument(help="file path (relative to the project or cwd)")],
     snapshot: Annotated[str, typer.Option("--snapshot", "-s", help="snapshot id, e.g. s12")],

@@ -168,7 +168,9 @@ class Hello(_Msg):
 
 
 class Simple(_Msg):
-    op: Literal["head", "history", "exists", "create", "unlock", "abort", "bye", "destroy_new"]
+    op: Literal[
+        "head", "history", "exists", "create", "unlock", "abort", "bye", "destroy_new", "tags"
+    ]
 
 
 class SnapshotReq(_Msg):
@@ -186,6 +188,14 @@ class ReadFiles(_Msg):
     op: Literal["read_files"]
     snapshot: SnapId
     paths: Annotated[list[RelPath], Field(min_length=1, max_length=1000)]
+
+
+class AddTag(_Msg):
+    op: Literal["add_tag"]
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    snapshot: SnapId
+    message: Annotated[str, Field(max_length=4000)]
+    author: Annotated[str, Field(max_length=320)]
 
 
 class Lock(_Msg):
@@ -238,6 +248,7 @@ Request = Annotated[
     | SnapshotReq
     | OpenFile
     | ReadFiles
+    | AddTag
     | Lock
     | Begin
     | PutFile

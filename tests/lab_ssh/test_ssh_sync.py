@@ -372,3 +372,17 @@ def test_four_clients_syncing_at_once(ssh_space) -> None:
         assert tree_content(r.root) == manifest_content(final)
         assert r.read(next(iter(expected))) == expected[next(iter(expected))]
     assert conflicts >= 1, "overlapping edits of shared.csv were reported as conflicts"
+
+
+def test_tags_over_ssh_need_write(ssh_space, ssh_team) -> None:
+    alice, bob = ssh_team
+    proc = alice.cli("tag", "v1.0", "-m", "first", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    tags = json.loads(bob.cli("tags", "--json").stdout)["tags"]
+    assert [(t["name"], t["snapshot"]) for t in tags] == [("v1.0", "s1")]
+    ssh_space.grant("proj", carol="read")
+    carol = ssh_space.researcher("carol")
+    proc = carol.cli("tag", "mine", "--json")
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["error"]["kind"] == "permission_denied"
+    assert json.loads(carol.cli("tags", "--json").stdout)["tags"][0]["name"] == "v1.0"

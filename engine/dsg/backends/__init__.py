@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import re
 import socket
 import time
 from abc import ABC, abstractmethod
@@ -52,6 +53,31 @@ def _login() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
+
+
+TAG_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def new_tag(
+    existing: dict[str, dict[str, str]], name: str, snapshot: str, message: str, author: str
+) -> dict[str, str]:
+    """Validate a new tag against the existing ones; returns its record."""
+    if not TAG_NAME.match(name):
+        raise RepositoryError(
+            f"invalid tag name {name!r}",
+            hint="use lowercase letters, digits, '.', '_' and '-' (e.g. v1.0, report-2026)",
+        )
+    if name in existing:
+        raise RepositoryError(
+            f"tag {name} already names {existing[name]['snapshot']}; tags never move",
+            hint="choose another name",
+        )
+    return {
+        "snapshot": snapshot,
+        "message": message,
+        "created_by": author,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def write_verified(
@@ -176,6 +202,15 @@ class Repository(ABC):
             rec = self.record(snap)
             yield rec
             snap = rec.parent
+
+    # --- tags (names for snapshots; a tag never moves)
+    @abstractmethod
+    def tags(self) -> dict[str, dict[str, str]]:
+        """name -> {snapshot, message, created_by, created_at}."""
+
+    @abstractmethod
+    def add_tag(self, name: str, snapshot: str, message: str, author: str) -> dict[str, str]:
+        """Tag `snapshot`; takes the lock itself. RepositoryError if the name is taken."""
 
     # --- writes
     @abstractmethod

@@ -46,7 +46,7 @@ from ..manifest import (
 )
 from ..paths import check_path, show
 from ..plan import apply_changes
-from . import LockOwner, Repository, Transaction
+from . import LockOwner, Repository, Transaction, new_tag
 from .locking import hold_lock
 from .staging import StagedTransaction
 
@@ -204,6 +204,27 @@ class PosixRepository(Repository):
     def snapshot_path(self, snapshot: str) -> Path:
         """A directory holding the committed tree of `snapshot` (for snapmount)."""
         return self.snapshot_root(snapshot)
+
+    # --- tags: tags.json, replaced atomically under the lock
+    def tags(self) -> dict[str, dict[str, str]]:
+        self._require()
+        try:
+            data = orjson.loads((self.root / "tags.json").read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, orjson.JSONDecodeError) as e:
+            raise RepositoryError(f"{self.root}/tags.json is unreadable: {e}") from e
+        return data.get("tags", {})
+
+    def add_tag(self, name: str, snapshot: str, message: str, author: str) -> dict[str, str]:
+        with self.lock(LockOwner(user=author, tx="tag", operation="tag"), 60):
+            self.record(snapshot)  # must exist
+            tags = self.tags()
+            tag = new_tag(tags, name, snapshot, message, author)
+            tags[name] = tag
+            doc = {"format": "dsg-tags/1", "tags": dict(sorted(tags.items()))}
+            atomic_write(self.root / "tags.json", orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+            return tag
 
     # --- writes
     @contextlib.contextmanager

@@ -342,6 +342,13 @@ class SshRepository(Repository):
             hint="use 'dsg snapfetch PATH --snapshot ...' to get files from a past snapshot",
         )
 
+    def tags(self) -> dict[str, dict[str, str]]:
+        return self.call({"op": "tags"})["tags"]
+
+    def add_tag(self, name: str, snapshot: str, message: str, author: str) -> dict[str, str]:
+        req = {"op": "add_tag", "name": name, "snapshot": snapshot, "message": message}
+        return self.call({**req, "author": author})["tag"]
+
     # --- writes
     @contextlib.contextmanager
     def lock(self, owner: LockOwner, timeout: float) -> Iterator[None]:

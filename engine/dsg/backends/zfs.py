@@ -47,7 +47,7 @@ from ..manifest import Manifest, SnapshotRecord, atomic_write, snap_id, snap_num
 from ..paths import check_path, show
 from ..plan import apply_changes
 from ..zfsops import Snapshot, Zfs
-from . import LockOwner, Repository, Transaction, write_verified
+from . import LockOwner, Repository, Transaction, new_tag, write_verified
 from .locking import hold_lock
 from .posix import check_snapshot_id, utc_now
 from .staging import StagedTransaction
@@ -309,6 +309,29 @@ class ZfsRepository(Repository):
                     self._destroy_clone(name, where)
                     reaped.append(name)
         return reaped
+
+    # --- tags: one user property on the dataset (travels with zfs send -p)
+    def tags(self) -> dict[str, dict[str, str]]:
+        self._require()
+        raw = self.zfs.user_properties(self.dataset).get("dsg:tags")
+        if not raw:
+            return {}
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise RepositoryError(f"dsg:tags on {self.dataset} is unreadable") from e
+
+    def add_tag(self, name: str, snapshot: str, message: str, author: str) -> dict[str, str]:
+        with self.lock(LockOwner(user=author, tx="tag", operation="tag"), 60):
+            self.record(snapshot)
+            tags = self.tags()
+            tag = new_tag(tags, name, snapshot, message, author)
+            tags[name] = tag
+            value = orjson.dumps(dict(sorted(tags.items()))).decode()
+            if len(value.encode()) > 8000:
+                raise RepositoryError("too many tags for one ZFS property (8 KB)")
+            self.zfs.set_property(self.dataset, "dsg:tags", value)
+            return tag
 
     # --- writes
     def _dirty(self) -> bool:
