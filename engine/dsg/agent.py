@@ -81,6 +81,7 @@ class Agent:
         self.stack = contextlib.ExitStack()
         self.lock_cm: contextlib.AbstractContextManager[None] | None = None
         self.txn: Transaction | None = None
+        self.access: AccessFile | None = None
         self.log = EventLog(log_path, "-", "serve")
 
     # --- session
@@ -143,8 +144,17 @@ class Agent:
                 f"{PROTOCOL_VERSION}; dsg {__version__})",
             )
         access = load_access(self.access_file)
-        role = access.role(req.project, self.login)
         self.log.tx = f"session-{os.getpid()}"
+        if req.project is None:  # a listing session: only list_repos
+            self.access = access
+            self.log("session", login=self.login, listing=True)
+            send_json(
+                self.w,
+                {"ok": True, "version": PROTOCOL_VERSION, "server": f"dsg {__version__}",
+                 "login": self.login},
+            )  # fmt: skip
+            return
+        role = access.role(req.project, self.login)
         if role is None:
             self.log("denied", level="warning", project=req.project, login=self.login)
             raise PermissionDenied(
@@ -177,6 +187,17 @@ class Agent:
     # --- requests
     def _dispatch(self, req: Any) -> None:
         op = req.op
+        if (self.project is None) != (op == "list_repos"):
+            raise ProtocolError(
+                "list_repos is the only request of a session without a project"
+                if self.project is None
+                else "list_repos needs a session without a project"
+            )
+        if op == "list_repos":
+            from .listing import list_projects
+
+            self.ok(repos=list_projects(self.access, self.login))
+            return
         needed = "read" if op in READ_OPS else "write"
         if not allows(self.role, needed):  # type: ignore[arg-type]
             raise PermissionDenied(

@@ -469,6 +469,44 @@ def tags(json_mode: JsonOpt = False) -> None:
     run("tags", json_mode, body)
 
 
+@app.command("list-repos")
+def list_repos(
+    host: Annotated[str, typer.Option("--host", help="repository host")] = "localhost",
+    access_file: Annotated[
+        str, typer.Option("--access-file", help="local access file (host localhost)")
+    ] = "/etc/dsg/access.yml",
+    remote_command: Annotated[
+        str, typer.Option("--remote-command", help="the agent on the host")
+    ] = "dsg serve",
+    json_mode: JsonOpt = False,
+) -> None:
+    """The repositories you can see on a host: head, size and last sync."""
+
+    def body() -> dict[str, Any]:
+        from .config import is_local_host
+
+        if is_local_host(host):
+            from .access import load_access
+            from .agent import login_name
+            from .listing import list_projects
+
+            repos = list_projects(load_access(Path(access_file)), login_name())
+        else:
+            from .backends.ssh import list_remote_repos
+
+            repos = list_remote_repos(host, remote_command)
+        if not json_mode:
+            for r in repos:
+                what = r.get("error") or (
+                    f"{r.get('head') or 'empty':<6} {r.get('files', 0):>8} files "
+                    f"{r.get('bytes', 0) / 2**20:>10.1f} MiB  last sync {r.get('last_sync', '-')}"
+                )
+                out.print(Text(f"{r['name']:<24} {r['role']:<6} {what}"))
+        return {"host": host, "repos": repos}
+
+    run("list-repos", json_mode, body)
+
+
 @app.command()
 def snapfetch(
     path: Annotated[str, typer.Argument(help="file path (relative to the project or cwd)")],

@@ -162,14 +162,24 @@ Hex128 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 class Hello(_Msg):
     op: Literal["hello"]
     version: int
-    project: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    # None: a session that only lists the caller's repositories (`list_repos`)
+    project: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")] | None = None
     repo_path: str | None = None
     client: str = ""
 
 
 class Simple(_Msg):
     op: Literal[
-        "head", "history", "exists", "create", "unlock", "abort", "bye", "destroy_new", "tags"
+        "head",
+        "history",
+        "exists",
+        "create",
+        "unlock",
+        "abort",
+        "bye",
+        "destroy_new",
+        "tags",
+        "list_repos",
     ]
 
 

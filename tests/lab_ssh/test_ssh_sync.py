@@ -386,3 +386,28 @@ def test_tags_over_ssh_need_write(ssh_space, ssh_team) -> None:
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["error"]["kind"] == "permission_denied"
     assert json.loads(carol.cli("tags", "--json").stdout)["tags"][0]["name"] == "v1.0"
+
+
+def test_list_repos_over_ssh_shows_only_your_projects(ssh_space, ssh_team) -> None:
+    ssh_space.grant("other", carol="write")
+    ssh_space.grant("proj", carol="read")
+    lab = ssh_space.lab
+    remote = ssh_space.config("proj", "carol").repository.remote_command
+    proc = ssh_space.researcher("carol").cli(
+        "list-repos", "--host", lab.alias("carol"), "--remote-command", remote, "--json",
+        cwd=ssh_space.tmp,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    repos = {r["name"]: r for r in json.loads(proc.stdout)["repos"]}
+    assert set(repos) == {"other", "proj"}
+    assert repos["proj"]["role"] == "read" and repos["proj"]["head"] == "s1"
+    assert repos["proj"]["files"] == 2 and repos["proj"]["last_sync"]
+    assert repos["other"]["head"] is None  # granted but not created yet
+    # bob sees only proj; a project session cannot ask for the list
+    proc = ssh_space.researcher("bob").cli(
+        "list-repos", "--host", lab.alias("bob"), "--remote-command", remote, "--json",
+        cwd=ssh_space.tmp,
+    )  # fmt: skip
+    assert [r["name"] for r in json.loads(proc.stdout)["repos"]] == ["proj"]
+    msgs = talk(ssh_space, "bob", hello() + jframe({"op": "list_repos"}))
+    assert msgs[1]["ok"] is False

@@ -152,16 +152,10 @@ class SshRepository(Repository):
             ) from e
         self.proc = proc
         try:
-            send_json(
-                proc.stdin,
-                {  # type: ignore[arg-type]
-                    "op": "hello",
-                    "version": PROTOCOL_VERSION,
-                    "project": self.name,
-                    "repo_path": self.repo_path,
-                    "client": f"dsg {__version__}",
-                },
-            )
+            hello = {"op": "hello", "version": PROTOCOL_VERSION, "client": f"dsg {__version__}"}
+            if self.name:  # no name: a session that only lists repositories
+                hello.update(project=self.name, repo_path=self.repo_path)
+            send_json(proc.stdin, hello)  # type: ignore[arg-type]
             resp = recv_json(proc.stdout)  # type: ignore[arg-type]
         except (EOFError, BrokenPipeError, OSError) as e:
             raise self._connect_error() from e
@@ -417,3 +411,12 @@ def _error(resp: dict[str, Any]) -> DsgError:
     cls = ERRORS.get(str(err.get("kind")), RepositoryError)
     e = cls(str(err.get("message") or "the agent reported an error"), hint=err.get("hint"))
     return e
+
+
+def list_remote_repos(host: str, remote_command: str | None = None) -> list[dict[str, Any]]:
+    """The repositories the caller may see on `host` (a session without a project)."""
+    session = SshRepository(host, "", "", remote_command=remote_command)
+    try:
+        return session.call({"op": "list_repos"})["repos"]
+    finally:
+        session.close()
