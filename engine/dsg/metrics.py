@@ -1,0 +1,199 @@
+"""Prometheus metrics for a repository host (`dsg admin metrics`).
+
+Rendered in the Prometheus text exposition format (version 0.0.4) and written atomically
+(a temporary file in the same directory, then rename(2)), so node_exporter's textfile
+collector (`--collector.textfile.directory`) never reads a half-written file. The
+temporary name starts with a dot and does not end in `.prom`, so the collector ignores it.
+
+Per project (label `project`), from the head snapshot's record:
+
+    dsg_project_up                          1 when the repository could be read, else 0
+    dsg_project_head_snapshot               N of the head sN (0: empty repository)
+    dsg_project_snapshots_total             committed snapshots present (counter)
+    dsg_project_last_sync_timestamp_seconds when the head was committed (Unix time)
+    dsg_project_bytes                       bytes of data in the head snapshot
+    dsg_project_files                       entries (files and links) in the head snapshot
+
+Per pool (label `pool`; the pools of the access file's zfs projects, plus any configured):
+
+    dsg_pool_up                             1 when `zpool list` answered, else 0
+    dsg_pool_health                         1 ONLINE, 0 anything else (label `health`)
+    dsg_pool_capacity_ratio                 zpool's CAP / 100
+    dsg_pool_size_bytes, dsg_pool_allocated_bytes, dsg_pool_free_bytes
+
+and `dsg_metrics_generated_timestamp_seconds`. On zfs-fuse pool sizes come from rounded
+`zpool list` output (no `-p`), so they are approximate there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .access import AccessFile
+from .health import pools_of, read_project
+from .zfsops import Zfs, ZfsError
+
+METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+TYPES = ("counter", "gauge", "untyped")
+
+
+@dataclass(frozen=True)
+class Sample:
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass
+class Family:
+    """One metric: name, HELP text, TYPE and its samples."""
+
+    name: str
+    help: str
+    type: str = "gauge"
+    samples: list[Sample] = field(default_factory=list)
+
+    def add(self, value: float, **labels: str) -> None:
+        self.samples.append(Sample(labels, value))
+
+
+def escape_label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
+
+
+def render(families: Iterable[Family]) -> str:
+    """The text exposition format; raises ValueError on an invalid metric or label name."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for fam in families:
+        if not METRIC_NAME.fullmatch(fam.name) or fam.name in seen or fam.type not in TYPES:
+            raise ValueError(f"invalid or repeated metric: {fam.name!r} ({fam.type})")
+        seen.add(fam.name)
+        lines.append(f"# HELP {fam.name} {escape_help(fam.help)}")
+        lines.append(f"# TYPE {fam.name} {fam.type}")
+        for s in fam.samples:
+            for key in s.labels:
+                if not LABEL_NAME.fullmatch(key) or key.startswith("__"):
+                    raise ValueError(f"invalid label name {key!r} on {fam.name}")
+            labels = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in s.labels.items())
+            lines.append(
+                f"{fam.name}{{{labels}}} {format_value(s.value)}"
+                if labels
+                else f"{fam.name} {format_value(s.value)}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write `text` to `path` via a temporary file in the same directory and rename(2)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def collect(
+    access: AccessFile,
+    *,
+    zfs: Zfs | None = None,
+    pools: Sequence[str] = (),
+    now: datetime | None = None,
+) -> list[Family]:
+    """Read every project and pool; a failure shows as `_up 0`, never as an exception."""
+    zfs = zfs or Zfs.from_env()
+    now = now or datetime.now(UTC)
+    up = Family("dsg_project_up", "1 when the project's repository could be read, else 0")
+    head = Family("dsg_project_head_snapshot", "Number N of the head snapshot sN (0: empty)")
+    total = Family(
+        "dsg_project_snapshots_total", "Committed snapshots in the repository", "counter"
+    )
+    last = Family(
+        "dsg_project_last_sync_timestamp_seconds",
+        "When the head snapshot was committed, seconds since the Unix epoch",
+    )
+    nbytes = Family("dsg_project_bytes", "Bytes of data in the head snapshot")
+    files = Family("dsg_project_files", "Files and links in the head snapshot")
+    for name, p in sorted(access.projects.items()):
+        st = read_project(name, p, zfs, count=True)
+        up.add(1 if st.readable else 0, project=name)
+        if not st.readable:
+            continue
+        head.add(int(st.head[1:]) if st.head else 0, project=name)
+        total.add(st.snapshots, project=name)
+        if st.created_at is not None:
+            last.add(st.created_at.timestamp(), project=name)
+        if st.total_bytes is not None:
+            nbytes.add(st.total_bytes, project=name)
+        if st.entry_count is not None:
+            files.add(st.entry_count, project=name)
+
+    pool_up = Family("dsg_pool_up", "1 when zpool reported on the pool, else 0")
+    health = Family("dsg_pool_health", "1 when the pool is ONLINE, else 0 (label: its state)")
+    cap = Family("dsg_pool_capacity_ratio", "Pool capacity used, 0..1 (zpool CAP / 100)")
+    size = Family("dsg_pool_size_bytes", "Pool size in bytes")
+    alloc = Family("dsg_pool_allocated_bytes", "Pool space allocated in bytes")
+    free = Family("dsg_pool_free_bytes", "Pool space free in bytes")
+    for pool in pools_of(access, pools):
+        try:
+            s = zfs.pool_status(pool)
+        except (ZfsError, ValueError):
+            pool_up.add(0, pool=pool)
+            health.add(0, pool=pool, health="UNKNOWN")
+            continue
+        pool_up.add(1, pool=pool)
+        health.add(1 if s.health == "ONLINE" else 0, pool=pool, health=s.health)
+        cap.add(s.capacity / 100, pool=pool)
+        size.add(s.size, pool=pool)
+        alloc.add(s.allocated, pool=pool)
+        free.add(s.free, pool=pool)
+
+    generated = Family(
+        "dsg_metrics_generated_timestamp_seconds", "When these metrics were collected"
+    )
+    generated.add(round(now.timestamp(), 3))
+    return [
+        up,
+        head,
+        total,
+        last,
+        nbytes,
+        files,
+        pool_up,
+        health,
+        cap,
+        size,
+        alloc,
+        free,
+        generated,
+    ]
