@@ -315,6 +315,8 @@ def test_snap_apply_keeps_history_content_and_source(env: dict[str, Path]) -> No
     assert (clone / "task1/output/result.txt").stat().st_mtime_ns == 1_600_000_200 * 10**9
     st = dsg("status", "--json", cwd=clone, cfg=env["cfg"])
     assert st.returncode == 0, st.stderr
+    chain = dsg("validate-chain", cwd=clone, cfg=env["cfg"])
+    assert chain.returncode == 0 and "history intact: 3 snapshot(s)" in chain.stdout, chain.stdout
 
 
 # --- the original dsg -----------------------------------------------------------------------
