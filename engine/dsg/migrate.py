@@ -830,6 +830,22 @@ def blocked_error(report: ImportReport) -> ImportBlocked:
     )
 
 
+def _import_tags(source: Source, repo: Repository, owner: str, report: ImportReport) -> None:
+    """snap's tag symlinks become dsg tags (names lowercased; invalid ones reported)."""
+    from .backends import TAG_NAME
+
+    imported = set(report.verified)
+    for name, sid in source.tags.items():
+        tag = name.lower()
+        if sid not in imported or not TAG_NAME.match(tag):
+            report.problems.append(
+                Problem(f"tag {name!r} -> {sid} not imported (invalid name or snapshot)",
+                        snapshot=sid, blocking=False)
+            )  # fmt: skip
+            continue
+        repo.add_tag(tag, sid, f"imported from {source.kind} tag {name}", owner)
+
+
 def apply_import(
     source: Source,
     config: ProjectConfig,
@@ -906,6 +922,7 @@ def apply_import(
                     hint="the new repository was removed; report this as a bug",
                 )
             final.verified.append(sp.id)
+        _import_tags(source, repo, owner, final)
     except BaseException:
         destroy = getattr(repo, "destroy_new", None)
         if destroy is not None:

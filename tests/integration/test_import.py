@@ -290,6 +290,7 @@ def test_snap_apply_keeps_history_content_and_source(env: dict[str, Path]) -> No
     assert repo.head() == "s3"
     for sid in ("s1", "s2", "s3"):
         assert manifest_content(repo.manifest(sid)) == nfc_content(proj / sid), sid
+    assert {n: t["snapshot"] for n, t in repo.tags().items()} == {"v1.0": "s2"}
     m2 = repo.manifest("s2")
     assert m2.get(f"task1/input/{NFC_NAME}") is not None
     assert m2.get("task1/input/b.csv").mtime == 1_600_000_100 * 10**9  # mtime kept
