@@ -14,6 +14,7 @@ quoted (shlex.quote): no path or name is ever interpreted by the remote shell.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ class RemoteConfig:
     known_hosts: str = str(Path.home() / ".ssh" / "known_hosts")
     key_file: str | None = None
     dsg: str = "dsg"  # the dsg command on the remote host
+    ansible_playbook: str | None = None  # default: <repo>/.venv-ansible/bin/ansible-playbook
 
 
 @dataclass
@@ -156,19 +158,21 @@ def health(hosts: Sequence[str], cfg: RemoteConfig) -> list[HostResult]:
                      write=False)  # fmt: skip
 
 
-def playbook(
-    inventory: str, name: str, extra: dict[str, str], cfg: RemoteConfig,
-    ansible_playbook: str | None = None,
-) -> HostResult:  # fmt: skip
+def playbook(inventory: str, name: str, extra: dict[str, str], cfg: RemoteConfig) -> HostResult:
     """Run one of the repository's playbooks (dry-run: --check --diff)."""
-    exe = ansible_playbook or str(REPO / ".venv-ansible" / "bin" / "ansible-playbook")
+    exe = cfg.ansible_playbook or str(REPO / ".venv-ansible" / "bin" / "ansible-playbook")
     argv = [exe, "-i", inventory, str(REPO / "playbooks" / name)]
     for k, v in extra.items():
         argv += ["-e", f"{k}={v}"]
     if cfg.dry_run:
         argv += ["--check", "--diff"]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(exe).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+    }
     proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=cfg.command_timeout, cwd=REPO
+        argv, capture_output=True, text=True, timeout=cfg.command_timeout, cwd=REPO, env=env
     )
     ok = proc.returncode == 0
     return HostResult(

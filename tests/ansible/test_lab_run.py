@@ -355,7 +355,11 @@ def test_missing_pool_is_created_once_then_guarded(ansible_tools, ansible_lab, t
         assert again.returncode == 0, again.explain()
         assert again.recap()["lab-zfs1"]["changed"] == 0, again.explain()
     finally:
-        subprocess.run(["zpool", "destroy", name], capture_output=True)
+        # zfs-fuse can refuse to destroy a pool whose filesystem is still mounted ("busy"):
+        # unmount first, then force, so no test pool outlives the test.
+        subprocess.run(["zfs", "unmount", "-f", name], capture_output=True)
+        if subprocess.run(["zpool", "destroy", name], capture_output=True).returncode:
+            subprocess.run(["zpool", "destroy", "-f", name], capture_output=True)
         img.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             mnt.rmdir()

@@ -127,6 +127,14 @@ def test_two_users_clone_status_sync(ssh_space, ssh_team) -> None:
     proc = bob.cli("snapfetch", A, "--snapshot", "s1", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes() == b"a\n"
+    # history and integrity commands over ssh
+    blame = json.loads(bob.cli("blame", A, "--json").stdout)
+    assert [(v["snapshot"], v["event"], v["user"]) for v in blame["versions"]] == [
+        ("s3", "modify", "alice@hrdag.org"),
+        ("s1", "add", "alice@hrdag.org"),
+    ]
+    assert bob.cli("validate-snapshot", "--json").returncode == 0
+    assert bob.cli("validate-chain", "--json").returncode == 0
 
 
 def test_conflict_over_ssh(ssh_team) -> None:
