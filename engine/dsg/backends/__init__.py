@@ -218,10 +218,20 @@ class Repository(ABC):
         """Hold the repository's write lock (waiting up to `timeout` seconds). Entering
         also recovers any transaction a dead writer left behind."""
 
-    @abstractmethod
     def begin(self, parent: str | None, tx: str) -> Transaction:
         """Start a transaction on top of `parent`; must hold the lock. HeadMoved if the
         head is not `parent`."""
+        from ..errors import HeadMoved
+
+        if not getattr(self, "_locked", False):
+            raise RepositoryError("internal error: begin() without the repository lock")
+        head = self.head()
+        if head != parent:
+            raise HeadMoved(f"repository head is {head}, expected {parent}")
+        return self._transaction(parent, tx)
+
+    def _transaction(self, parent: str | None, tx: str) -> Transaction:
+        raise NotImplementedError
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections or mounts."""

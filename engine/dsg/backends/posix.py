@@ -256,12 +256,7 @@ class PosixRepository(Repository):
                 removed.append(f"snapshots/{d.name}")
         return removed
 
-    def begin(self, parent: str | None, tx: str) -> Transaction:
-        if not self._locked:
-            raise RepositoryError("internal error: begin() without the repository lock")
-        head = self.head()
-        if head != parent:
-            raise HeadMoved(f"repository head is {head}, expected {parent}")
+    def _transaction(self, parent: str | None, tx: str) -> Transaction:
         return PosixTransaction(self, parent, tx)
 
 

@@ -380,12 +380,7 @@ class ZfsRepository(Repository):
             recovered += [f"destroyed stale clone {c}" for c in self._reap_stale_clones()]
         return recovered
 
-    def begin(self, parent: str | None, tx: str) -> Transaction:
-        if not self._locked:
-            raise RepositoryError("internal error: begin() without the repository lock")
-        head = self.head()
-        if head != parent:
-            raise HeadMoved(f"repository head is {head}, expected {parent}")
+    def _transaction(self, parent: str | None, tx: str) -> Transaction:
         return ZfsTransaction(self, parent, tx)
 
 
