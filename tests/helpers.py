@@ -148,3 +148,32 @@ def manifest_content(m: Manifest) -> dict[str, str]:
 
 def run_python(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
+
+
+_REACH: dict[str, str | None] = {}
+
+
+def skip_unless_lab_users_can_run(lab: object, command: str, user: str = "alice") -> None:
+    """Skip (with the reason) when lab users cannot run `command` over SSH: e.g. when the
+    checkout lives under a directory other users cannot enter (such as /root)."""
+    import pytest
+
+    if command not in _REACH:
+        if hasattr(lab, "run"):  # the sshd_lab fixture
+            proc = lab.run(user, [command, "--version"], timeout=60)
+        else:  # a lab directory (<repo>/.lab) with its ssh_config
+            proc = subprocess.run(
+                ["ssh", "-F", str(Path(lab) / "ssh_config"), f"lab-{user}", command, "--version"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        _REACH[command] = (
+            None
+            if proc.returncode == 0
+            else f"lab user {user} cannot run {command} over SSH ({proc.stderr.strip()[-200:]}); "
+            "the SSH tests need the checkout readable by other users"
+        )
+    reason = _REACH[command]
+    if reason:
+        pytest.skip(reason)

@@ -19,7 +19,12 @@ import pytest
 
 from dsg.config import ProjectConfig, RepositoryConfig
 from tests.ansible.test_lab_run import converge
-from tests.helpers import Researcher, manifest_content, tree_content
+from tests.helpers import (
+    Researcher,
+    manifest_content,
+    skip_unless_lab_users_can_run,
+    tree_content,
+)
 
 pytestmark = [pytest.mark.ansible, pytest.mark.ssh, pytest.mark.zfs]
 PROJECT = "lab-alpha"
@@ -28,13 +33,14 @@ SUDOERS = Path("/etc/sudoers.d/dsg-lab-alpha-zfs-test")
 
 
 @pytest.fixture
-def provisioned(ansible_tools, ansible_lab, tmp_path, monkeypatch):
+def provisioned(ansible_tools, ansible_lab, sshd_lab, tmp_path, monkeypatch):
     lab_dir = ansible_lab.lab_dir
     mount_root = lab_dir / "zfs" / "mnt" / "dsglab" / "dsg"
     access = Path("/etc/dsg/access.yml")
     if not access.is_file() or str(mount_root / PROJECT) not in access.read_text():
         run, _ = converge(ansible_tools)  # this lab was not provisioned yet
         assert run.returncode == 0, run.explain()
+    skip_unless_lab_users_can_run(sshd_lab, "/usr/local/bin/dsg")
     monkeypatch.setenv("DSG_SSH_COMMAND", f"ssh -F {lab_dir / 'ssh_config'}")
     SUDOERS.write_text(f"%dsg-{PROJECT} ALL=(root) NOPASSWD: /usr/sbin/zfs, /usr/sbin/zpool\n")
     SUDOERS.chmod(0o440)

@@ -12,7 +12,7 @@ import pytest
 from dsg import remote
 from dsg.config import ProjectConfig, RepositoryConfig
 from tests.ansible.test_lab_researchers import SUDOERS
-from tests.helpers import Researcher, tree_content
+from tests.helpers import Researcher, skip_unless_lab_users_can_run, tree_content
 
 pytestmark = [pytest.mark.ansible, pytest.mark.ssh, pytest.mark.zfs]
 PROJECT = "lab-beta"  # declared in inventories/lab: bob admin, carol write
@@ -23,8 +23,9 @@ def members(group: str) -> set[str]:
     return set(filter(None, out.strip().split(":")[-1].split(",")))
 
 
-def test_create_project_add_user_then_clone_and_sync(ansible_tools, ansible_lab, tmp_path,
-                                                     monkeypatch) -> None:  # fmt: skip
+def test_create_project_add_user_then_clone_and_sync(
+    ansible_tools, ansible_lab, sshd_lab, tmp_path, monkeypatch
+) -> None:
     inventory = str(Path(__file__).resolve().parents[2] / "inventories" / "lab")
     ap = str(ansible_tools.venv / "bin" / "ansible-playbook")
     cfg = remote.RemoteConfig(command_timeout=900, ansible_playbook=ap)
@@ -43,6 +44,7 @@ def test_create_project_add_user_then_clone_and_sync(ansible_tools, ansible_lab,
     added = remote.add_user(inventory, "carol", cfg)
     assert added.ok, added.error
     assert "carol" in members(f"dsg-{PROJECT}")
+    skip_unless_lab_users_can_run(sshd_lab, "/usr/local/bin/dsg", "bob")
 
     lab_dir = ansible_lab.lab_dir
     monkeypatch.setenv("DSG_SSH_COMMAND", f"ssh -F {lab_dir / 'ssh_config'}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dsg import remote
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, skip_unless_lab_users_can_run
 
 pytestmark = pytest.mark.ssh
 DSG = str(REPO_ROOT / ".venv" / "bin" / "dsg")
@@ -27,6 +27,7 @@ DSG = str(REPO_ROOT / ".venv" / "bin" / "dsg")
 @pytest.fixture
 def analysis_host(sshd_lab):
     lab = sshd_lab
+    skip_unless_lab_users_can_run(lab, DSG)
     alice = pwd.getpwnam("alice")
     gid = grp.getgrnam(lab.group).gr_gid
     top = Path("/srv/dsg-lab-tests")

@@ -15,7 +15,13 @@ import yaml
 
 from dsg.config import ProjectConfig, RepositoryConfig
 from dsg.errors import ConflictsBlocked, PermissionDenied
-from tests.helpers import REPO_ROOT, Researcher, manifest_content, tree_content
+from tests.helpers import (
+    REPO_ROOT,
+    Researcher,
+    manifest_content,
+    skip_unless_lab_users_can_run,
+    tree_content,
+)
 
 pytestmark = pytest.mark.ssh
 AGENT = REPO_ROOT / ".venv" / "bin" / "dsg"
@@ -73,6 +79,7 @@ class SshSpace:
 
 @pytest.fixture
 def ssh_space(sshd_lab, tmp_path, monkeypatch):
+    skip_unless_lab_users_can_run(sshd_lab, str(AGENT))
     monkeypatch.setenv("DSG_SSH_COMMAND", f"ssh -F {sshd_lab.ssh_config}")
     space = SshSpace(sshd_lab, tmp_path)
     yield space

@@ -20,7 +20,13 @@ import yaml
 
 from dsg.config import ProjectConfig, RepositoryConfig
 from tests.conftest import release_dsg_holds
-from tests.helpers import REPO_ROOT, Researcher, manifest_content, tree_content
+from tests.helpers import (
+    REPO_ROOT,
+    Researcher,
+    manifest_content,
+    skip_unless_lab_users_can_run,
+    tree_content,
+)
 
 pytestmark = [pytest.mark.ssh, pytest.mark.zfs]
 AGENT = REPO_ROOT / ".venv" / "bin" / "dsg"
@@ -29,6 +35,7 @@ SUDOERS = Path("/etc/sudoers.d/dsg-lab-zfs-test")
 
 @pytest.fixture
 def zfs_ssh(sshd_lab, zfs_lab, tmp_path, monkeypatch):
+    skip_unless_lab_users_can_run(sshd_lab, str(AGENT))
     monkeypatch.setenv("DSG_SSH_COMMAND", f"ssh -F {sshd_lab.ssh_config}")
     gid = grp.getgrnam(sshd_lab.group).gr_gid
     top = Path("/srv/dsg-lab-tests")
