@@ -18,13 +18,10 @@ HEAD; the next writer removes them under the lock before it starts.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 import orjson
 
@@ -44,10 +41,9 @@ from ..manifest import (
     snap_id,
     snap_number,
 )
-from ..paths import check_path, show
 from ..plan import apply_changes
-from . import LockOwner, Repository, Transaction, new_tag
-from .locking import hold_lock
+from . import LockOwner, Transaction, new_tag
+from .local import LocalRepository
 from .staging import StagedTransaction
 
 REPO_FORMAT = "dsg-posix-repo/1"
@@ -72,7 +68,7 @@ def check_snapshot_id(snapshot: str) -> str:
     return snapshot
 
 
-class PosixRepository(Repository):
+class PosixRepository(LocalRepository):
     def __init__(self, root: Path, name: str) -> None:
         self.root = Path(root)
         self.name = name
@@ -84,6 +80,10 @@ class PosixRepository(Repository):
     @property
     def snapshots_dir(self) -> Path:
         return self.root / "snapshots"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / "lock"
 
     def snapshot_root(self, snapshot: str) -> Path:
         return self.snapshots_dir / check_snapshot_id(snapshot)
@@ -192,15 +192,6 @@ class PosixRepository(Repository):
             raise ManifestError(f"{p} claims to be {rec.id}")
         return rec
 
-    def open_file(self, snapshot: str, path: str) -> BinaryIO:
-        check_path(path)
-        p = self.snapshot_root(snapshot) / path
-        try:
-            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as e:
-            raise RepositoryError(f"cannot read {show(path)} from {snapshot}: {e.strerror}") from e
-        return os.fdopen(fd, "rb")
-
     def snapshot_path(self, snapshot: str) -> Path:
         """A directory holding the committed tree of `snapshot` (for snapmount)."""
         return self.snapshot_root(snapshot)
@@ -227,18 +218,6 @@ class PosixRepository(Repository):
             return tag
 
     # --- writes
-    @contextlib.contextmanager
-    def lock(self, owner: LockOwner, timeout: float) -> Iterator[None]:
-        self._require()
-        with hold_lock(self.root / "lock", owner, timeout, self.name) as stale:
-            self.stale_holder = stale  # a writer that died holding the lock
-            self._locked = True
-            try:
-                self.recovered = self._recover()
-                yield
-            finally:
-                self._locked = False
-
     def _recover(self) -> list[str]:
         """Remove what an interrupted writer left (under the lock)."""
         removed: list[str] = []

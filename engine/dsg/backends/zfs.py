@@ -31,7 +31,6 @@ import uuid
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import orjson
 
@@ -44,11 +43,10 @@ from ..errors import (
 )
 from ..faults import crash_point, register
 from ..manifest import Manifest, SnapshotRecord, atomic_write, snap_id, snap_number
-from ..paths import check_path, show
 from ..plan import apply_changes
 from ..zfsops import Snapshot, Zfs
-from . import LockOwner, Repository, Transaction, new_tag, write_verified
-from .locking import hold_lock
+from . import LockOwner, Transaction, new_tag, write_verified
+from .local import LocalRepository
 from .posix import check_snapshot_id, utc_now
 from .staging import StagedTransaction
 
@@ -68,7 +66,7 @@ def _record_props(rec: SnapshotRecord) -> dict[str, str]:
     }
 
 
-class ZfsRepository(Repository):
+class ZfsRepository(LocalRepository):
     def __init__(self, root: Path, name: str, pool: str, zfs: Zfs | None = None) -> None:
         self.root = Path(root)
         self.name = name
@@ -279,15 +277,6 @@ class ZfsRepository(Repository):
         with contextlib.suppress(OSError):
             mountpoint.rmdir()
 
-    def open_file(self, snapshot: str, path: str) -> BinaryIO:
-        check_path(path)
-        p = self._snapshot_dir(snapshot) / path
-        try:
-            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as e:
-            raise RepositoryError(f"cannot read {show(path)} from {snapshot}: {e.strerror}") from e
-        return os.fdopen(fd, "rb")
-
     def close(self) -> None:
         _destroy_clones(self.zfs, self._clones)
         if not self.zfs.platform.snapshot_dir and self._dataset is not None:
@@ -337,19 +326,6 @@ class ZfsRepository(Repository):
     def _dirty(self) -> bool:
         txn = self.meta / "txn"
         return txn.is_dir() and any(txn.iterdir())
-
-    @contextlib.contextmanager
-    def lock(self, owner: LockOwner, timeout: float) -> Iterator[None]:
-        self._require()
-        self.lock_path.parent.mkdir(exist_ok=True)
-        with hold_lock(self.lock_path, owner, timeout, self.name) as stale:
-            self.stale_holder = stale
-            self._locked = True
-            try:
-                self.recovered = self._recover()
-                yield
-            finally:
-                self._locked = False
 
     def _recover(self) -> list[str]:
         """Roll back what a writer that died before its snapshot left in the live tree."""
