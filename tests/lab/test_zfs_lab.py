@@ -187,6 +187,38 @@ def test_up_recovers_from_a_killed_daemon(instance: Instance) -> None:
     assert instance.run("status").returncode == 0
 
 
+def test_dead_mounts_of_another_checkout_do_not_block_up(
+    instance: Instance, tmp_path: Path
+) -> None:
+    """A previous checkout's lab died with its pools mounted; a new checkout's lab must come up.
+
+    zfs-fuse finds a dataset's mount by name in /proc/mounts, so the dead mount of a pool named
+    like ours (outside our mount base) made `up` fail with "umount: target is busy".
+    """
+    if "lab)" not in instance.run("status").stdout:
+        pytest.skip("a zfs-fuse daemon this lab instance did not start is running")
+    pid = int(instance.pid_file().read_text())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid in zfs_fuse_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    old_base = instance.base / "zfs" / "mnt"
+    dead = fuse_zfs_mounts_under(old_base)
+    assert dead, "the killed daemon should have left its FUSE mounts behind"
+
+    other = {**instance.env, "DSG_LAB_DIR": str(tmp_path / "next-checkout")}
+    try:
+        proc = run_script("up", env=other)
+        assert proc.returncode == 0, proc.stderr
+        assert "stale zfs-fuse mount" in proc.stderr
+        assert not fuse_zfs_mounts_under(old_base)
+        fresh = tmp_path / "next-checkout" / "zfs" / "mnt" / instance.pools[0]
+        (fresh / "written").write_text("ok\n")
+        assert (fresh / "written").read_text() == "ok\n"
+    finally:
+        assert run_script("down", env=other).returncode == 0
+
+
 def test_same_pool_name_from_another_lab_is_refused(instance: Instance, tmp_path: Path) -> None:
     other = {**instance.env, "DSG_LAB_DIR": str(tmp_path / "other")}
     proc = run_script("up", env=other)
