@@ -1,7 +1,7 @@
 """Admin commands (health, metrics), registered on the main app as `dsg admin ...`.
 
 Both run on the repository host and find the projects in the access file. Printing and
-argument handling only; the work is in `health.py` and `metrics.py`.
+argument handling only; the work is in `health.py`, `alerts.py` and `metrics.py`.
 """
 
 from __future__ import annotations
@@ -10,15 +10,24 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.text import Text
 
 from .access import DEFAULT_ACCESS_FILE, AccessFile, load_access
 from .cli import JsonOpt, app, emit_json, err, out, run
-from .errors import DsgError, UsageError
-from .health import Status, load_health_config, parse_time, run_checks
+from .errors import ConfigError, DsgError, UsageError
+from .health import (
+    DEFAULT_HEALTH_CONFIG,
+    Status,
+    load_health_config,
+    parse_time,
+    run_checks,
+)
+
+if TYPE_CHECKING:
+    from .alerts import Outcome
 
 admin_app = typer.Typer(
     name="admin",
@@ -58,12 +67,23 @@ def health(
     now: Annotated[
         str, typer.Option("--now", help="evaluate as if it were this ISO 8601 time (tests)")
     ] = "",
+    alert: Annotated[
+        bool,
+        typer.Option(
+            "--alert",
+            help="send what changed since the last alert to the config's 'alerts:' channels "
+            "(email, webhook) and update its state file",
+        ),
+    ] = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Check pools, snapshots, scrubs and locks (exit 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN).
 
-    The first line is the summary (Nagios), then one line per check.
+    The first line is the summary (Nagios), then one line per check. With --alert, state
+    changes are delivered too; a delivery that failed is an UNKNOWN `alerts` check.
     """
+    from . import alerts  # smtplib, urllib: only for this command
+
     try:
         when = datetime.now(UTC)
         if now:
@@ -72,32 +92,79 @@ def health(
             except ValueError as e:
                 raise UsageError(f"--now: not an ISO 8601 time: {now!r}") from e
         cfg = load_health_config(Path(config) if config else None)
+        if alert and cfg.alerts is None:
+            if config or DEFAULT_HEALTH_CONFIG.is_file():
+                why = f"{config or DEFAULT_HEALTH_CONFIG} has no 'alerts:' section"
+            else:
+                why = f"no alerts are configured (no --config, no {DEFAULT_HEALTH_CONFIG})"
+            raise ConfigError(
+                f"--alert: {why}",
+                hint="add one (see the Alerts section of docs/operations.md), or give --config",
+            )
+    except DsgError as e:
+        _health_unknown(e, json_mode, None)
+    try:
         report = run_checks(_access(access_file), cfg, now=when)
     except DsgError as e:
-        # A check that cannot run is UNKNOWN to the monitoring system, whatever the cause.
-        if json_mode:
-            emit_json(
-                {
-                    "ok": False,
-                    "command": "admin health",
-                    "status": "UNKNOWN",
-                    "exit_code": int(Status.UNKNOWN),
-                    "error": e.to_dict(),
-                }
-            )
-        else:
-            print(f"DSG HEALTH UNKNOWN - {e.message}")
-            if e.hint:
-                err.print(Text(f"hint: {e.hint}", style="yellow"))
-        raise typer.Exit(int(Status.UNKNOWN)) from None
+        outcome = None
+        if alert:  # the checks cannot run at all: that is news too
+            assert cfg.alerts is not None
+            failed = alerts.failed_run(e.message, alerts.host_name(cfg.alerts), when)
+            outcome = alerts.run_alerts(cfg.alerts, failed, complete=False)
+        _health_unknown(e, json_mode, outcome)
+    outcome = None
+    if alert:
+        assert cfg.alerts is not None
+        outcome = alerts.run_alerts(cfg.alerts, report)
+        report.checks += outcome.problems  # failures rank as UNKNOWN in the status
+    deliveries = [d.to_dict() for d in outcome.deliveries] if outcome else None
     if json_mode:
-        emit_json({"ok": report.status == Status.OK, "command": "admin health", **report.to_dict()})
+        emit_json(
+            {
+                "ok": report.status == Status.OK,
+                "command": "admin health",
+                **report.to_dict(),
+                "alerts": deliveries,
+            }
+        )
     else:
         print(report.summary())
         sys.stdout.flush()
         for c in report.checks:
             out.print(Text(c.line(), style=STYLES[c.status]))
+        _print_deliveries(outcome)
     raise typer.Exit(int(report.status))
+
+
+def _health_unknown(e: DsgError, json_mode: bool, outcome: Outcome | None) -> NoReturn:
+    """A health run that could not check: UNKNOWN to the monitoring system, whatever the cause."""
+    if json_mode:
+        emit_json(
+            {
+                "ok": False,
+                "command": "admin health",
+                "status": "UNKNOWN",
+                "exit_code": int(Status.UNKNOWN),
+                "error": e.to_dict(),
+                "alerts": [d.to_dict() for d in outcome.deliveries] if outcome else None,
+            }
+        )
+    else:
+        print(f"DSG HEALTH UNKNOWN - {e.message}")
+        sys.stdout.flush()
+        if outcome:
+            for c in outcome.problems:
+                out.print(Text(c.line(), style=STYLES[c.status]))
+            _print_deliveries(outcome)
+        if e.hint:
+            err.print(Text(f"hint: {e.hint}", style="yellow"))
+    raise typer.Exit(int(Status.UNKNOWN)) from None
+
+
+def _print_deliveries(outcome: Outcome | None) -> None:
+    for d in outcome.deliveries if outcome else ():
+        style = "bold red" if d.result == "failed" else "cyan" if d.result == "sent" else ""
+        out.print(Text(d.line(), style=style))
 
 
 @admin_app.command()

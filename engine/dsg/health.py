@@ -12,11 +12,12 @@ cannot run never hides a real problem, and never passes for OK).
 | `snapshot_age` | project | newest @sN younger than warn / crit (hours) | repository unreadable |
 | `stale_lock` | project | lock free or held / holder note left, no flock held | cannot open |
 
-Thresholds come from a YAML file (:class:`HealthConfig`, defaults there); the projects and
-their pools from the access file (`/etc/dsg/access.yml`). The clock is injected (`now`), so
-tests can age snapshots and scrubs without waiting. The pure parts (threshold evaluation,
-`zpool status` parsing) are separate functions; the I/O parts catch their own failures and
-turn them into UNKNOWN (or CRITICAL for a repository whose history is broken).
+Thresholds come from a YAML file (:class:`HealthConfig`, defaults there; its `alerts:`
+section, :class:`AlertsConfig`, says where `--alert` sends state changes: see alerts.py); the
+projects and their pools from the access file (`/etc/dsg/access.yml`). The clock is injected
+(`now`), so tests can age snapshots and scrubs without waiting. The pure parts (threshold
+evaluation, `zpool status` parsing) are separate functions; the I/O parts catch their own
+failures and turn them into UNKNOWN (or CRITICAL for a repository whose history is broken).
 """
 
 from __future__ import annotations
@@ -32,9 +33,17 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .access import AccessFile, ProjectAccess
 from .backends import LockOwner, Repository
@@ -65,6 +74,150 @@ def worst(statuses: Iterable[Status]) -> Status:
 
 # --- configuration ---------------------------------------------------------------------------
 
+DEFAULT_STATE_FILE = "/var/lib/dsg/health-state.json"
+DEFAULT_SENDMAIL = "/usr/sbin/sendmail"
+_ADDRESS = re.compile(r"[^@\s<>,;\"()\[\]\\]+@[^@\s<>,;\"()\[\]\\.][^@\s<>,;\"()\[\]\\]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+
+
+def _one_line(value: str, what: str) -> str:
+    if any(ch in value for ch in "\r\n\0"):
+        raise ValueError(f"{what} must be one line")
+    return value
+
+
+def _address(value: str) -> str:
+    value = value.strip()
+    if not _ADDRESS.fullmatch(value):
+        raise ValueError(
+            f"not an email address: {value!r} (give a plain address like ops@example.org)"
+        )
+    return value
+
+
+class EmailAlerts(BaseModel):
+    """Mail through the local MTA (`sendmail`, the default) or an SMTP relay (`smtp_host`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    to: list[str]
+    from_: str | None = Field(None, alias="from")  # default dsg@<host>
+    subject_prefix: str = "DSG HEALTH"
+    sendmail: str | None = None  # default /usr/sbin/sendmail unless smtp_host is given
+    smtp_host: str | None = None
+    smtp_port: int = Field(25, ge=1, le=65535)
+    timeout_seconds: float = Field(30, gt=0, le=600)
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("give at least one address")
+        return [_address(a) for a in v]
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, v: str | None) -> str | None:
+        return None if v is None else _address(v)
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return _one_line(v, "subject_prefix")
+
+    @field_validator("sendmail")
+    @classmethod
+    def _sendmail(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError(f"must be an absolute path (got {v!r})")
+        return v
+
+    @field_validator("smtp_host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or any(c.isspace() or c == "/" for c in v)):
+            raise ValueError(f"not a host name: {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _transport(self) -> EmailAlerts:
+        if self.sendmail is not None and self.smtp_host is not None:
+            raise ValueError("give either sendmail (the local MTA) or smtp_host, not both")
+        if "smtp_port" in self.model_fields_set and self.smtp_host is None:
+            raise ValueError("smtp_port needs smtp_host")
+        if self.smtp_host is None and self.sendmail is None:
+            object.__setattr__(self, "sendmail", DEFAULT_SENDMAIL)
+        return self
+
+    @property
+    def transport(self) -> str:
+        return "smtp" if self.smtp_host else "sendmail"
+
+
+class WebhookAlerts(BaseModel):
+    """An HTTP(S) POST of a JSON document per alert."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    timeout_seconds: float = Field(10, gt=0, le=600)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"the scheme must be http or https (got {parts.scheme or 'none'!r})")
+        if not parts.hostname or any(c.isspace() for c in v):
+            raise ValueError("not a URL with a host")
+        try:
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError as e:
+            raise ValueError(f"bad port: {e}") from None
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"not an HTTP header name: {name!r}")
+            _one_line(value, f"header {name}")
+        return v
+
+
+class AlertsConfig(BaseModel):
+    """Where `dsg admin health --alert` sends state changes, and where it remembers them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state_file: str = DEFAULT_STATE_FILE
+    # Re-notify a check still failing after this many hours (null: only on changes).
+    repeat_hours: float | None = Field(24, gt=0)
+    # The host's name in alerts (default: socket.gethostname()).
+    host: str | None = None
+    email: EmailAlerts | None = None
+    webhook: WebhookAlerts | None = None
+
+    @field_validator("state_file")
+    @classmethod
+    def _state(cls, v: str) -> str:
+        if not v.startswith("/") or v.endswith("/"):
+            raise ValueError(f"must be an absolute file path (got {v!r})")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _hostname(cls, v: str | None) -> str | None:
+        return None if v is None else _one_line(v, "host")
+
+    @model_validator(mode="after")
+    def _channels(self) -> AlertsConfig:
+        if self.email is None and self.webhook is None:
+            raise ValueError("give email, webhook or both")
+        return self
+
 
 class HealthConfig(BaseModel):
     """Thresholds. A check whose two thresholds are both null is skipped."""
@@ -80,6 +233,8 @@ class HealthConfig(BaseModel):
     stale_locks: bool = True
     # Pools to check besides those of the access file's zfs projects.
     pools: list[str] = Field(default_factory=list)
+    # Delivery of state changes (`--alert`); none without this section.
+    alerts: AlertsConfig | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> HealthConfig:
