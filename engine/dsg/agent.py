@@ -14,12 +14,14 @@ import io
 import os
 import pwd
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import __version__
 from .access import DEFAULT_ACCESS_FILE, AccessFile, allows, load_access
+from .audit import AuditLog, client_address
 from .backends import LockOwner, Repository, Transaction
 from .backends.posix import PosixRepository
 from .errors import DsgError, PermissionDenied, RepositoryError
@@ -70,7 +72,14 @@ def open_project(name: str, access: AccessFile) -> Repository:
 
 
 class Agent:
-    def __init__(self, rfile: BinaryIO, wfile: BinaryIO, access_file: Path, log_path: Path | None):
+    def __init__(
+        self,
+        rfile: BinaryIO,
+        wfile: BinaryIO,
+        access_file: Path,
+        log_path: Path | None,
+        audit: AuditLog | None = None,
+    ):
         self.r = rfile
         self.w = wfile
         self.access_file = access_file
@@ -83,6 +92,26 @@ class Agent:
         self.txn: Transaction | None = None
         self.access: AccessFile | None = None
         self.log = EventLog(log_path, "-", "serve")
+        self.audit = audit or AuditLog(None)
+        self.client_ip = client_address()
+        self.started = time.monotonic()
+        # What the session did, for the audit trail (counts only, never paths or contents).
+        self.reads = {"manifests": 0, "files": 0, "bytes": 0}
+        self.snapshots_read: set[str] = set()
+        self.commits: list[str] = []
+        self.txn_counts = self._zero_txn_counts()
+        self.txn_parent: str | None = None
+        self.outcome = "ok"
+
+    @staticmethod
+    def _zero_txn_counts() -> dict[str, int]:
+        return {"files_put": 0, "bytes_in": 0, "links_put": 0, "restored": 0, "deleted": 0}
+
+    def _audit(self, action: str, **fields: Any) -> None:
+        """A best-effort audit record (the session's first record is the strict one)."""
+        written = self.audit.record(action, login=self.login, client=self.client_ip, **fields)
+        if not written and self.audit.enabled:
+            self.log("audit-failed", level="error", action=action, reason=self.audit.last_error)
 
     # --- session
     def serve(self) -> int:
@@ -102,17 +131,21 @@ class Agent:
                 except ProtocolError as e:
                     send_json(self.w, error_response(e))
                     self.log("refused", level="warning", reason=e.message, login=self.login)
+                    self.outcome = "protocol-error"
                     return 2
                 except DsgError as e:
                     self.log("error", level="warning", kind=e.kind, reason=e.message)
                     send_json(self.w, error_response(e))
         except (EOFError, BrokenPipeError):
+            self.outcome = "disconnected"
             return 0
         except ProtocolError as e:
+            self.outcome = "protocol-error"
             with contextlib.suppress(Exception):
                 send_json(self.w, error_response(e))
             return 2
         except DsgError as e:
+            self.outcome = "refused"
             with contextlib.suppress(Exception):
                 send_json(self.w, error_response(e))
             return 1
@@ -124,6 +157,19 @@ class Agent:
             with contextlib.suppress(Exception):
                 self.txn.abort()
             self.txn = None
+            self._audit("sync.abort", project=self.project, tx=self.log.tx, reason="session ended")
+        if self.project is not None:
+            self._audit(
+                "session.close",
+                project=self.project,
+                outcome=self.outcome,
+                seconds=round(time.monotonic() - self.started, 3),
+                manifests_read=self.reads["manifests"],
+                files_read=self.reads["files"],
+                bytes_read=self.reads["bytes"],
+                snapshots_read=sorted(self.snapshots_read) or None,
+                commits=self.commits or None,
+            )
         if self.lock_cm is not None:
             with contextlib.suppress(Exception):
                 self.lock_cm.__exit__(None, None, None)
@@ -148,6 +194,7 @@ class Agent:
         if req.project is None:  # a listing session: only list_repos
             self.access = access
             self.log("session", login=self.login, listing=True)
+            self._audit("session.list", client_version=req.client)
             send_json(
                 self.w,
                 {"ok": True, "version": PROTOCOL_VERSION, "server": f"dsg {__version__}",
@@ -157,6 +204,7 @@ class Agent:
         role = access.role(req.project, self.login)
         if role is None:
             self.log("denied", level="warning", project=req.project, login=self.login)
+            self._audit("access.denied", project=req.project, request="hello", role=None)
             raise PermissionDenied(
                 f"permission denied for project {req.project} (user {self.login})",
                 hint="ask an admin to grant you access (read or write) to the project",
@@ -168,6 +216,15 @@ class Agent:
                 f"not {req.repo_path}",
                 hint="fix repository.mountpoint in .dsgconfig.yml",
             )
+        # The first record of a session is strict: no audit trail, no session.
+        self.audit.record_strict(
+            "session.open",
+            login=self.login,
+            client=self.client_ip,
+            project=req.project,
+            role=role,
+            client_version=req.client,
+        )
         self.role, self.project = role, req.project
         self.repo = open_project(req.project, access)
         os.umask(0o002)  # group-shared repositories: members must be able to write
@@ -200,6 +257,7 @@ class Agent:
             return
         needed = "read" if op in READ_OPS else "write"
         if not allows(self.role, needed):  # type: ignore[arg-type]
+            self._audit("access.denied", project=self.project, request=op, role=self.role)
             raise PermissionDenied(
                 f"permission denied: {self.login} has {self.role} access to project "
                 f"{self.project}; '{op}' needs {needed}",
@@ -233,6 +291,9 @@ class Agent:
 
     def op_manifest(self, req: Any) -> None:
         data = self.r_.manifest_bytes(req.snapshot)
+        self.reads["manifests"] += 1
+        if req.snapshot:
+            self.snapshots_read.add(req.snapshot)
         self.ok(size=len(data))
         send_stream(self.w, io.BytesIO(data))
 
@@ -244,6 +305,7 @@ class Agent:
         with self.r_.open_file(req.snapshot, req.path) as f:
             self.ok(size=entry.size)
             send_stream(self.w, f)
+        self._count_read(req.snapshot, entry.size)
 
     def op_read_files(self, req: Any) -> None:
         """Stream many files: per file a header {ok, path, size} and its data frames. The
@@ -257,6 +319,13 @@ class Agent:
             with self.r_.open_file(req.snapshot, path) as f:
                 self.ok(path=path, size=entry.size)
                 send_stream(self.w, f)
+            self._count_read(req.snapshot, entry.size)
+
+    def _count_read(self, snapshot: str | None, size: int) -> None:
+        self.reads["files"] += 1
+        self.reads["bytes"] += size
+        if snapshot:
+            self.snapshots_read.add(snapshot)
 
     def op_tags(self, req: Any) -> None:
         self.ok(tags=self.r_.tags())
@@ -264,11 +333,13 @@ class Agent:
     def op_add_tag(self, req: Any) -> None:
         tag = self.r_.add_tag(req.name, req.snapshot, req.message, req.author)
         self.log("tagged", tag=req.name, snapshot=req.snapshot, login=self.login)
+        self._audit("tag.add", project=self.project, tag=req.name, snapshot=req.snapshot)
         self.ok(tag=tag)
 
     def op_create(self, req: Any) -> None:
         self.r_.create()
         self.log("created", project=self.project, login=self.login)
+        self._audit("project.create", project=self.project)
         self.ok()
 
     def op_destroy_new(self, req: Any) -> None:
@@ -310,6 +381,8 @@ class Agent:
         if self.txn is not None:
             raise ProtocolError("a transaction is already open")
         self.txn = self.r_.begin(req.parent, req.tx)
+        self.txn_counts = self._zero_txn_counts()
+        self.txn_parent = req.parent
         self.ok()
 
     def _txn(self) -> Transaction:
@@ -325,18 +398,23 @@ class Agent:
             txn.put_file(req.path, reader, req.size, req.mtime_ns, bytes.fromhex(req.hash))  # type: ignore[arg-type]
         finally:
             reader.drain()
+        self.txn_counts["files_put"] += 1
+        self.txn_counts["bytes_in"] += req.size
         self.ok()
 
     def op_put_link(self, req: Any) -> None:
         self._txn().put_link(req.path, req.target)
+        self.txn_counts["links_put"] += 1
         self.ok()
 
     def op_restore(self, req: Any) -> None:
         self._txn().restore(req.path, req.snapshot)
+        self.txn_counts["restored"] += 1
         self.ok()
 
     def op_delete(self, req: Any) -> None:
         self._txn().delete(req.path)
+        self.txn_counts["deleted"] += 1
         self.ok()
 
     def op_commit(self, req: Any) -> None:
@@ -344,12 +422,23 @@ class Agent:
         rec = txn.commit(req.message, req.author, req.author_name)
         self.txn = None
         self.log("committed", snapshot=rec.id, author=req.author, login=self.login)
+        self.commits.append(rec.id)
+        self._audit(
+            "sync.commit",
+            project=self.project,
+            snapshot=rec.id,
+            parent=self.txn_parent,
+            tx=self.log.tx,
+            author=req.author,
+            **self.txn_counts,
+        )
         self.ok(record=rec.to_dict())
 
     def op_abort(self, req: Any) -> None:
         if self.txn is not None:
             self.txn.abort()
             self.txn = None
+            self._audit("sync.abort", project=self.project, tx=self.log.tx, reason="client abort")
         self.ok()
 
 
@@ -360,7 +449,8 @@ def serve(access_file: Path | None = None, log_dir: Path | None = None) -> int:
         if d is not None and d.is_dir() and os.access(d, os.W_OK):
             log_path = d / "agent.jsonl"
             break
-    agent = Agent(sys.stdin.buffer, sys.stdout.buffer, access, log_path)
+    audit_dir = log_dir or Path(os.environ.get("DSG_LOG_DIR", "/var/log/dsg"))
+    agent = Agent(sys.stdin.buffer, sys.stdout.buffer, access, log_path, AuditLog.in_dir(audit_dir))
     return agent.serve()
 
 

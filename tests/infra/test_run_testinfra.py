@@ -3,7 +3,7 @@
 The suite runs in .venv-ansible (where pytest-testinfra and ansible are), as a subprocess:
   .venv-ansible/bin/pytest tests/infra --hosts=ansible://lab-zfs1 --ansible-inventory=inventories/lab
 One test, in order: converge the lab if it was never provisioned, the suite passes (also with
---nagios), drift three things by hand, the suite fails naming each of them precisely, the site
+--nagios), drift four things by hand, the suite fails naming each of them precisely, the site
 playbook repairs them, the suite passes again. Timings are printed (pytest -s) and written to
 <lab>/testinfra-timings.txt.
 """
@@ -52,18 +52,20 @@ def test_testinfra_suite_detects_drift_and_passes_after_repair(ansible_tools, an
     assert nagios.stdout.startswith("TESTINFRA OK - "), nagios.explain()
 
     # Drift by hand: a declared dataset property, an extra key line that could do more than
-    # run the agent, and a wrong group on a project mountpoint.
+    # run the agent, a wrong group on a project mountpoint, and an audit log that lost its
+    # append-only attribute.
     extra_key = (lab_dir / "keys" / "alice.pub").read_text().strip()
     sh(["zfs", "set", "quota=64M", "dsglab/dsg/lab-alpha"])
     with open("/etc/dsg/authorized_keys/carol", "a") as f:
         f.write(extra_key + "\n")
     sh(["chgrp", "dsg-lab-alpha", str(mnt / "lab-beta")])
+    sh(["chattr", "-a", "/var/log/dsg/audit.jsonl"])
     try:
         drifted = suite(ansible_tools)
         timings["suite, drifted host"] = drifted.seconds
         out = drifted.stdout
         assert drifted.returncode == 1, drifted.explain()
-        assert "3 failed" in out, drifted.explain()
+        assert "4 failed" in out, drifted.explain()
         assert (
             f"dsglab/dsg/lab-alpha: quota is '{64 * 1024**2}', the inventory declares "
             f"'{256 * 1024**2}' (256M)"
@@ -75,16 +77,17 @@ def test_testinfra_suite_detects_drift_and_passes_after_repair(ansible_tools, an
         assert (
             f"{mnt}/lab-beta: group is dsg-lab-alpha, expected dsg-lab-beta (project lab-beta)"
         ) in out, drifted.explain()
+        assert "/var/log/dsg/audit.jsonl: not append-only" in out, drifted.explain()
 
         critical = suite(ansible_tools, "--nagios")
         timings["suite --nagios, drifted"] = critical.seconds
         assert critical.returncode == 2, critical.explain()
         assert critical.stdout.startswith("TESTINFRA CRITICAL - "), critical.explain()
-        assert " 3 failed" in critical.stdout.splitlines()[0], critical.explain()
+        assert " 4 failed" in critical.stdout.splitlines()[0], critical.explain()
     finally:
         repair, recap = converge(ansible_tools)
         timings["repair converge"] = repair.seconds
-    assert recap["changed"] >= 3, repair.explain()
+    assert recap["changed"] >= 4, repair.explain()
 
     again = suite(ansible_tools)
     timings["suite, repaired host"] = again.seconds

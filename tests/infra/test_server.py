@@ -92,8 +92,11 @@ def test_log_directory_and_logrotate(host, declared):
     check_path(problems, host, conf, "regular", "root", "root", 0o644)
     f = host.file(conf)
     text = f.content_string if f.exists else ""
+    audit = f"{log_dir}/{srv['audit_file']}"
     for needle in (
-        f"{log_dir}/*.jsonl",
+        *(f"{log_dir}/{name}" for name in srv["log_files"] if name != srv["audit_file"]),
+        f"{audit} {{",
+        "create 0620 root",
         f"    {srv['logrotate_frequency']}\n",
         f"rotate {srv['logrotate_keep']}\n",
         f"create 0660 root {group}\n",
@@ -106,6 +109,23 @@ def test_log_directory_and_logrotate(host, declared):
         if r.rc != 0:
             problems.append(f"{conf}: `logrotate --debug` fails: {r.stderr.strip()[-300:]}")
     report(problems, "the dsg logs")
+
+
+def test_audit_log_is_append_only(host, declared):
+    need_group(declared, "dsg_servers")
+    srv = declared["server"]
+    audit = f"{srv['log_dir'].rstrip('/')}/{srv['audit_file']}"
+    problems: list[str] = []
+    check_path(problems, host, audit, "regular", "root", srv["users_group"], 0o620)
+    if srv["audit_append_only"] and host.file(audit).exists:
+        r = host.run("lsattr -d %s", audit)
+        flags = r.stdout.split()[0] if r.rc == 0 and r.stdout.split() else ""
+        if "a" not in flags:
+            problems.append(
+                f"{audit}: not append-only (lsattr: {flags or r.stderr.strip()!r}); "
+                "a researcher could truncate the audit trail"
+            )
+    report(problems, "the audit log")
 
 
 def parse_sanoid(text: str) -> dict[str, dict[str, str]]:
