@@ -605,4 +605,4 @@ if __name__ == "__main__":
 
 
 # Commands that live in their own modules register themselves on `app` when imported.
-from . import cli_admin, cli_history, cli_import  # noqa: E402, F401
+from . import cli_admin, cli_backup, cli_history, cli_import  # noqa: E402, F401

@@ -680,13 +680,15 @@ class Zfs:
         mount: bool = True,
         receiver: Zfs | None = None,
         timeout: float | None = None,
+        relay: Callable[[int], None] | None = None,
     ) -> None:
         """``zfs send ... | zfs receive ...`` as two processes joined by a pipe (no shell).
 
         `base` makes it incremental (``-i``, or ``-I`` with `intermediates`); `properties`
         sends dataset and snapshot properties (``-p``), so ``dsg:`` metadata arrives too.
         `force` and `mount` are those of :meth:`receive`. `receiver` runs the receiving side
-        (another prefix, e.g. another host).
+        (another prefix, e.g. another host). With `relay`, the stream passes through this
+        process, which calls `relay(bytes)` per chunk (see :meth:`_stream_relayed`).
         """
         send = self.argv("zfs", self._send_args(snapshot, base, intermediates, properties))
         recv_args = _recv_args(target, force, mount)
@@ -697,7 +699,42 @@ class Zfs:
             (recv, None, subprocess.DEVNULL),
         ]
         with recv_zfs._receiving_into(target):
-            self._stream(stages, timeout)
+            if relay is None:
+                self._stream(stages, timeout)
+            else:
+                self._stream_relayed(stages, relay, timeout)
+
+    def _stream_relayed(
+        self, stages: Sequence[Stage], relay: Callable[[int], None], timeout: float | None
+    ) -> None:
+        """send | (this process) | recv: the stream passes through here in 1 MiB chunks and
+        `relay(n)` is called per chunk (progress, byte counts, fault points). When this
+        process dies mid-stream, the receiver sees a truncated stream and discards it."""
+        (send_cmd, _, _), (recv_cmd, _, _) = stages
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with contextlib.ExitStack() as stack:
+            errs = [stack.enter_context(tempfile.TemporaryFile()) for _ in stages]
+            procs: list[subprocess.Popen[bytes]] = []
+            stack.callback(_kill_all, procs)
+            procs.append(_spawn((send_cmd, subprocess.DEVNULL, subprocess.PIPE), errs[0], None))
+            procs.append(_spawn((recv_cmd, subprocess.PIPE, subprocess.DEVNULL), errs[1], None))
+            src, dst = procs[0].stdout, procs[1].stdin
+            assert src is not None and dst is not None
+            try:
+                while chunk := src.read1(1 << 20):
+                    dst.write(chunk)
+                    relay(len(chunk))
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise ZfsError(send_cmd, -1, f"timed out after {timeout:g}s")
+            except BrokenPipeError:
+                pass  # the receiver died: its exit code and stderr say why
+            finally:
+                src.close()
+                with contextlib.suppress(BrokenPipeError):
+                    dst.close()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            codes = _wait_all(procs, left)
+            _raise_for_failures([send_cmd, recv_cmd], codes, errs)
 
     @contextlib.contextmanager
     def _receiving_into(self, target: str) -> Iterator[None]:

@@ -1,0 +1,403 @@
+"""Backups: replicate project datasets to a backup pool, and prove they restore.
+
+Replication is planned (pure: `plan_replication`) from two snapshot lists and then executed
+(`replicate`). Only dsg's own snapshots (`sN`) travel, one `zfs send -p -i` step per snapshot
+(a full send for the first), so the backup keeps the whole immutable history with the `dsg:`
+records, and an interrupted run loses at most the step in flight: the receiver discards a
+truncated stream and the next run resumes from the newest common snapshot. That snapshot is
+held (`zfs hold dsg-backup-<target pool>`) on both sides, so no retention job can prune the
+base the next incremental needs. A backup whose history does not continue the primary's
+(a snapshot with the same name but another guid, or snapshots the primary lacks) is never
+overwritten: the run stops and says what differs.
+
+The restore drill (`restore_drill`) restores the newest replicated snapshot of a project the
+way an admin would — the whole history, sent from the backup into a scratch dataset — opens
+it as a dsg repository, checks that its head is that snapshot, re-reads every file against
+the manifest (`validate_snapshot`), and destroys the scratch dataset.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from . import faults
+from .errors import IntegrityError, RepositoryError
+from .zfsops import Zfs, ZfsError, check_dataset_name
+
+SNAP_RE = re.compile(r"s([1-9][0-9]*)")
+HOLD_PREFIX = "dsg-backup-"
+
+faults.register("backup.mid_stream", "backup.after_step")
+
+
+class BackupDiverged(RepositoryError):
+    kind = "backup_diverged"
+
+
+@dataclass(frozen=True)
+class SnapInfo:
+    name: str  # the snapshot name after '@'
+    guid: str
+    creation: int
+
+
+@dataclass(frozen=True)
+class Step:
+    snapshot: str
+    base: str | None  # None: a full send
+
+    @property
+    def kind(self) -> Literal["full", "incremental"]:
+        return "full" if self.base is None else "incremental"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"snapshot": self.snapshot, "base": self.base, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: str
+    target: str
+    steps: tuple[Step, ...]
+    common: str | None  # newest snapshot both sides have (None: the target is new)
+    source_head: str | None
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "common": self.common,
+            "source_head": self.source_head,
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+
+def dsg_snapshots(snaps: Sequence[SnapInfo]) -> list[SnapInfo]:
+    """dsg's own snapshots (`sN`), in history order (the input is in creation order)."""
+    return [s for s in snaps if SNAP_RE.fullmatch(s.name)]
+
+
+def plan_replication(
+    source: str, target: str, src: Sequence[SnapInfo], dst: Sequence[SnapInfo] | None
+) -> Plan:
+    """The steps that bring `target` (its snapshots `dst`, None when it does not exist) up
+    to `source` (snapshots `src`). Pure; raises BackupDiverged instead of planning anything
+    that would destroy backup data."""
+    ours = dsg_snapshots(src)
+    head = ours[-1].name if ours else None
+    if dst is None:
+        steps = [Step(s.name, prev.name if prev else None) for prev, s in _pairs(ours)]
+        return Plan(source, target, tuple(steps), None, head)
+    theirs = dsg_snapshots(dst)
+    by_name = {s.name: s for s in ours}
+    common: SnapInfo | None = None
+    for i, snap in enumerate(theirs):
+        mine = by_name.get(snap.name)
+        if mine is None or mine.guid != snap.guid:
+            what = "is not on the primary" if mine is None else "differs from the primary's"
+            raise BackupDiverged(
+                f"backup {target}@{snap.name} {what}: the backup does not continue the "
+                f"history of {source}",
+                hint="nothing was changed; compare both sides (zfs list -t snapshot -o "
+                "name,guid) and move the backup dataset aside before replicating again",
+                details={"diverged_at": snap.name, "common": common.name if common else None},
+            )
+        if i != ours.index(mine):
+            raise BackupDiverged(f"backup {target} skips snapshots of {source} before {snap.name}")
+        common = snap
+    if common is None:
+        if dst:
+            raise BackupDiverged(
+                f"backup target {target} exists with snapshots but none of dsg's",
+                hint="replicate into a new dataset name, or move this one aside",
+            )
+        # An empty existing dataset cannot take a full stream without -F; refuse clearly.
+        raise BackupDiverged(
+            f"backup target {target} exists but has no snapshots",
+            hint=f"destroy the empty dataset (zfs destroy {target}) or choose another target",
+        )
+    start = [s.name for s in ours].index(common.name)
+    rest = ours[start:]
+    steps = [Step(s.name, prev.name) for prev, s in itertools.pairwise(rest)]
+    return Plan(source, target, tuple(steps), common.name, head)
+
+
+def _pairs(snaps: Sequence[SnapInfo]) -> list[tuple[SnapInfo | None, SnapInfo]]:
+    return [(snaps[i - 1] if i else None, s) for i, s in enumerate(snaps)]
+
+
+def snapshot_infos(zfs: Zfs, dataset: str) -> list[SnapInfo] | None:
+    """Snapshots of `dataset` in creation order, or None when it does not exist."""
+    if not zfs.dataset_exists(dataset):
+        return None
+    snaps = zfs.list_snapshots(dataset)
+    guids: dict[str, str] = {}
+    for row in zfs.get_rows(["guid"], [dataset], depth=1):
+        if "@" in row.name:
+            guids[row.name] = row.value
+    return [SnapInfo(s.snapname, guids.get(s.name, ""), s.creation) for s in snaps]
+
+
+# --- execution ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    project: str
+    source: str
+    target: str
+    ok: bool = False
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    bytes: int = 0
+    seconds: float = 0.0
+    common: str | None = None  # newest common snapshot after the run
+    source_head: str | None = None
+    lag_seconds: float | None = None  # age of the oldest source snapshot not on the backup
+    error: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def hold_tag(target: str) -> str:
+    return HOLD_PREFIX + target.split("/")[0]
+
+
+def replicate(
+    project: str,
+    source: str,
+    target: str,
+    zfs: Zfs,
+    receiver: Zfs | None = None,
+    *,
+    dry_run: bool = False,
+    on_step: Callable[[Step], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> tuple[Plan, Result]:
+    """Plan, then (unless `dry_run`) execute, one project's replication."""
+    recv = receiver or zfs
+    check_dataset_name(source)
+    check_dataset_name(target)
+    res = Result(project, source, target)
+    t0 = time.monotonic()
+    src = snapshot_infos(zfs, source)
+    if src is None:
+        raise RepositoryError(f"project {project}: source dataset {source} does not exist")
+    plan = plan_replication(source, target, src, snapshot_infos(recv, target))
+    res.source_head, res.common = plan.source_head, plan.common
+    if dry_run:
+        res.ok = True
+        res.steps = [s.to_dict() for s in plan.steps]
+        res.lag_seconds = _lag(src, plan.common)
+        return plan, res
+    parent = target.rpartition("/")[0]
+    if parent and not recv.dataset_exists(parent):
+        recv.create_dataset(parent, parents=True)
+    tag = hold_tag(target)
+
+    def relay(n: int) -> None:
+        res.bytes += n
+        if on_bytes is not None:
+            on_bytes(n)
+        faults.crash_point("backup.mid_stream")
+
+    for step in plan.steps:
+        if on_step is not None:
+            on_step(step)
+        s0 = time.monotonic()
+        zfs.replicate(
+            f"{source}@{step.snapshot}",
+            target,
+            base=None if step.base is None else f"@{step.base}",
+            properties=True,
+            force=step.base is not None,  # roll back anything done to the copy since
+            mount=False,
+            receiver=recv,
+            timeout=None,
+            relay=relay,
+        )
+        if step.base is None:
+            _settle_new_copy(recv, target)
+        _move_hold(zfs, source, tag, step)
+        _move_hold(recv, target, tag, step)
+        res.common = step.snapshot
+        res.steps.append({**step.to_dict(), "seconds": round(time.monotonic() - s0, 3)})
+        faults.crash_point("backup.after_step")
+    if plan.common is not None and not plan.steps:
+        # Up to date: make sure the newest common snapshot is still held on both sides.
+        _ensure_hold(zfs, f"{source}@{plan.common}", tag)
+        _ensure_hold(recv, f"{target}@{plan.common}", tag)
+    res.ok = True
+    res.seconds = round(time.monotonic() - t0, 3)
+    res.lag_seconds = _lag(src, res.common)
+    return plan, res
+
+
+def _lag(src: Sequence[SnapInfo], common: str | None) -> float | None:
+    """Seconds since the oldest primary snapshot the backup does not have (0: in sync)."""
+    ours = dsg_snapshots(src)
+    names = [s.name for s in ours]
+    missing = ours[names.index(common) + 1 :] if common in names else ours
+    return round(time.time() - missing[0].creation, 3) if missing else 0.0
+
+
+def _settle_new_copy(recv: Zfs, target: str) -> None:
+    """A fresh backup copy: never mounted where the primary is, and read-only."""
+    props = recv.get_rows(["mountpoint", "readonly"], [target])
+    for row in props:
+        if row.property == "mountpoint" and row.source in ("local", "received"):
+            recv.inherit_property(target, "mountpoint")
+    recv.set_property(target, "readonly", "on")
+
+
+def _ensure_hold(zfs: Zfs, snapshot: str, tag: str) -> None:
+    try:
+        zfs.hold(snapshot, tag)
+    except ZfsError as e:
+        if "tag already exists" not in e.stderr:
+            raise
+
+
+def _move_hold(zfs: Zfs, dataset: str, tag: str, step: Step) -> None:
+    """Hold the newly common snapshot, then release the previous one."""
+    _ensure_hold(zfs, f"{dataset}@{step.snapshot}", tag)
+    if step.base is not None:
+        try:
+            zfs.release(f"{dataset}@{step.base}", tag)
+        except ZfsError as e:
+            if "no such tag" not in e.stderr:
+                raise
+
+
+# --- restore drill -----------------------------------------------------------------------------
+
+
+@dataclass
+class DrillResult:
+    project: str
+    backup: str
+    scratch: str
+    ok: bool = False
+    snapshot: str | None = None
+    files: int = 0
+    bytes: int = 0
+    restore_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    cleaned_up: bool = False
+    error: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def restore_drill(
+    project: str,
+    backup: str,
+    scratch_parent: str,
+    zfs: Zfs,
+    *,
+    keep: bool = False,
+    on_bytes: Callable[[int], None] | None = None,
+) -> DrillResult:
+    """Restore the newest replicated snapshot of `project` from dataset `backup` into a
+    scratch dataset under `scratch_parent`, verify it, clean up. Never raises for a failed
+    drill: the result says what failed (a drill is a measurement)."""
+    from .backends.zfs import ZfsRepository
+    from .validate import validate_snapshot
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    scratch = f"{scratch_parent}/drill-{project}-{stamp}"
+    res = DrillResult(project, backup, scratch)
+    t0 = time.monotonic()
+    repo: ZfsRepository | None = None
+    try:
+        check_dataset_name(scratch)
+        snaps = snapshot_infos(zfs, backup)
+        if snaps is None:
+            raise RepositoryError(f"backup dataset {backup} does not exist")
+        plan = plan_replication(backup, scratch, snaps, None)
+        if plan.source_head is None:
+            raise RepositoryError(f"backup dataset {backup} has no dsg snapshots")
+        res.snapshot = plan.source_head
+        if not zfs.dataset_exists(scratch_parent):
+            zfs.create_dataset(scratch_parent, parents=True)
+
+        def count(n: int) -> None:
+            res.bytes += n
+            if on_bytes is not None:
+                on_bytes(n)
+
+        for step in plan.steps:
+            zfs.replicate(
+                f"{backup}@{step.snapshot}",
+                scratch,
+                base=None if step.base is None else f"@{step.base}",
+                properties=True,
+                force=step.base is not None,
+                mount=False,
+                relay=count,
+            )
+        # The copy inherits its mountpoint from the scratch parent; it was readonly on the
+        # backup: the repository layer needs neither changed to read it.
+        for row in zfs.get_rows(["mountpoint"], [scratch]):
+            if row.source in ("local", "received"):
+                zfs.inherit_property(scratch, "mountpoint")
+        zfs.zfs("mount", scratch)
+        res.restore_seconds = round(time.monotonic() - t0, 3)
+        mnt = zfs.mountpoint(scratch)
+        if mnt is None:
+            raise RepositoryError(f"restored dataset {scratch} has no mountpoint")
+        t1 = time.monotonic()
+        repo = ZfsRepository(mnt, project, scratch.split("/")[0], zfs)
+        head = repo.head()
+        if head != plan.source_head:
+            res.problems.append(f"restored head is {head}, the backup's newest is {res.snapshot}")
+        check = validate_snapshot(repo, plan.source_head, None)
+        res.files = check.files_verified
+        res.problems += [str(m) for m in check.mismatches]
+        if check.digest_problem:
+            res.problems.append(check.digest_problem)
+        if not check.complete:
+            res.problems.append(f"verification of {plan.source_head} did not complete")
+        res.verify_seconds = round(time.monotonic() - t1, 3)
+        res.ok = not res.problems
+    except (RepositoryError, IntegrityError, OSError) as e:
+        res.ok = False
+        res.error = {"kind": getattr(e, "kind", "os"), "message": getattr(e, "message", str(e))}
+        res.problems.append(res.error["message"])
+    finally:
+        if repo is not None:
+            repo.close()
+        if not keep:
+            res.cleaned_up = _destroy_scratch(zfs, scratch)
+        res.seconds = round(time.monotonic() - t0, 3)
+    return res
+
+
+def _destroy_scratch(zfs: Zfs, scratch: str) -> bool:
+    try:
+        if zfs.dataset_exists(scratch):
+            zfs.destroy_dataset(scratch, recursive=True)
+    except ZfsError:
+        return False
+    return True
+
+
+def drill_metric_path(textfile_dir: Path, project: str) -> Path:
+    return textfile_dir / f"dsg_restore_drill_{project}.prom"
+
+
+def backup_metric_path(textfile_dir: Path, project: str) -> Path:
+    return textfile_dir / f"dsg_backup_{project}.prom"
