@@ -5,6 +5,7 @@ Argument handling, printing, metrics files and audit records; the work is in `ba
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import time
@@ -36,8 +37,6 @@ LogDirOpt = Annotated[
 
 
 def _audit(log_dir: str) -> AuditLog:
-    import os
-
     return AuditLog.in_dir(Path(log_dir or os.environ.get("DSG_LOG_DIR", "/var/log/dsg")))
 
 
@@ -61,11 +60,16 @@ def _previous_value(path: Path, metric: str) -> float | None:
 
 
 def _receiver(host: str, prefix: str) -> Zfs | None:
+    """The receiving side's zfs: this host's (None), behind a prefix, or over SSH (the
+    program and options from $DSG_SSH_COMMAND like the sync transport; host keys verified)."""
     if not host and not prefix:
         return None
     words = shlex.split(prefix)
     if host:
-        return Zfs(["ssh", "-o", "BatchMode=yes", "--", host, *words])
+        ssh = shlex.split(os.environ.get("DSG_SSH_COMMAND", "ssh"))
+        opts = ["-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]  # fmt: skip
+        return Zfs([*ssh, *opts, "--", host, *words])
     return Zfs(words)
 
 
