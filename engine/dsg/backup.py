@@ -324,13 +324,6 @@ def restore_drill(
     repo: ZfsRepository | None = None
     try:
         check_dataset_name(scratch)
-        snaps = snapshot_infos(zfs, backup)
-        if snaps is None:
-            raise RepositoryError(f"backup dataset {backup} does not exist")
-        plan = plan_replication(backup, scratch, snaps, None)
-        if plan.source_head is None:
-            raise RepositoryError(f"backup dataset {backup} has no dsg snapshots")
-        res.snapshot = plan.source_head
         if not zfs.dataset_exists(scratch_parent):
             zfs.create_dataset(scratch_parent, parents=True)
 
@@ -339,22 +332,7 @@ def restore_drill(
             if on_bytes is not None:
                 on_bytes(n)
 
-        for step in plan.steps:
-            zfs.replicate(
-                f"{backup}@{step.snapshot}",
-                scratch,
-                base=None if step.base is None else f"@{step.base}",
-                properties=True,
-                force=step.base is not None,
-                mount=False,
-                relay=count,
-            )
-        # The copy inherits its mountpoint from the scratch parent; it was readonly on the
-        # backup: the repository layer needs neither changed to read it.
-        for row in zfs.get_rows(["mountpoint"], [scratch]):
-            if row.source in ("local", "received"):
-                zfs.inherit_property(scratch, "mountpoint")
-        zfs.zfs("mount", scratch)
+        plan = restore_history(zfs, backup, scratch, on_bytes=count, before=_note(res))
         res.restore_seconds = round(time.monotonic() - t0, 3)
         mnt = zfs.mountpoint(scratch)
         if mnt is None:
@@ -383,6 +361,117 @@ def restore_drill(
         if not keep:
             res.cleaned_up = _destroy_scratch(zfs, scratch)
         res.seconds = round(time.monotonic() - t0, 3)
+    return res
+
+
+def _note(res: DrillResult) -> Callable[[Plan], None]:
+    def note(plan: Plan) -> None:
+        res.snapshot = plan.source_head
+
+    return note
+
+
+def restore_history(
+    zfs: Zfs,
+    backup: str,
+    dest: str,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+    before: Callable[[Plan], None] | None = None,
+) -> Plan:
+    """Send the whole dsg history of `backup` into the new dataset `dest` (its parent must
+    exist), mounted where `dest` inherits its mountpoint from. Returns the plan it ran."""
+    check_dataset_name(dest)
+    snaps = snapshot_infos(zfs, backup)
+    if snaps is None:
+        raise RepositoryError(f"backup dataset {backup} does not exist")
+    if zfs.dataset_exists(dest):
+        raise RepositoryError(
+            f"{dest} already exists; a restore never overwrites a dataset",
+            hint="choose another destination, or move the existing one aside (zfs rename)",
+        )
+    plan = plan_replication(backup, dest, snaps, None)
+    if plan.source_head is None:
+        raise RepositoryError(f"backup dataset {backup} has no dsg snapshots")
+    if before is not None:
+        before(plan)
+    for step in plan.steps:
+        zfs.replicate(
+            f"{backup}@{step.snapshot}",
+            dest,
+            base=None if step.base is None else f"@{step.base}",
+            properties=True,
+            force=step.base is not None,
+            mount=False,
+            relay=on_bytes,
+        )
+    # The copy was read-only with an inherited mountpoint on the backup; here it inherits
+    # the destination parent's mountpoint (never a received one).
+    for row in zfs.get_rows(["mountpoint"], [dest]):
+        if row.source in ("local", "received"):
+            zfs.inherit_property(dest, "mountpoint")
+    zfs.zfs("mount", dest)
+    return plan
+
+
+@dataclass
+class RestoreResult:
+    project: str
+    backup: str
+    dataset: str
+    mountpoint: str | None = None
+    head: str | None = None
+    snapshots: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def restore_project(
+    project: str,
+    backup: str,
+    dest: str,
+    zfs: Zfs,
+    *,
+    mountpoint: str | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> RestoreResult:
+    """Restore a project's whole history from the backup into the new dataset `dest`,
+    writable and with dsg's holds, ready to serve (docs/operations.md, "Restore a project")."""
+    from .backends.zfs import ZfsRepository
+
+    t0 = time.monotonic()
+    res = RestoreResult(project, backup, dest)
+    parent = dest.rpartition("/")[0]
+    if parent and not zfs.dataset_exists(parent):
+        raise RepositoryError(f"the destination's parent {parent} does not exist")
+
+    def count(n: int) -> None:
+        res.bytes += n
+        if on_bytes is not None:
+            on_bytes(n)
+
+    plan = restore_history(zfs, backup, dest, on_bytes=count)
+    zfs.set_property(dest, "readonly", "off")
+    if mountpoint:
+        zfs.set_property(dest, "mountpoint", mountpoint)
+    for step in plan.steps:
+        _ensure_hold(zfs, f"{dest}@{step.snapshot}", "dsg")
+    mnt = zfs.mountpoint(dest)
+    if mnt is None:
+        raise RepositoryError(f"restored dataset {dest} is not mounted")
+    repo = ZfsRepository(mnt, project, dest.split("/")[0], zfs)
+    try:
+        res.head = repo.head()
+    finally:
+        repo.close()
+    if res.head != plan.source_head:
+        raise IntegrityError(f"restored {dest} has head {res.head}, expected {plan.source_head}")
+    res.mountpoint = str(mnt)
+    res.snapshots = len(plan.steps)
+    res.seconds = round(time.monotonic() - t0, 3)
     return res
 
 

@@ -339,3 +339,58 @@ def _write_drill_metrics(textfile_dir: Path, res: b.DrillResult, started: float)
         ("dsg_restore_drill_bytes_restored", "bytes received", float(res.bytes)),
         ("dsg_restore_drill_snapshot", "snapshot restored (sN -> N)", _snap_number(res.snapshot)),
     ])  # fmt: skip
+
+
+@admin_app.command("restore")
+def restore_cmd(
+    project: Annotated[str, typer.Argument(help="the project to restore")],
+    from_: Annotated[
+        str, typer.Option("--from", help="backup parent dataset: <from>/<project> is restored")
+    ] = "",
+    to: Annotated[
+        str, typer.Option("--to", help="the new dataset to restore into (must not exist)")
+    ] = "",
+    mountpoint: Annotated[
+        str, typer.Option("--mountpoint", help="set this mountpoint (default: inherited)")
+    ] = "",
+    log_dir: LogDirOpt = "",
+    json_mode: JsonOpt = False,
+) -> None:
+    """Restore a project's whole history from the backup into a new dataset, ready to serve.
+
+    Never overwrites: the destination must not exist (move a damaged dataset aside first).
+    """
+    if not from_ or not to:
+        raise_usage("--from (backup parent dataset) and --to (new dataset) are required", json_mode)
+    backup_root, dest = _checked(from_, json_mode), _checked(to, json_mode)
+
+    def body() -> dict[str, Any]:
+        zfs = Zfs.from_env()
+        audit = _audit(log_dir)
+        try:
+            with transfer_progress(not json_mode, f"restoring {project}") as prog:
+                res = b.restore_project(
+                    project, f"{backup_root}/{project}", dest, zfs,
+                    mountpoint=mountpoint or None, on_bytes=prog,
+                )  # fmt: skip
+        except DsgError as e:
+            audit.record("admin.restore", login=_login(), project=project, dataset=dest,
+                         outcome="failed", reason=e.message)  # fmt: skip
+            raise
+        audit.record("admin.restore", login=_login(), project=project, dataset=dest,
+                     outcome="ok", snapshot=res.head)  # fmt: skip
+        if not json_mode:
+            out.print(
+                Text(
+                    f"restored {project} at {res.head} ({res.snapshots} snapshots, {res.bytes} "
+                    f"bytes, {res.seconds:.1f}s) into {dest}, mounted at {res.mountpoint}",
+                    style="green",
+                )
+            )
+            out.print(
+                "next: point the project's access entry (dataset, mountpoint) at it, or "
+                "rename it into place; see docs/operations.md (Restore a project)"
+            )
+        return {"restore": res.to_dict()}
+
+    run("admin restore", json_mode, body)

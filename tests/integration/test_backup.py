@@ -39,9 +39,9 @@ class Pair:
     lab: object
 
     def dsg(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        metrics = [] if args[0] == "restore" else ["--textfile-dir", str(self.textfiles)]
         return subprocess.run(
-            [DSG, "admin", *args, "--log-dir", str(self.log_dir), "--textfile-dir",
-             str(self.textfiles), "--json"],
+            [DSG, "admin", *args, "--log-dir", str(self.log_dir), *metrics, "--json"],
             capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
         )  # fmt: skip
@@ -287,3 +287,43 @@ def test_drill_on_a_rotten_backup_fails_loudly_and_the_metric_shows_it(
     # the primary was never touched, and it still validates
     assert tree_content(alice.root) == before
     assert alice.cli("validate-snapshot", "--json").returncode == 0
+
+
+def test_restore_a_lost_project_and_keep_syncing(pair: Pair, tmp_path: Path) -> None:
+    """The runbook's 'restore a project': the primary dataset is lost, the backup brings back
+    its whole history, researchers clone and sync on from it."""
+    alice = researcher(pair, tmp_path)
+    alice.write("task1/input/a.csv", "a\n")
+    alice.init("first")
+    alice.write("task1/input/b.csv", "b\n")
+    alice.sync(message="second")
+    before = tree_content(alice.root)
+    assert pair.backup_run()[0] == 0
+
+    lost = f"{pair.space.parent}/proj"
+    dest = f"{pair.space.parent}/proj-restored"
+    argv = ["restore", "proj", "--from", f"{pair.backup}/dsg", "--to", dest]
+    proc = pair.dsg(*argv)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads(proc.stdout)["restore"]
+    assert (res["head"], res["snapshots"]) == ("s2", 2)
+    # writable, dsg's holds in place, mounted beside the original
+    assert pair.lab.zfs.get_property(dest, "readonly") == "off"
+    assert pair.lab.zfs.hold_count(f"{dest}@s1") == 1
+    assert res["mountpoint"] == str(pair.space.mountpoint / "proj-restored")
+    # never over an existing dataset
+    again = pair.dsg(*argv)
+    assert again.returncode == 1 and "never overwrites" in again.stdout
+
+    # Swap it into place the way the runbook says (the lost one moved aside), then go on.
+    pair.lab.zfs.rename_dataset(lost, f"{pair.space.parent}/proj-damaged")
+    pair.lab.zfs.rename_dataset(dest, lost)
+    bob = Researcher("bob", tmp_path / "bob" / "proj", tmp_path / "cfg" / "bob",
+                     pair.space.config("proj"))  # fmt: skip
+    bob.clone()
+    assert tree_content(bob.root) == before
+    bob.write("task1/output/after.txt", "after restore\n")
+    bob.sync(message="after restore")
+    assert pair.snaps(lost)[-1] == "s3"
+    audit = (pair.log_dir / "audit.jsonl").read_text()
+    assert '"action":"admin.restore"' in audit and '"snapshot":"s2"' in audit
