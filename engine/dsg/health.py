@@ -235,10 +235,22 @@ class HealthConfig(BaseModel):
     pools: list[str] = Field(default_factory=list)
     # Delivery of state changes (`--alert`); none without this section.
     alerts: AlertsConfig | None = None
+    # Replication lag (`dsg admin backup`): the backup parent dataset (<target>/<project>),
+    # on this host or on `backup_host` over SSH with `backup_prefix` (e.g. "sudo -n").
+    backup_target: str | None = None
+    backup_host: str | None = None
+    backup_prefix: str = ""
+    replication_lag_warn_hours: float | None = Field(26, gt=0)
+    replication_lag_crit_hours: float | None = Field(72, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> HealthConfig:
-        for what in ("capacity_%s_percent", "snapshot_age_%s_hours", "scrub_age_%s_days"):
+        for what in (
+            "capacity_%s_percent",
+            "snapshot_age_%s_hours",
+            "scrub_age_%s_days",
+            "replication_lag_%s_hours",
+        ):
             warn, crit = getattr(self, what % "warn"), getattr(self, what % "crit")
             if warn is not None and crit is not None and warn > crit:
                 raise ValueError(f"{what % 'warn'} ({warn:g}) is above {what % 'crit'} ({crit:g})")
@@ -265,7 +277,7 @@ def load_health_config(path: Path | None) -> HealthConfig:
 
 @dataclass(frozen=True)
 class Check:
-    check: str  # pool_health, pool_capacity, scrub_age, snapshot_age, stale_lock
+    check: str  # pool_health, pool_capacity, scrub_age, snapshot_age, stale_lock, replication
     target: str  # the pool or project
     status: Status
     message: str
@@ -681,4 +693,59 @@ def run_checks(
             report.checks.append(snapshot_check(read_project(name, p, zfs), report.now, cfg))
         if cfg.stale_locks:
             report.checks.append(check_lock(name, lock_path(name, p)))
+        if cfg.backup_target and p.dataset and _lag_enabled(cfg):
+            report.checks.append(replication_check(name, p.dataset, zfs, report.now, cfg))
     return report
+
+
+def _lag_enabled(cfg: HealthConfig) -> bool:
+    return cfg.replication_lag_warn_hours is not None or cfg.replication_lag_crit_hours is not None
+
+
+def backup_receiver(cfg: HealthConfig) -> Zfs | None:
+    """The backup side's zfs (None: this host's), as `dsg admin backup --to-host` reaches it."""
+    import shlex
+
+    words = shlex.split(cfg.backup_prefix)
+    if cfg.backup_host:
+        ssh = shlex.split(os.environ.get("DSG_SSH_COMMAND", "ssh"))
+        return Zfs([*ssh, "-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                    "--", cfg.backup_host, *words])  # fmt: skip
+    return Zfs(words) if words else None
+
+
+def evaluate_replication(
+    project: str, lag_seconds: float | None, behind: int, cfg: HealthConfig
+) -> Check:
+    """Pure: lag is the age of the oldest primary snapshot the backup lacks (None: no backup)."""
+    warn, crit = cfg.replication_lag_warn_hours, cfg.replication_lag_crit_hours
+    if lag_seconds is None:
+        return Check("replication", project, Status.CRITICAL, "no backup of this project yet")
+    hours = lag_seconds / 3600
+    status = threshold(hours, warn, crit)
+    what = "in sync" if behind == 0 else f"{behind} snapshot(s) behind, oldest {hours:.1f} h old"
+    return Check(
+        "replication", project, status, what + _limits(warn, crit, " h"), hours, warn, crit
+    )
+
+
+def replication_check(
+    project: str, dataset: str, zfs: Zfs, now: datetime, cfg: HealthConfig
+) -> Check:
+    from .backup import BackupDiverged, dsg_snapshots, plan_replication, snapshot_infos
+
+    assert cfg.backup_target is not None
+    target = f"{cfg.backup_target.rstrip('/')}/{project}"
+    try:
+        src = snapshot_infos(zfs, dataset) or []
+        dst = snapshot_infos(backup_receiver(cfg) or zfs, target)
+        if dst is None:
+            return evaluate_replication(project, None, 0, cfg)
+        plan = plan_replication(dataset, target, src, dst)
+    except BackupDiverged as e:
+        return Check("replication", project, Status.CRITICAL, e.message)
+    except (ZfsError, OSError, ValueError) as e:
+        return Check("replication", project, Status.UNKNOWN, _error_text(e))
+    missing = [s for s in dsg_snapshots(src) if s.name in {st.snapshot for st in plan.steps}]
+    lag = max(0.0, now.timestamp() - missing[0].creation) if missing else 0.0
+    return evaluate_replication(project, lag, len(missing), cfg)

@@ -327,3 +327,42 @@ def test_restore_a_lost_project_and_keep_syncing(pair: Pair, tmp_path: Path) -> 
     assert pair.snaps(lost)[-1] == "s3"
     audit = (pair.log_dir / "audit.jsonl").read_text()
     assert '"action":"admin.restore"' in audit and '"snapshot":"s2"' in audit
+
+
+def test_health_reports_replication_lag(pair: Pair, tmp_path: Path) -> None:
+    cfg = tmp_path / "health.yml"
+    cfg.write_text(
+        f"backup_target: {pair.backup}/dsg\nsnapshot_age_warn_hours: null\n"
+        "snapshot_age_crit_hours: null\nscrub_age_warn_days: null\nscrub_age_crit_days: null\n"
+        "stale_locks: false\nreplication_lag_warn_hours: 24\nreplication_lag_crit_hours: 72\n"
+    )
+
+    def replication(now: float | None = None) -> tuple[int, dict]:
+        args = [DSG, "admin", "health", "--config", str(cfg), "--access-file", str(pair.access),
+                "--json"]  # fmt: skip
+        if now is not None:
+            args += ["--now", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        doc = json.loads(proc.stdout)
+        (check,) = [c for c in doc["checks"] if c["check"] == "replication"]
+        return proc.returncode, check
+
+    alice = researcher(pair, tmp_path)
+    alice.write("task1/input/a.csv", "a\n")
+    alice.init("first")
+    code, check = replication()
+    assert (code, check["status"]) == (2, "CRITICAL") and "no backup" in check["message"]
+    assert pair.backup_run()[0] == 0
+    code, check = replication()
+    assert (code, check["status"], check["message"][:7]) == (0, "OK", "in sync")
+
+    alice.write("task1/input/a.csv", "a v2\n")
+    alice.sync(message="not backed up yet")
+    created = pair.lab.zfs.list_snapshots(f"{pair.space.parent}/proj")[-1].creation
+    assert replication(created + 3600)[1]["status"] == "OK"
+    code, check = replication(created + 30 * 3600)
+    assert (code, check["status"]) == (1, "WARNING")
+    assert "1 snapshot(s) behind" in check["message"]
+    assert replication(created + 80 * 3600)[1]["status"] == "CRITICAL"
+    assert pair.backup_run()[0] == 0
+    assert replication(created + 80 * 3600)[1]["status"] == "OK"
