@@ -366,3 +366,36 @@ def test_health_reports_replication_lag(pair: Pair, tmp_path: Path) -> None:
     assert replication(created + 80 * 3600)[1]["status"] == "CRITICAL"
     assert pair.backup_run()[0] == 0
     assert replication(created + 80 * 3600)[1]["status"] == "OK"
+
+
+def test_researcher_ahead_of_a_restored_head_is_stopped_then_resyncs(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """The snapshot after the last backup is lost with the primary; the researcher who made
+    it is told, nothing changes, and the runbook's re-sync brings the work back."""
+    alice = researcher(pair, tmp_path)
+    alice.write("task1/input/a.csv", "a\n")
+    alice.init("first")
+    assert pair.backup_run()[0] == 0
+    alice.write("task1/input/b.csv", "b\n")
+    alice.sync(message="second, never backed up")
+    ahead = tree_content(alice.root)
+    lost = f"{pair.space.parent}/proj"
+    pair.lab.zfs.rename_dataset(lost, f"{pair.space.parent}/proj-damaged")
+    assert pair.dsg("restore", "proj", "--from", f"{pair.backup}/dsg", "--to", lost).returncode == 0
+
+    proc = alice.cli("sync", "--json")
+    assert proc.returncode == 1
+    err = json.loads(proc.stdout)["error"]
+    assert "older than this working copy's base (s2)" in err["message"]
+    assert pair.snaps(lost) == ["s1"]
+
+    # Runbook: clone afresh, copy the working files over, sync.
+    fresh = Researcher("alice", tmp_path / "alice-fresh" / "proj", tmp_path / "cfg" / "alice",
+                       pair.space.config("proj"))  # fmt: skip
+    fresh.clone()
+    subprocess.run(["rsync", "-a", "--exclude", ".dsg", "--exclude", ".dsgconfig.yml",
+                    f"{alice.root}/", f"{fresh.root}/"], check=True)  # fmt: skip
+    fresh.sync(message="re-sync after restore")
+    assert pair.snaps(lost) == ["s1", "s2"]
+    assert tree_content(fresh.root) == ahead
