@@ -19,7 +19,7 @@ from . import backup as b
 from .audit import AuditLog
 from .cli import JsonOpt, emit_json, err, out, run, transfer_progress
 from .cli_admin import AccessOpt, _access, admin_app
-from .errors import DsgError, UsageError
+from .errors import DsgError, RepositoryNotFound, UsageError
 from .metrics import Family, render, write_atomic
 from .zfsops import Zfs, check_dataset_name
 
@@ -252,6 +252,9 @@ def restore_drill_cmd(
     keep: Annotated[
         bool, typer.Option("--keep", help="keep the scratch copy (to inspect a failure)")
     ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="say what would be restored; change nothing")
+    ] = False,
     textfile_dir: TextfileOpt = "",
     log_dir: LogDirOpt = "",
     json_mode: JsonOpt = False,
@@ -267,7 +270,22 @@ def restore_drill_cmd(
     _checked(project, json_mode)
     started = time.time()
 
+    def plan_only() -> dict[str, Any]:
+        backup = f"{backup_root}/{project}"
+        snaps = b.snapshot_infos(Zfs.from_env(), backup)
+        if snaps is None:
+            raise RepositoryNotFound(f"backup dataset {backup} does not exist")
+        plan = b.plan_replication(backup, f"{scratch_parent}/drill-{project}-<time>", snaps, None)
+        if not json_mode:
+            out.print(
+                f"would restore {project} {plan.source_head} ({len(plan.steps)} snapshots) "
+                f"from {backup} into {scratch_parent}/drill-{project}-<time>, verify, destroy"
+            )
+        return {"dry_run": True, "plan": plan.to_dict()}
+
     def body() -> dict[str, Any]:
+        if dry_run:
+            return plan_only()
         zfs = Zfs.from_env()
         with transfer_progress(not json_mode, f"restoring {project}") as prog:
             res = b.restore_drill(

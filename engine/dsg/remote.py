@@ -158,6 +158,24 @@ def health(hosts: Sequence[str], cfg: RemoteConfig) -> list[HostResult]:
                      write=False)  # fmt: skip
 
 
+def backup(
+    hosts: Sequence[str], cfg: RemoteConfig, to: str, projects: Sequence[str] = ()
+) -> list[HostResult]:
+    """`dsg admin backup` on each repository host (a dry run prints the plan)."""
+    args = ["admin", "backup", *projects, "--to", to] + (["--dry-run"] if cfg.dry_run else [])
+    return for_hosts(hosts, cfg, lambda h: run_dsg(h, cfg, None, args), write=True)
+
+
+def restore_drill(
+    hosts: Sequence[str], cfg: RemoteConfig, project: str, from_: str, scratch: str = ""
+) -> list[HostResult]:
+    """`dsg admin restore-drill` on each host holding the backup (a dry run says which
+    snapshot it would restore, and where, without restoring)."""
+    args = ["admin", "restore-drill", project, "--from", from_]
+    args += (["--scratch", scratch] if scratch else []) + (["--dry-run"] if cfg.dry_run else [])
+    return for_hosts(hosts, cfg, lambda h: run_dsg(h, cfg, None, args), write=True)
+
+
 def playbook(inventory: str, name: str, extra: dict[str, str], cfg: RemoteConfig) -> HostResult:
     """Run one of the repository's playbooks (dry-run: --check --diff)."""
     exe = cfg.ansible_playbook or str(REPO / ".venv-ansible" / "bin" / "ansible-playbook")

@@ -106,6 +106,37 @@ def health(c, hosts, dry_run=False, ssh_config="", known_hosts="", key="", dsg="
     _report(remote.health(_hosts(hosts), cfg))
 
 
+@task(
+    help={
+        "hosts": "comma-separated repository hosts",
+        "to": "backup parent dataset",
+        "projects": "comma-separated projects (default: all)",
+        **COMMON,
+    }
+)
+def backup(c, hosts, to, projects="", dry_run=False, ssh_config="", known_hosts="", key="",
+           dsg="", timeout=3600):  # fmt: skip
+    """dsg admin backup on each host, one after another (dry run: the plan)."""
+    cfg = _cfg(dry_run, ssh_config, known_hosts, key, dsg, timeout)
+    _report(remote.backup(_hosts(hosts), cfg, to, _hosts(projects) if projects else ()))
+
+
+@task(
+    help={
+        "hosts": "comma-separated hosts holding the backup",
+        "project": "project",
+        "source": "backup parent dataset",
+        "scratch": "scratch parent dataset",
+        **COMMON,
+    }
+)
+def restore_drill(c, hosts, project, source, scratch="", dry_run=False, ssh_config="",
+                  known_hosts="", key="", dsg="", timeout=3600):  # fmt: skip
+    """dsg admin restore-drill: restore the newest backup to scratch, verify, clean up."""
+    cfg = _cfg(dry_run, ssh_config, known_hosts, key, dsg, timeout)
+    _report(remote.restore_drill(_hosts(hosts), cfg, project, source, scratch))
+
+
 @task(help={"inventory": "inventories/<env>", "project": "project declared there", **COMMON})
 def create_project(c, inventory, project, dry_run=False, ssh_config="", known_hosts="", key="",
                    dsg="", timeout=3600):  # fmt: skip

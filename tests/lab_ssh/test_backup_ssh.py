@@ -79,3 +79,61 @@ def test_backup_pushed_over_ssh_then_drilled(sshd_lab, zfs_lab, tmp_path: Path) 
                 zfs_lab.zfs.run("zfs", ["release", f"dsg-backup-{zfs_lab.backup_pool}", s.name],
                                 check=False)  # fmt: skip
             zfs_lab.destroy(target_root)
+
+
+def test_fabric_backup_and_restore_drill_tasks(sshd_lab, zfs_lab, tmp_path: Path) -> None:
+    """The admin's Fabric tasks run `dsg admin backup` / `restore-drill` on the host (as
+    dsgadmin, through sudo): dry runs change nothing, real runs back up and drill."""
+    from dsg import remote
+    from tests.helpers import REPO_ROOT, skip_unless_lab_users_can_run
+
+    dsg_bin = str(REPO_ROOT / ".venv" / "bin" / "dsg")
+    skip_unless_lab_users_can_run(sshd_lab, dsg_bin, "dsgadmin")
+    target_root = f"{zfs_lab.backup_pool}/fab{uuid.uuid4().hex[:8]}"
+    with zfs_space(zfs_lab) as space:
+        space.prepare("proj")
+        alice = Researcher("alice", tmp_path / "alice" / "proj", tmp_path / "cfg",
+                           space.config("proj"))  # fmt: skip
+        alice.write("task1/input/a.csv", "a\n")
+        alice.init("first")
+        access = tmp_path / "access.yml"
+        access.write_text(json.dumps({"projects": {"proj": {
+            "dataset": f"{space.parent}/proj", "mountpoint": str(space.mountpoint / "proj"),
+        }}}))  # fmt: skip
+        access.chmod(0o644)
+        tmp_path.chmod(0o755)
+
+        def cfg(dry_run: bool) -> remote.RemoteConfig:
+            return remote.RemoteConfig(
+                ssh_config=str(sshd_lab.ssh_config), known_hosts=str(sshd_lab.known_hosts),
+                key_file=str(sshd_lab.keys["dsgadmin"]), command_timeout=300, dry_run=dry_run,
+                dsg=f"sudo -n env DSG_ACCESS_FILE={access} DSG_LOG_DIR={tmp_path} {dsg_bin}",
+            )  # fmt: skip
+
+        host = sshd_lab.alias("dsgadmin")
+        try:
+            [dry] = remote.backup([host], cfg(True), target_root)
+            assert dry.ok, dry.error
+            assert dry.data["projects"][0]["plan"]["steps"][0]["kind"] == "full"
+            assert not zfs_lab.zfs.dataset_exists(f"{target_root}/proj")
+            [real] = remote.backup([host], cfg(False), target_root)
+            assert real.ok, real.error
+            assert [s.snapname for s in zfs_lab.zfs.list_snapshots(f"{target_root}/proj")] == ["s1"]
+            [dry] = remote.restore_drill([host], cfg(True), "proj", target_root)
+            assert dry.ok and dry.data["plan"]["source_head"] == "s1", dry.error
+            [drill] = remote.restore_drill([host], cfg(False), "proj", target_root)
+            assert drill.ok, drill.error
+            assert drill.data["drill"]["ok"] and drill.data["drill"]["files"] == 1
+            # a project with no backup: the task fails for that host, with the reason
+            [bad] = remote.restore_drill([host], cfg(False), "nosuch", target_root)
+            assert not bad.ok and "does not exist" in (bad.error or ""), bad
+        finally:
+            release_dsg_holds(zfs_lab, space.parent)
+            for s in zfs_lab.zfs.list_snapshots(f"{space.parent}/proj"):
+                zfs_lab.zfs.run("zfs", ["release", f"dsg-backup-{zfs_lab.backup_pool}", s.name],
+                                check=False)  # fmt: skip
+            if zfs_lab.zfs.dataset_exists(target_root):
+                for s in zfs_lab.zfs.list_snapshots(f"{target_root}/proj"):
+                    zfs_lab.zfs.run("zfs", ["release", f"dsg-backup-{zfs_lab.backup_pool}",
+                                            s.name], check=False)  # fmt: skip
+                zfs_lab.destroy(target_root)
