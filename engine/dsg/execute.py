@@ -24,7 +24,7 @@ from typing import BinaryIO
 from .backends import Repository
 from .errors import IntegrityError, PathError
 from .faults import crash_point, register
-from .manifest import Entry, SnapshotRecord
+from .manifest import Entry, SnapshotRecord, sync_filesystem
 from .paths import show
 from .plan import Action, Item, Plan
 from .scan import HashCache, copy_hashing, hash_file, stat_key
@@ -272,4 +272,5 @@ def run_local(applier: LocalApplier, plan: Plan, head: str | None) -> None:
                 crash_point("execute.after_first_local")
                 first = False
     if applier.wrote_files:
-        os.sync()  # downloaded bytes are on disk before the base says they are there
+        # downloaded bytes are on disk before the base says they are there
+        sync_filesystem(applier.root)

@@ -40,6 +40,7 @@ from ..manifest import (
     fsync_dir,
     snap_id,
     snap_number,
+    sync_filesystem,
 )
 from ..plan import apply_changes
 from . import LockOwner, Transaction, new_tag
@@ -277,7 +278,7 @@ class PosixTransaction(StagedTransaction):
         atomic_write(meta / "snapshot.json", record.to_bytes())
         # One flush of everything written in this transaction (objects, tree, metadata)
         # instead of an fsync per file: the snapshot is published only once it is durable.
-        os.sync()
+        sync_filesystem(self.dir)
         crash_point("posix.before_publish")
         os.rename(self.dir, repo.snapshots_dir / new_id)
         fsync_dir(repo.snapshots_dir)

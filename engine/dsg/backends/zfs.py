@@ -42,7 +42,14 @@ from ..errors import (
     RepositoryNotFound,
 )
 from ..faults import crash_point, register
-from ..manifest import Manifest, SnapshotRecord, atomic_write, snap_id, snap_number
+from ..manifest import (
+    Manifest,
+    SnapshotRecord,
+    atomic_write,
+    snap_id,
+    snap_number,
+    sync_filesystem,
+)
 from ..plan import apply_changes
 from ..zfsops import Snapshot, Zfs
 from . import LockOwner, Transaction, new_tag, write_verified
@@ -419,7 +426,7 @@ class ZfsTransaction(StagedTransaction):
         manifest.write(repo.meta / "manifest.gz")
         atomic_write(repo.meta / "snapshot.json", record.to_bytes())
         shutil.rmtree(self.dir)
-        os.sync()
+        sync_filesystem(repo.root)
         crash_point("zfs.before_snapshot")
         name = repo.zfs.snapshot(repo.dataset, new_id, _record_props(record))
         crash_point("zfs.after_snapshot")
