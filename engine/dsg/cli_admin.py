@@ -180,14 +180,27 @@ def metrics(
     ] = "",
     config: ConfigOpt = "",
     access_file: AccessOpt = "",
+    audit_log: Annotated[
+        str,
+        typer.Option(
+            "--audit-log",
+            help="transaction metrics from this audit log (default "
+            "$DSG_LOG_DIR/audit.jsonl or /var/log/dsg/audit.jsonl, if present)",
+        ),
+    ] = "",
     json_mode: JsonOpt = False,
 ) -> None:
-    """Per-project and per-pool metrics in the Prometheus text format."""
+    """Per-project, per-pool and per-transaction metrics in the Prometheus text format."""
     from . import metrics as m
 
     def body() -> dict[str, Any]:
         cfg = load_health_config(Path(config) if config else None)
-        families = m.collect(_access(access_file), pools=cfg.pools)
+        audit = (
+            Path(audit_log)
+            if audit_log
+            else Path(os.environ.get("DSG_LOG_DIR", "/var/log/dsg")) / "audit.jsonl"
+        )
+        families = m.collect(_access(access_file), pools=cfg.pools, audit_log=audit)
         text = m.render(families)
         samples = sum(len(f.samples) for f in families)
         if output:

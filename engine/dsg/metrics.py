@@ -21,6 +21,15 @@ Per pool (label `pool`; the pools of the access file's zfs projects, plus any co
     dsg_pool_capacity_ratio                 zpool's CAP / 100
     dsg_pool_size_bytes, dsg_pool_allocated_bytes, dsg_pool_free_bytes
 
+Per project, from the audit log (`--audit-log`; counters since its last rotation):
+
+    dsg_transactions_total                  sync transactions (label `outcome`: committed, aborted)
+    dsg_transaction_bytes_total             file data moved (label `direction`: in, out)
+    dsg_transaction_files_changed_total     files and links put or deleted by commits
+    dsg_access_denied_total                 requests refused by role
+    dsg_last_transaction_seconds            duration of the last committing session
+    dsg_last_transaction_timestamp_seconds  when it ended
+
 and `dsg_metrics_generated_timestamp_seconds`. On zfs-fuse pool sizes come from rounded
 `zpool list` output (no `-p`), so they are approximate there.
 """
@@ -32,10 +41,13 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from .access import AccessFile
 from .health import pools_of, read_project
@@ -123,12 +135,73 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
         raise
 
 
+def transaction_families(records: Iterable[dict[str, Any]]) -> list[Family]:
+    """Per-project transaction metrics from audit records (pure): commits and aborts, data
+    moved in and out, files changed, and the last committing session's duration. Counters
+    restart with the audit log's rotation, which Prometheus' rate() handles as a reset."""
+    tx = Family("dsg_transactions_total", "Sync transactions by outcome", "counter")
+    moved = Family("dsg_transaction_bytes_total", "File data moved, by direction", "counter")
+    changed = Family("dsg_transaction_files_changed_total", "Files put or deleted", "counter")
+    denied = Family("dsg_access_denied_total", "Requests refused by role", "counter")
+    last = Family("dsg_last_transaction_seconds", "Duration of the last committing session")
+    last_at = Family(
+        "dsg_last_transaction_timestamp_seconds", "When the last committing session ended"
+    )
+    counts: dict[tuple[str, str], float] = {}
+    data: dict[tuple[str, str], float] = {}
+    files: dict[str, float] = {}
+    deny: dict[str, float] = {}
+    latest: dict[str, tuple[str, float]] = {}
+    for r in records:
+        project, action = str(r.get("project") or ""), r.get("action")
+        if not project:
+            continue
+        if action == "sync.commit":
+            counts[project, "committed"] = counts.get((project, "committed"), 0) + 1
+            data[project, "in"] = data.get((project, "in"), 0) + float(r.get("bytes_in") or 0)
+            n = sum(float(r.get(k) or 0) for k in ("files_put", "links_put", "deleted"))
+            files[project] = files.get(project, 0) + n
+        elif action == "sync.abort":
+            counts[project, "aborted"] = counts.get((project, "aborted"), 0) + 1
+        elif action == "access.denied":
+            deny[project] = deny.get(project, 0) + 1
+        elif action == "session.close":
+            data[project, "out"] = data.get((project, "out"), 0) + float(r.get("bytes_read") or 0)
+            if r.get("commits") and isinstance(r.get("seconds"), int | float):
+                latest[project] = (str(r.get("ts", "")), float(r["seconds"]))
+    for (project, outcome), v in sorted(counts.items()):
+        tx.add(v, project=project, outcome=outcome)
+    for (project, direction), v in sorted(data.items()):
+        moved.add(v, project=project, direction=direction)
+    for project, v in sorted(files.items()):
+        changed.add(v, project=project)
+    for project, v in sorted(deny.items()):
+        denied.add(v, project=project)
+    for project, (ts, secs) in sorted(latest.items()):
+        last.add(secs, project=project)
+        with contextlib.suppress(ValueError):
+            when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+            last_at.add(round(when.timestamp(), 3), project=project)
+    return [tx, moved, changed, denied, last, last_at]
+
+
+def read_audit(path: Path) -> Iterator[dict[str, Any]]:
+    """Records of an audit log; unparsable lines are skipped (a torn last line)."""
+    with open(path, "rb") as f:
+        for line in f:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                rec = orjson.loads(line)
+                if isinstance(rec, dict):
+                    yield rec
+
+
 def collect(
     access: AccessFile,
     *,
     zfs: Zfs | None = None,
     pools: Sequence[str] = (),
     now: datetime | None = None,
+    audit_log: Path | None = None,
 ) -> list[Family]:
     """Read every project and pool; a failure shows as `_up 0`, never as an exception."""
     zfs = zfs or Zfs.from_env()
@@ -182,7 +255,11 @@ def collect(
         "dsg_metrics_generated_timestamp_seconds", "When these metrics were collected"
     )
     generated.add(round(now.timestamp(), 3))
+    audit: list[Family] = []
+    if audit_log is not None and audit_log.is_file():
+        audit = transaction_families(read_audit(audit_log))
     return [
+        *audit,
         up,
         head,
         total,

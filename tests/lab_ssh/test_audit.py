@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dsg.errors import DsgError
-from tests.lab_ssh.space import A, repo_on_disk
+from tests.lab_ssh.space import AGENT, A, repo_on_disk
 
 pytestmark = pytest.mark.ssh
 
@@ -85,6 +85,19 @@ def test_denied_attempt_sync_and_clone_are_audited_without_contents(ssh_space) -
 
         text = audit.read_text()
         assert "SECRET-CONTENT" not in text and "secret-name" not in text
+
+        # per-transaction metrics come from the same records
+        proc = subprocess.run(
+            [str(AGENT), "admin", "metrics", "--access-file", str(ssh_space.access_file),
+             "--audit-log", str(audit)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert 'dsg_transactions_total{project="proj",outcome="committed"} 2' in lines
+        assert 'dsg_access_denied_total{project="proj"} 1' in lines
+        assert 'dsg_access_denied_total{project="other"} 1' in lines
+        assert 'dsg_transaction_files_changed_total{project="proj"} 3' in lines
     finally:
         release(audit)
 

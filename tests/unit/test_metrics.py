@@ -323,3 +323,32 @@ def test_write_atomic_failure_leaves_old_file(tmp_path: Path) -> None:
         write_atomic(tmp_path / "sub", "x\n")  # rename onto a directory fails
     assert target.read_text() == "old\n"
     assert sorted(os.listdir(tmp_path)) == ["dsg.prom", "sub"]
+
+
+def test_transaction_metrics_from_audit_records() -> None:
+    from dsg.metrics import render, transaction_families
+
+    recs = [
+        {"action": "session.open", "project": "p", "login": "a"},
+        {"action": "sync.commit", "project": "p", "bytes_in": 100, "files_put": 2, "deleted": 1},
+        {"action": "session.close", "project": "p", "seconds": 1.5, "commits": ["s2"],
+         "bytes_read": 10, "ts": "2026-11-29T10:00:00.000Z"},
+        {"action": "sync.abort", "project": "p"},
+        {"action": "session.close", "project": "p", "seconds": 9.0, "bytes_read": 5},
+        {"action": "access.denied", "project": "q", "request": "hello"},
+        {"action": "sync.commit", "project": "q", "bytes_in": 7, "files_put": 1},
+        {"action": "session.list"},
+    ]  # fmt: skip
+    text = render(transaction_families(recs))
+    assert_valid_exposition(text)
+    for line in (
+        'dsg_transactions_total{project="p",outcome="committed"} 1',
+        'dsg_transactions_total{project="p",outcome="aborted"} 1',
+        'dsg_transaction_bytes_total{project="p",direction="in"} 100',
+        'dsg_transaction_bytes_total{project="p",direction="out"} 15',
+        'dsg_transaction_files_changed_total{project="p"} 3',
+        'dsg_access_denied_total{project="q"} 1',
+        'dsg_last_transaction_seconds{project="p"} 1.5',  # the session without commits is not it
+        'dsg_last_transaction_timestamp_seconds{project="p"} 1795946400',
+    ):
+        assert line in text.splitlines(), (line, text)
