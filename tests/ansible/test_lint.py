@@ -8,7 +8,7 @@ from tests.ansible.conftest import REPO
 
 pytestmark = pytest.mark.ansible
 
-INVENTORIES = ["lab", "development", "staging", "production"]
+INVENTORIES = ["lab", "lab-vm", "development", "staging", "production"]
 PLAYBOOKS = sorted(p.name for p in (REPO / "playbooks").glob("*.yml"))
 
 

@@ -23,6 +23,10 @@ members = load("dsg_access/library/dsg_group_members.py")
         ({"quota": "none"}, {"quota": "0"}),
         ({"quota": "1.5G"}, {"quota": str(3 * 512 * 1024**2)}),
         ({"dsg:project": "x"}, {"dsg:project": "x"}),
+        # OpenZFS >= 2.0 reads acltype=posixacl back as "posix", noacl as "off"
+        ({"acltype": "posixacl", "xattr": "sa"}, {"acltype": "posix", "xattr": "sa"}),
+        ({"acltype": "posix"}, {"acltype": "posix"}),
+        ({"acltype": "noacl"}, {"acltype": "off"}),
     ],
 )
 def test_zfs_props_match_zfs_get_parsable(props, expected):

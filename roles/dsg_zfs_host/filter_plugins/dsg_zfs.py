@@ -28,6 +28,10 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTPE]?)(?:i?B)?\s*$", re.IGNOR
 _UNITS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
 # Values ZFS reports as "0" in parsable output.
 _NONE_SIZES = {"none", "0"}
+# Old spellings OpenZFS (>= 2.0) accepts but reports under their new name: `zfs set
+# acltype=posixacl` reads back as "posix", so declaring posixacl would be "changed" on every
+# run (seen on the lab VM, OpenZFS 2.1). zfs-fuse has no acltype.
+_ALIASES = {"acltype": {"posixacl": "posix", "noacl": "off"}}
 
 
 class FilterError(ValueError):
@@ -60,7 +64,8 @@ def zfs_value(name, value):
         return zfs_size(value)
     if value is None:
         raise FilterError(f"property {name} has no value")
-    return str(value)
+    text = str(value)
+    return _ALIASES.get(name, {}).get(text, text)
 
 
 def dsg_zfs_props(props):
