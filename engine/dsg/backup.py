@@ -33,7 +33,7 @@ from .zfsops import Zfs, ZfsError, check_dataset_name
 SNAP_RE = re.compile(r"s([1-9][0-9]*)")
 HOLD_PREFIX = "dsg-backup-"
 
-faults.register("backup.mid_stream", "backup.after_step")
+faults.register("backup.mid_stream")
 
 
 class BackupDiverged(RepositoryError):
@@ -232,7 +232,6 @@ def replicate(
         _move_hold(recv, target, tag, step)
         res.common = step.snapshot
         res.steps.append({**step.to_dict(), "seconds": round(time.monotonic() - s0, 3)})
-        faults.crash_point("backup.after_step")
     if plan.common is not None and not plan.steps:
         # Up to date: make sure the newest common snapshot is still held on both sides.
         _ensure_hold(zfs, f"{source}@{plan.common}", tag)
