@@ -20,6 +20,14 @@ Per pool (label `pool`; the pools of the access file's zfs projects, plus any co
     dsg_pool_health                         1 ONLINE, 0 anything else (label `health`)
     dsg_pool_capacity_ratio                 zpool's CAP / 100
     dsg_pool_size_bytes, dsg_pool_allocated_bytes, dsg_pool_free_bytes
+    dsg_pool_fragmentation_ratio            free-space fragmentation (OpenZFS; absent on zfs-fuse)
+    dsg_pool_last_scrub_timestamp_seconds   when the last scrub completed
+    dsg_pool_scrub_errors                   errors the last scrub/resilver reported
+    dsg_pool_data_errors                    permanent data errors (`errors:` of zpool status)
+
+Per project dataset and sanoid retention class (label `retention_class`):
+
+    dsg_autosnap_last_timestamp_seconds     newest autosnap_* snapshot (freshness per class)
 
 Per project, from the audit log (`--audit-log`; counters since its last rotation):
 
@@ -50,7 +58,7 @@ from typing import Any
 import orjson
 
 from .access import AccessFile
-from .health import pools_of, read_project
+from .health import parse_scrub, pools_of, read_project
 from .zfsops import Zfs, ZfsError
 
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -185,6 +193,43 @@ def transaction_families(records: Iterable[dict[str, Any]]) -> list[Family]:
     return [tx, moved, changed, denied, last, last_at]
 
 
+_SCAN_ERRORS = re.compile(r"with (\d+) errors?")
+_DATA_ERRORS = re.compile(r"^\s*errors:\s*(?P<text>.*)$", re.MULTILINE)
+# sanoid's names: autosnap_<YYYY-MM-DD>_<HH:MM:SS>_<class>
+_AUTOSNAP = re.compile(r"autosnap_\d{4}-\d{2}-\d{2}_\d{2}:\d{2}:\d{2}_(?P<cls>[a-z]+)")
+
+
+def scan_errors(status_text: str) -> int | None:
+    """Errors the last scrub or resilver reported ("... with N errors ..."), if any ran."""
+    for line in status_text.splitlines():
+        if line.strip().startswith(("scan:", "scrub:")):
+            m = _SCAN_ERRORS.search(line)
+            return int(m.group(1)) if m else None
+    return None
+
+
+def data_errors(status_text: str) -> int | None:
+    """Permanent data errors from `zpool status` ("No known data errors" -> 0)."""
+    m = _DATA_ERRORS.search(status_text)
+    if m is None:
+        return None
+    text = m["text"].strip().lower()
+    if text.startswith("no known data errors"):
+        return 0
+    n = re.match(r"(\d+)", text)
+    return int(n.group(1)) if n else None
+
+
+def autosnap_freshness(snaps: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """Newest creation time per sanoid retention class, from (snapshot name, creation)."""
+    newest: dict[str, int] = {}
+    for name, created in snaps:
+        m = _AUTOSNAP.fullmatch(name)
+        if m and created > newest.get(m["cls"], -1):
+            newest[m["cls"]] = created
+    return newest
+
+
 def read_audit(path: Path) -> Iterator[dict[str, Any]]:
     """Records of an audit log; unparsable lines are skipped (a torn last line)."""
     with open(path, "rb") as f:
@@ -217,7 +262,18 @@ def collect(
     )
     nbytes = Family("dsg_project_bytes", "Bytes of data in the head snapshot")
     files = Family("dsg_project_files", "Files and links in the head snapshot")
+    autosnap = Family(
+        "dsg_autosnap_last_timestamp_seconds",
+        "Newest retention (sanoid) snapshot of the project dataset, per class",
+    )
     for name, p in sorted(access.projects.items()):
+        if p.dataset:
+            with contextlib.suppress(ZfsError, ValueError):
+                snaps = zfs.list_snapshots(p.dataset)
+                for cls, created in sorted(autosnap_freshness(
+                    (s.snapname, s.creation) for s in snaps
+                ).items()):  # fmt: skip
+                    autosnap.add(created, project=name, retention_class=cls)
         st = read_project(name, p, zfs, count=True)
         up.add(1 if st.readable else 0, project=name)
         if not st.readable:
@@ -237,6 +293,10 @@ def collect(
     size = Family("dsg_pool_size_bytes", "Pool size in bytes")
     alloc = Family("dsg_pool_allocated_bytes", "Pool space allocated in bytes")
     free = Family("dsg_pool_free_bytes", "Pool space free in bytes")
+    frag = Family("dsg_pool_fragmentation_ratio", "Free-space fragmentation, 0..1 (OpenZFS)")
+    scrubbed = Family("dsg_pool_last_scrub_timestamp_seconds", "When the last scrub completed")
+    scrub_err = Family("dsg_pool_scrub_errors", "Errors the last scrub or resilver reported")
+    data_err = Family("dsg_pool_data_errors", "Permanent data errors zpool status reports")
     for pool in pools_of(access, pools):
         try:
             s = zfs.pool_status(pool)
@@ -250,6 +310,21 @@ def collect(
         size.add(s.size, pool=pool)
         alloc.add(s.allocated, pool=pool)
         free.add(s.free, pool=pool)
+        with contextlib.suppress(ZfsError, ValueError):  # zfs-fuse has no `frag`
+            value = zfs.zpool("list", "-H", "-o", "frag", pool).strip().rstrip("%")
+            if value not in ("", "-"):
+                frag.add(float(value) / 100, pool=pool)
+        try:
+            text = zfs.zpool("status", pool)
+        except (ZfsError, ValueError):
+            continue
+        info = parse_scrub(text)
+        if info.finished is not None:
+            scrubbed.add(round(info.finished.timestamp(), 3), pool=pool)
+        if (n := scan_errors(text)) is not None:
+            scrub_err.add(n, pool=pool)
+        if (n := data_errors(text)) is not None:
+            data_err.add(n, pool=pool)
 
     generated = Family(
         "dsg_metrics_generated_timestamp_seconds", "When these metrics were collected"
@@ -266,11 +341,16 @@ def collect(
         last,
         nbytes,
         files,
+        autosnap,
         pool_up,
         health,
         cap,
         size,
         alloc,
         free,
+        frag,
+        scrubbed,
+        scrub_err,
+        data_err,
         generated,
     ]

@@ -362,6 +362,18 @@ def test_scrub_age(zfs_lab, small_pool, tmp_path: Path) -> None:
     (s,) = by_check(doc, "scrub_age")
     assert (code, s["status"]) == (0, "OK"), doc
     assert s["value"] < 0.01
+    # ...and the scrub shows in the metrics: when, and with how many errors
+    cfg_file = tmp_path / "health.yml"
+    proc = dsg("admin", "metrics", "--config", str(cfg_file), "--access-file",
+               str(tmp_path / "access.yml"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    (stamp,) = [
+        x for x in lines if x.startswith(f'dsg_pool_last_scrub_timestamp_seconds{{pool="{pool}"}}')
+    ]
+    assert abs(float(stamp.rsplit(" ", 1)[1]) - time.time()) < 600
+    assert f'dsg_pool_scrub_errors{{pool="{pool}"}} 0' in lines
+    assert f'dsg_pool_data_errors{{pool="{pool}"}} 0' in lines
 
     for days, want in ((40, (1, "WARNING")), (61, (2, "CRITICAL"))):
         later = (datetime.now(UTC) + timedelta(days=days)).isoformat()

@@ -352,3 +352,46 @@ def test_transaction_metrics_from_audit_records() -> None:
         'dsg_last_transaction_timestamp_seconds{project="p"} 1795946400',
     ):
         assert line in text.splitlines(), (line, text)
+
+
+ZFS_FUSE_STATUS = """  pool: tank
+ state: ONLINE
+ scrub: scrub completed after 0h0m with 2 errors on Sun Nov 29 22:40:01 2026
+config:
+
+\tNAME        STATE     READ WRITE CKSUM
+\ttank        ONLINE       0     0     0
+
+errors: 3 data errors, use '-v' for a list
+"""
+OPENZFS_STATUS = """  pool: tank
+ state: ONLINE
+  scan: scrub repaired 0B in 00:00:01 with 0 errors on Sun Nov 29 22:40:01 2026
+config:
+
+errors: No known data errors
+"""
+
+
+def test_pool_status_parsing_for_scrub_and_data_errors() -> None:
+    from dsg.metrics import data_errors, scan_errors
+
+    assert (scan_errors(ZFS_FUSE_STATUS), data_errors(ZFS_FUSE_STATUS)) == (2, 3)
+    assert (scan_errors(OPENZFS_STATUS), data_errors(OPENZFS_STATUS)) == (0, 0)
+    never = " scrub: none requested\nerrors: No known data errors\n"
+    assert (scan_errors(never), data_errors(never)) == (None, 0)
+    assert data_errors("no such line") is None
+
+
+def test_autosnap_freshness_per_retention_class() -> None:
+    from dsg.metrics import autosnap_freshness
+
+    snaps = [
+        ("s1", 50),
+        ("autosnap_2026-11-29_10:00:00_hourly", 100),
+        ("autosnap_2026-11-29_11:00:00_hourly", 200),
+        ("autosnap_2026-11-29_00:00:00_daily", 150),
+        ("autosnap_bogus_daily", 999),  # not sanoid's name format
+        ("s2", 300),
+    ]
+    assert autosnap_freshness(snaps) == {"hourly": 200, "daily": 150}
