@@ -19,7 +19,9 @@ the manifest (`validate_snapshot`), and destroys the scratch dataset.
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -167,6 +169,19 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def receiver_zfs(host: str | None, prefix: str = "") -> Zfs | None:
+    """The backup side's zfs: this host's (None), behind a prefix (e.g. "sudo -n"), or on
+    `host` over SSH (program and options from $DSG_SSH_COMMAND like the sync transport;
+    host keys verified, never prompted for)."""
+    words = shlex.split(prefix)
+    if host:
+        ssh = shlex.split(os.environ.get("DSG_SSH_COMMAND", "ssh"))
+        opts = ["-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]  # fmt: skip
+        return Zfs([*ssh, *opts, "--", host, *words])
+    return Zfs(words) if words else None
 
 
 def hold_tag(target: str) -> str:

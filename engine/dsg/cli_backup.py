@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -59,20 +58,6 @@ def _previous_value(path: Path, metric: str) -> float | None:
         return None
 
 
-def _receiver(host: str, prefix: str) -> Zfs | None:
-    """The receiving side's zfs: this host's (None), behind a prefix, or over SSH (the
-    program and options from $DSG_SSH_COMMAND like the sync transport; host keys verified)."""
-    if not host and not prefix:
-        return None
-    words = shlex.split(prefix)
-    if host:
-        ssh = shlex.split(os.environ.get("DSG_SSH_COMMAND", "ssh"))
-        opts = ["-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]  # fmt: skip
-        return Zfs([*ssh, *opts, "--", host, *words])
-    return Zfs(words)
-
-
 @admin_app.command("backup")
 def backup_cmd(
     projects: Annotated[
@@ -112,7 +97,7 @@ def backup_cmd(
     if unknown:
         raise_usage(f"not zfs projects of this host: {', '.join(unknown)}", json_mode)
     zfs = Zfs.from_env()
-    receiver = _receiver(to_host, to_prefix)
+    receiver = b.receiver_zfs(to_host, to_prefix)
     audit = _audit(log_dir)
     results: list[dict[str, Any]] = []
     for name in names:

@@ -702,18 +702,6 @@ def _lag_enabled(cfg: HealthConfig) -> bool:
     return cfg.replication_lag_warn_hours is not None or cfg.replication_lag_crit_hours is not None
 
 
-def backup_receiver(cfg: HealthConfig) -> Zfs | None:
-    """The backup side's zfs (None: this host's), as `dsg admin backup --to-host` reaches it."""
-    import shlex
-
-    words = shlex.split(cfg.backup_prefix)
-    if cfg.backup_host:
-        ssh = shlex.split(os.environ.get("DSG_SSH_COMMAND", "ssh"))
-        return Zfs([*ssh, "-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                    "--", cfg.backup_host, *words])  # fmt: skip
-    return Zfs(words) if words else None
-
-
 def evaluate_replication(
     project: str, lag_seconds: float | None, behind: int, cfg: HealthConfig
 ) -> Check:
@@ -732,13 +720,19 @@ def evaluate_replication(
 def replication_check(
     project: str, dataset: str, zfs: Zfs, now: datetime, cfg: HealthConfig
 ) -> Check:
-    from .backup import BackupDiverged, dsg_snapshots, plan_replication, snapshot_infos
+    from .backup import (
+        BackupDiverged,
+        dsg_snapshots,
+        plan_replication,
+        receiver_zfs,
+        snapshot_infos,
+    )
 
     assert cfg.backup_target is not None
     target = f"{cfg.backup_target.rstrip('/')}/{project}"
     try:
         src = snapshot_infos(zfs, dataset) or []
-        dst = snapshot_infos(backup_receiver(cfg) or zfs, target)
+        dst = snapshot_infos(receiver_zfs(cfg.backup_host, cfg.backup_prefix) or zfs, target)
         if dst is None:
             return evaluate_replication(project, None, 0, cfg)
         plan = plan_replication(dataset, target, src, dst)
