@@ -177,3 +177,15 @@ def skip_unless_lab_users_can_run(lab: object, command: str, user: str = "alice"
     reason = _REACH[command]
     if reason:
         pytest.skip(reason)
+
+
+def stored_file(repo: Repository, snapshot: str, path: str) -> Path:
+    """Where the repository keeps the bytes of `path` in `snapshot` (to damage them in a
+    tamper test): the content object of a posix repository of format 2, else the file in
+    the snapshot's tree."""
+    object_path = getattr(repo, "object_path", None)
+    if object_path is not None and getattr(repo, "layout", 1) == 2:
+        entry = repo.manifest(snapshot).get(path)
+        assert entry is not None and entry.hash is not None, path
+        return Path(object_path(entry.hash.hex()))
+    return repo.snapshot_path(snapshot) / path

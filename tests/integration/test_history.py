@@ -14,7 +14,7 @@ import pytest
 
 from dsg.manifest import Entry, Manifest
 from dsg.scan import hash_bytes
-from tests.helpers import Researcher, tree_content
+from tests.helpers import Researcher, stored_file, tree_content
 
 A = "task1/input/a.csv"
 B = "task1/input/b.csv"
@@ -185,7 +185,7 @@ def test_flipped_byte_is_found(team: tuple[Researcher, Researcher]) -> None:
     bob.sync(message="s2")
     assert js(alice.cli("validate-snapshot", "--json"))["valid"]
     with closing(alice.repo) as repo:
-        target = writable(repo.snapshot_path("s2") / A)
+        target = writable(stored_file(repo, "s2", A))
     data = bytearray(target.read_bytes())
     data[2] ^= 0x01
     target.write_bytes(bytes(data))
@@ -320,7 +320,7 @@ def test_resumed_run_still_reports_an_earlier_mismatch(
 ) -> None:
     alice, _ = team
     with closing(alice.repo) as repo:
-        first = writable(repo.snapshot_path("s1") / A)  # the first path in order
+        first = writable(stored_file(repo, "s1", A))  # the first path in order
     first.write_bytes(b"A,1\n")
     proc = alice.cli("validate-snapshot", "--max-duration", "0", "--json")
     assert proc.returncode == 1

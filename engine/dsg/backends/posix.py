@@ -1,32 +1,47 @@
-"""The posix backend: snapshot directories on any filesystem (the embedded default).
+"""The posix backend: a content-addressed object store plus per-snapshot manifests, on any
+filesystem (the embedded default).
 
-Layout of a repository at `<mountpoint>/<name>/`:
+Layout of a repository at `<mountpoint>/<name>/` (format dsg-posix-repo/2):
 
     repo.json              format marker and project name
     HEAD                   the newest committed snapshot id ("s7"), or "-" when empty
     lock                   flock(2) target; holds the current writer's identity
-    snapshots/sN/          immutable tree of snapshot N: data files (read-only, hardlinked
-                           to earlier snapshots when unchanged), symlinks, and
-                           .dsg/manifest.gz + .dsg/snapshot.json
+    objects/ab/cdef...     file contents, read-only, named by their xxh3-128 (32 hex digits,
+                           the first two as a directory); shared by every snapshot
+    snapshots/sN/.dsg/     manifest.gz + snapshot.json of snapshot N (immutable)
+    views/sN/              a browsable tree of snapshot N (hard links into objects/ and
+                           symlinks), built on demand by snapmount and validation tools
     txn/<tx>/              a transaction being built (never visible to readers)
 
-Commit order: build the whole tree in txn/<tx>/, write its manifest and record, fsync,
-rename(2) it to snapshots/sN, then atomically replace HEAD. Readers follow HEAD only, so
-they see N or N+1. A writer that died leaves txn/ leftovers or a snapshots/sK with K above
-HEAD; the next writer removes them under the lock before it starts.
+A commit costs O(changed files): uploads move into objects/ (an object that already exists
+is compared byte for byte, so equal hashes of different bytes are refused, never merged),
+then the manifest and record are written, flushed, `rename(2)`d to snapshots/sN, and HEAD
+is replaced atomically. Readers follow HEAD only, so they see N or N+1. A writer that died
+leaves txn/ leftovers, a snapshots/sK with K above HEAD (both removed under the lock by the
+next writer) or objects no snapshot names yet (harmless: the retry reuses them).
+
+Format dsg-posix-repo/1 (a hard-linked tree of every file in each snapshots/sN, O(files)
+per commit) is still read and written, so repositories made by earlier versions keep
+working unchanged.
 """
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
+import threading
+import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
 from ..errors import (
     HeadMoved,
+    IntegrityError,
     ManifestError,
     RepositoryError,
     RepositoryExists,
@@ -42,13 +57,17 @@ from ..manifest import (
     snap_number,
     sync_filesystem,
 )
+from ..paths import check_path, show
 from ..plan import apply_changes
 from . import LockOwner, Transaction, new_tag
 from .local import LocalRepository
 from .staging import StagedTransaction
 
-REPO_FORMAT = "dsg-posix-repo/1"
+REPO_FORMAT = "dsg-posix-repo/2"  # content-addressed objects, manifests per snapshot
+REPO_FORMAT_TREES = "dsg-posix-repo/1"  # a hard-linked tree per snapshot (still supported)
+LAYOUTS = {REPO_FORMAT_TREES: 1, REPO_FORMAT: 2}
 EMPTY_HEAD = "-"
+STALE_VIEW_SECONDS = 3600  # a half-built view older than this was left by a dead process
 
 register(
     "posix.after_put",
@@ -70,12 +89,36 @@ def check_snapshot_id(snapshot: str) -> str:
 
 
 class PosixRepository(LocalRepository):
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, *, create_layout: int = 2) -> None:
         self.root = Path(root)
         self.name = name
         self.location = str(self.root)
         self._locked = False
         self._manifests: dict[str, Manifest] = {}
+        self._manifests_lock = threading.Lock()  # a transaction prefetches in a thread
+        self._create_layout = create_layout  # what `create` makes (1 only to test upgrades)
+        self._layout: int | None = None
+
+    @property
+    def layout(self) -> int:
+        """1: a hard-linked tree per snapshot; 2: content-addressed objects (repo.json)."""
+        if self._layout is None:
+            self._require()
+            p = self.root / "repo.json"
+            try:
+                fmt = orjson.loads(p.read_bytes()).get("format")
+            except (OSError, orjson.JSONDecodeError, AttributeError) as e:
+                raise RepositoryError(f"{p} is unreadable: {e}") from e
+            if fmt not in LAYOUTS:
+                raise RepositoryError(
+                    f"{self.root} has repository format {fmt!r}, which this dsg does not know",
+                    hint="a newer dsg made it; upgrade dsg (pip install -U dsg)",
+                )
+            self._layout = LAYOUTS[fmt]
+        return self._layout
+
+    def object_path(self, digest_hex: str) -> str:
+        return f"{self.root}/objects/{digest_hex[:2]}/{digest_hex[2:]}"
 
     # --- layout helpers
     @property
@@ -113,8 +156,11 @@ class PosixRepository(LocalRepository):
             raise RepositoryError(f"cannot create {self.root}: {e.strerror}") from e
         (self.root / "snapshots").mkdir(exist_ok=True)
         (self.root / "txn").mkdir(exist_ok=True)
+        fmt = REPO_FORMAT_TREES if self._create_layout == 1 else REPO_FORMAT
+        if fmt == REPO_FORMAT:
+            (self.root / "objects").mkdir(exist_ok=True)
         atomic_write(self.root / "HEAD", EMPTY_HEAD.encode() + b"\n")
-        meta = {"format": REPO_FORMAT, "name": self.name, "created_at": utc_now()}
+        meta = {"format": fmt, "name": self.name, "created_at": utc_now()}
         atomic_write(self.root / "repo.json", orjson.dumps(meta, option=orjson.OPT_INDENT_2))
 
     def destroy_new(self) -> None:
@@ -152,16 +198,17 @@ class PosixRepository(LocalRepository):
 
     def manifest(self, snapshot: str) -> Manifest:
         self._require()
-        cached = self._manifests.get(snapshot)  # committed snapshots never change
-        if cached is not None:
-            return cached
-        m = Manifest.read(self.snapshot_root(snapshot) / ".dsg" / "manifest.gz")
-        if m.snapshot != snapshot:
-            raise ManifestError(f"manifest of {snapshot} claims to be {m.snapshot}")
-        if len(self._manifests) >= 2:
-            self._manifests.pop(next(iter(self._manifests)))
-        self._manifests[snapshot] = m
-        return m
+        with self._manifests_lock:
+            cached = self._manifests.get(snapshot)  # committed snapshots never change
+            if cached is not None:
+                return cached
+            m = Manifest.read(self.snapshot_root(snapshot) / ".dsg" / "manifest.gz")
+            if m.snapshot != snapshot:
+                raise ManifestError(f"manifest of {snapshot} claims to be {m.snapshot}")
+            if len(self._manifests) >= 2:
+                self._manifests.pop(next(iter(self._manifests)))
+            self._manifests[snapshot] = m
+            return m
 
     def _verified_manifest_file(self, snapshot: str) -> tuple[bytes, str]:
         self._require()
@@ -194,8 +241,63 @@ class PosixRepository(LocalRepository):
         return rec
 
     def snapshot_path(self, snapshot: str) -> Path:
-        """A directory holding the committed tree of `snapshot` (for snapmount)."""
-        return self.snapshot_root(snapshot)
+        """A directory holding the committed tree of `snapshot` (for snapmount): the
+        snapshot itself in format 1, a view built from its manifest in format 2."""
+        if self.layout == 1:
+            return self.snapshot_root(snapshot)
+        return self._view(snapshot)
+
+    def open_file(self, snapshot: str, path: str) -> BinaryIO:
+        if self.layout == 1:
+            return super().open_file(snapshot, path)
+        check_path(path)
+        e = self.manifest(snapshot).get(path)
+        if e is None or e.hash is None:
+            what = "not in that snapshot" if e is None else "a symlink, not a file"
+            raise RepositoryError(f"cannot read {show(path)} from {snapshot}: {what}")
+        try:
+            fd = os.open(self.object_path(e.hash.hex()), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as err:
+            raise RepositoryError(
+                f"cannot read {show(path)} from {snapshot}: its content object is "
+                f"unreadable ({err.strerror})",
+                hint="run 'dsg validate-snapshot' and ask your admin",
+            ) from err
+        return os.fdopen(fd, "rb")
+
+    def _view(self, snapshot: str) -> Path:
+        views = self.root / "views"
+        view = views / check_snapshot_id(snapshot)
+        if view.is_dir():
+            return view
+        m = self.manifest(snapshot)  # digest-checked
+        views.mkdir(exist_ok=True)
+        tmp = views / f".{snapshot}.{uuid.uuid4().hex[:12]}"
+        tmp.mkdir()
+        try:
+            made: set[str] = set()
+            for e in m.entries:
+                slash = e.path.rfind("/")
+                if slash > 0 and e.path[:slash] not in made:
+                    os.makedirs(f"{tmp}/{e.path[:slash]}", exist_ok=True)
+                    made.add(e.path[:slash])
+                dest = f"{tmp}/{e.path}"
+                if e.target is not None:
+                    os.symlink(e.target, dest)
+                else:
+                    assert e.hash is not None
+                    _link_or_copy(self.object_path(e.hash.hex()), dest)
+            os.symlink(f"../../snapshots/{snapshot}/.dsg", tmp / ".dsg")
+            try:
+                os.rename(tmp, view)
+            except OSError:  # another process built it first
+                if not view.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return view
 
     # --- tags: tags.json, replaced atomically under the lock
     def tags(self) -> dict[str, dict[str, str]]:
@@ -234,6 +336,13 @@ class PosixRepository(LocalRepository):
             if n > head_n or (n == 0 and d.name.startswith(".")):
                 shutil.rmtree(d, ignore_errors=True)
                 removed.append(f"snapshots/{d.name}")
+        views = self.root / "views"
+        if views.is_dir():
+            for d in views.iterdir():
+                stale = time.time() - d.lstat().st_mtime > STALE_VIEW_SECONDS
+                if (d.name.startswith(".") and stale) or snap_number(d.name) > head_n:
+                    shutil.rmtree(d, ignore_errors=True)
+                    removed.append(f"views/{d.name}")
         return removed
 
     def _transaction(self, parent: str | None, tx: str) -> Transaction:
@@ -248,17 +357,41 @@ class PosixTransaction(StagedTransaction):
         super().__init__(repo, parent, tx, self.dir / ".dsg" / "objects")
         self.repo: PosixRepository = repo
         self._parent_manifest: Manifest | None = None
+        self._parent_error: BaseException | None = None
+        # The commit needs the parent's manifest (parsing it is O(files)); load it while the
+        # uploads arrive, which mostly wait on the network.
+        self._prefetch = threading.Thread(target=self._load_parent, daemon=True)
+        self._prefetch.start()
 
-    def parent_manifest(self) -> Manifest:
-        if self._parent_manifest is None:
+    def _load_parent(self) -> None:
+        try:
             self._parent_manifest = (
                 self.repo.manifest(self.parent) if self.parent else Manifest.empty()
             )
+        except BaseException as e:  # re-raised in the committing thread
+            self._parent_error = e
+
+    def parent_manifest(self) -> Manifest:
+        self._prefetch.join()
+        if self._parent_error is not None:
+            raise self._parent_error
+        assert self._parent_manifest is not None
         return self._parent_manifest
 
     def restore(self, path: str, snapshot: str) -> None:
-        if not self._restored_entry(path, snapshot).is_link:
+        entry = self._restored_entry(path, snapshot)
+        self.sources.pop(path, None)
+        if entry.is_link:
+            return
+        if self.repo.layout == 1:
             self.sources[path] = self.repo.snapshot_root(snapshot) / path
+            return
+        assert entry.hash is not None
+        if not os.path.isfile(self.repo.object_path(entry.hash.hex())):
+            raise RepositoryError(
+                f"cannot restore {show(path)} from {snapshot}: its content object is missing",
+                hint="run 'dsg validate-snapshot --snapshot " + snapshot + "' and ask your admin",
+            )
 
     def commit(self, message: str, author: str, author_name: str) -> SnapshotRecord:
         repo = self.repo
@@ -269,7 +402,10 @@ class PosixTransaction(StagedTransaction):
         new_id = snap_id(n)
         parent_m = self.parent_manifest()
         manifest = apply_changes(parent_m, self.changes.values(), n, author)
-        self._build_tree(manifest)
+        if repo.layout == 1:
+            self._build_tree(manifest)
+        else:
+            self._store_objects()
         crash_point("posix.after_tree")
         record = self.new_record(new_id, manifest, message, author, author_name, utc_now())
         meta = self.dir / ".dsg"
@@ -286,6 +422,29 @@ class PosixTransaction(StagedTransaction):
         atomic_write(repo.root / "HEAD", new_id.encode() + b"\n")
         crash_point("posix.after_head")
         return record
+
+    def _store_objects(self) -> None:
+        """Move this transaction's uploads into objects/, by content (O(changed files))."""
+        made: set[str] = set()
+        for path, src in self.sources.items():
+            entry = self.changes[path].entry
+            assert entry is not None and entry.hash is not None
+            dest = self.repo.object_path(entry.hash.hex())
+            if os.path.exists(dest):
+                # Equal hashes must mean equal bytes: compare before sharing the object.
+                if not filecmp.cmp(src, dest, shallow=False):
+                    raise IntegrityError(
+                        f"{show(path)} has the same xxh3-128 as an object already in the "
+                        "repository but different bytes; refusing to store it",
+                        hint="nothing was committed; report this to the dsg maintainers",
+                    )
+                src.unlink()
+                continue
+            d = dest[: dest.rfind("/")]
+            if d not in made:
+                os.makedirs(d, exist_ok=True)
+                made.add(d)
+            os.rename(src, dest)
 
     def _build_tree(self, manifest: Manifest) -> None:
         # Plain strings, not Path objects: this loop runs once per file of the snapshot.
