@@ -122,6 +122,7 @@ def check_history(ws: Workspace, repo: Repository, base: Manifest, head: str | N
 
 
 def status(ws: Workspace, repo: Repository, keep_unchanged: bool = False) -> Result:
+    repo.warm()
     scan_result = ws.scan()
     base = ws.base()
     head, remote = read_remote(repo, base)
@@ -196,6 +197,7 @@ def sync(
 ) -> Result:
     tx = new_tx()
     log = event_log(ws, "sync", tx)
+    repo.warm()
     with ws.lock():
         if continue_:
             _apply_conflicts_file(ws, repo)

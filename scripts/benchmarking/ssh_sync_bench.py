@@ -73,6 +73,9 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=3)
     ap.add_argument("--large-mb", type=int, default=64)
     args = ap.parse_args()
+    # The agent runs as a lab user who cannot write __pycache__ here: compile first, as an
+    # installed wheel would be, so it does not recompile on every start.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "engine")], check=True)
     env = lab_up()
     ssh_config = env["DSG_LAB_SSH_CONFIG"]
     os.environ["DSG_SSH_COMMAND"] = f"ssh -F {ssh_config}"

@@ -233,6 +233,10 @@ class Repository(ABC):
     def _transaction(self, parent: str | None, tx: str) -> Transaction:
         raise NotImplementedError
 
+    def warm(self) -> None:  # noqa: B027 - optional hook
+        """Start connecting without waiting (a remote repository's connection is then made
+        while the caller scans the working copy); errors surface at the first request."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections or mounts."""
 

@@ -18,6 +18,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -75,6 +76,17 @@ _HOST = re.compile(
 )
 
 
+def _reap(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for ssh to exit, woken the moment it does (Popen.wait with a timeout polls with
+    sleeps, which cost a small sync tens of milliseconds); kill it after `timeout`."""
+    waiter = threading.Thread(target=proc.wait, daemon=True)
+    waiter.start()
+    waiter.join(timeout)
+    if waiter.is_alive():
+        proc.kill()
+        waiter.join()
+
+
 def parse_host(spec: str) -> tuple[str | None, str, int | None]:
     """`host`, `user@host`, `user@host:port` or an ssh_config alias -> (user, host, port)."""
     m = _HOST.match(spec)
@@ -108,6 +120,7 @@ class SshRepository(Repository):
         self.recovered: list[str] = []
         self.stale_holder: str | None = None
         self._locked = False
+        self._hello_pending = False
 
     # --- connection
     def ssh_argv(self) -> list[str]:
@@ -131,11 +144,20 @@ class SshRepository(Repository):
 
     def _conn(self) -> subprocess.Popen[bytes]:
         if self.proc is None:
-            self._connect()
+            self._start()
+        if self._hello_pending:
+            self._finish_hello()
         assert self.proc is not None
         return self.proc
 
-    def _connect(self) -> None:
+    def warm(self) -> None:
+        """Start ssh and send the hello now; its answer is read at the first request, so the
+        SSH handshake and the agent's start overlap the caller's local work (the scan)."""
+        if self.proc is None:
+            with contextlib.suppress(DsgError):  # reported again, in order, by _conn
+                self._start()
+
+    def _start(self) -> None:
         # stderr goes to a file, not a pipe: a chatty remote side can never block on it.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         try:
@@ -151,11 +173,19 @@ class SshRepository(Repository):
                 "the ssh client is not installed", hint="apt install openssh-client"
             ) from e
         self.proc = proc
-        try:
-            hello = {"op": "hello", "version": PROTOCOL_VERSION, "client": f"dsg {__version__}"}
-            if self.name:  # no name: a session that only lists repositories
-                hello.update(project=self.name, repo_path=self.repo_path)
+        self._hello_pending = True
+        hello = {"op": "hello", "version": PROTOCOL_VERSION, "client": f"dsg {__version__}"}
+        if self.name:  # no name: a session that only lists repositories
+            hello.update(project=self.name, repo_path=self.repo_path)
+        # A failed write (the far side already gone) shows up as EOF when reading the answer.
+        with contextlib.suppress(BrokenPipeError, OSError):
             send_json(proc.stdin, hello)  # type: ignore[arg-type]
+
+    def _finish_hello(self) -> None:
+        proc = self.proc
+        assert proc is not None
+        self._hello_pending = False
+        try:
             resp = recv_json(proc.stdout)  # type: ignore[arg-type]
         except (EOFError, BrokenPipeError, OSError) as e:
             raise self._connect_error() from e
@@ -236,6 +266,7 @@ class SshRepository(Repository):
 
     def close(self) -> None:
         proc, self.proc = self.proc, None
+        self._hello_pending = False
         if proc is None:
             return
         stderr, self._stderr = getattr(self, "_stderr", None), None
@@ -245,11 +276,7 @@ class SshRepository(Repository):
             send_json(proc.stdin, {"op": "bye"})  # type: ignore[arg-type]
         with contextlib.suppress(Exception):
             proc.stdin.close()  # type: ignore[union-attr]
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _reap(proc, timeout=10)
 
     # --- reads
     def exists(self) -> bool:
