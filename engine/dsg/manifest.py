@@ -168,12 +168,15 @@ class Manifest:
         return self._digest
 
     def to_bytes(self) -> bytes:
+        """The file form; also remembers the digest, so a writer that serializes first does
+        not build the entry lines a second time for `digest()`."""
         body = self.body()
+        self._digest = hashlib.sha256(body).hexdigest()
         header = {
             "format": FORMAT,
             "snapshot": self.snapshot,
             "count": len(self.entries),
-            "digest": hashlib.sha256(body).hexdigest(),
+            "digest": self._digest,
         }
         return gzip.compress(orjson.dumps(header) + b"\n" + body, compresslevel=6, mtime=0)
 

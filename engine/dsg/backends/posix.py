@@ -407,10 +407,11 @@ class PosixTransaction(StagedTransaction):
         else:
             self._store_objects()
         crash_point("posix.after_tree")
+        blob = manifest.to_bytes()  # first: the record then reuses its digest
         record = self.new_record(new_id, manifest, message, author, author_name, utc_now())
         meta = self.dir / ".dsg"
         shutil.rmtree(self.objects)
-        manifest.write(meta / "manifest.gz")
+        atomic_write(meta / "manifest.gz", blob)
         atomic_write(meta / "snapshot.json", record.to_bytes())
         # One flush of everything written in this transaction (objects, tree, metadata)
         # instead of an fsync per file: the snapshot is published only once it is durable.
