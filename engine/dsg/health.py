@@ -11,6 +11,7 @@ cannot run never hides a real problem, and never passes for OK).
 | `scrub_age` | pool | last completed scrub younger than warn / crit | no scrub time (zfs-fuse) |
 | `snapshot_age` | project | newest @sN younger than warn / crit (hours) | repository unreadable |
 | `stale_lock` | project | lock free or held / holder note left, no flock held | cannot open |
+| `encryption` | zfs project | unencrypted or key loaded / - / key not loaded | zfs get fails |
 
 Thresholds come from a YAML file (:class:`HealthConfig`, defaults there; its `alerts:`
 section, :class:`AlertsConfig`, says where `--alert` sends state changes: see alerts.py); the
@@ -50,7 +51,7 @@ from .backends import LockOwner, Repository
 from .config import _explain, _load_yaml
 from .errors import ConfigError, DsgError, RepositoryError, RepositoryNotFound
 from .manifest import snap_number
-from .zfsops import PoolStatus, Zfs, ZfsError
+from .zfsops import KeyState, PoolStatus, Zfs, ZfsError
 
 DEFAULT_HEALTH_CONFIG = Path("/etc/dsg/health.yml")
 
@@ -277,7 +278,8 @@ def load_health_config(path: Path | None) -> HealthConfig:
 
 @dataclass(frozen=True)
 class Check:
-    check: str  # pool_health, pool_capacity, scrub_age, snapshot_age, stale_lock, replication
+    # pool_health, pool_capacity, scrub_age, snapshot_age, stale_lock, encryption, replication
+    check: str
     target: str  # the pool or project
     status: Status
     message: str
@@ -494,6 +496,41 @@ def evaluate_snapshot_age(
     )
 
 
+def evaluate_encryption(project: str, dataset: str, key: KeyState) -> Check:
+    """Pure: an encrypted dataset whose key is not loaded is CRITICAL (it cannot be mounted,
+    so its data is unreachable); anything else is OK, with the encryption state said."""
+    if not key.supported:
+        return Check(
+            "encryption", project, Status.OK, "not encrypted (this ZFS has no native encryption)"
+        )
+    if not key.encrypted:
+        return Check("encryption", project, Status.OK, "not encrypted")
+    where = f", key from {key.keylocation}" if key.keylocation else ""
+    if key.key_loaded:
+        return Check(
+            "encryption", project, Status.OK, f"encrypted ({key.encryption}), key loaded{where}"
+        )
+    root = key.encryption_root or dataset
+    return Check(
+        "encryption",
+        project,
+        Status.CRITICAL,
+        f"encrypted ({key.encryption}) and the key is not loaded (keystatus "
+        f"{key.keystatus or 'unknown'}{where}): the data is unreachable; load it with "
+        f"`zfs load-key {root}` then `zfs mount {dataset}`",
+    )
+
+
+def locked_snapshot_check(project: str, dataset: str) -> Check:
+    """The snapshot age of a project whose key is not loaded cannot be read."""
+    return Check(
+        "snapshot_age",
+        project,
+        Status.UNKNOWN,
+        f"cannot read the repository: {dataset} is encrypted and its key is not loaded",
+    )
+
+
 def parse_time(text: str) -> datetime:
     """ISO 8601 (a trailing Z allowed); a time without zone is UTC."""
     t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
@@ -689,13 +726,30 @@ def run_checks(
         cfg.snapshot_age_warn_hours is not None or cfg.snapshot_age_crit_hours is not None
     )
     for name, p in sorted(access.projects.items()):
+        key = encryption_check(name, p.dataset, zfs) if p.type == "zfs" and p.dataset else None
+        locked = key is not None and key.status == Status.CRITICAL
         if snap_enabled:
-            report.checks.append(snapshot_check(read_project(name, p, zfs), report.now, cfg))
+            if locked:
+                assert p.dataset is not None
+                report.checks.append(locked_snapshot_check(name, p.dataset))
+            else:
+                report.checks.append(snapshot_check(read_project(name, p, zfs), report.now, cfg))
+        if key is not None:
+            report.checks.append(key)
         if cfg.stale_locks:
             report.checks.append(check_lock(name, lock_path(name, p)))
         if cfg.backup_target and p.dataset and _lag_enabled(cfg):
             report.checks.append(replication_check(name, p.dataset, zfs, report.now, cfg))
     return report
+
+
+def encryption_check(project: str, dataset: str, zfs: Zfs) -> Check:
+    """`zfs get encryption,keystatus,...` of the project's dataset, evaluated."""
+    try:
+        return evaluate_encryption(project, dataset, zfs.key_state(dataset))
+    except (ZfsError, ValueError) as e:
+        msg = f"cannot read the encryption state of {dataset}: {_error_text(e)}"
+        return Check("encryption", project, Status.UNKNOWN, msg)
 
 
 def _lag_enabled(cfg: HealthConfig) -> bool:

@@ -257,6 +257,71 @@ class PoolStatus:
 
 
 @dataclass(frozen=True)
+class KeyState:
+    """Native encryption of a dataset (``zfs get encryption,keystatus,keylocation,...``).
+
+    `encryption` is None where the platform has no such property (zfs-fuse, pool version
+    23): such a dataset is not encrypted. `keystatus` is ``available`` or ``unavailable``
+    for an encrypted dataset, None otherwise.
+    """
+
+    encryption: str | None
+    keystatus: str | None = None
+    keylocation: str | None = None
+    keyformat: str | None = None
+    encryption_root: str | None = None
+
+    @property
+    def supported(self) -> bool:
+        return self.encryption is not None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption not in (None, "off")
+
+    @property
+    def key_loaded(self) -> bool:
+        """True unless the dataset is encrypted and its key is not loaded."""
+        return not self.encrypted or self.keystatus == "available"
+
+
+KEY_PROPERTIES = ("encryption", "keystatus", "keylocation", "keyformat", "encryptionroot")
+
+
+def parse_key_state(text: str) -> KeyState:
+    """Parse ``zfs get -H -p -o property,value encryption,keystatus,...`` output; ``-`` (not
+    applicable, e.g. keystatus of an unencrypted dataset) reads as None."""
+    values: dict[str, str | None] = {}
+    for line in text.splitlines():
+        prop, sep, value = line.partition("\t")
+        if sep and prop in KEY_PROPERTIES:
+            values[prop] = None if value.strip() in ("", "-") else value.strip()
+    return KeyState(
+        encryption=values.get("encryption") or "off",
+        keystatus=values.get("keystatus"),
+        keylocation=values.get("keylocation"),
+        keyformat=values.get("keyformat"),
+        encryption_root=values.get("encryptionroot"),
+    )
+
+
+def no_encryption_property(stderr: str) -> bool:
+    """zfs-fuse: ``bad property list: invalid property 'encryption'``."""
+    text = stderr.lower()
+    return "invalid property" in text and ("encryption" in text or "key" in text)
+
+
+def key_location_url(location: str) -> str:
+    """An absolute path or a ``file://`` URL -> the ``file://`` URL ``zfs load-key -L`` takes."""
+    loc = location.strip()
+    if loc.startswith("/"):
+        loc = "file://" + loc
+    if not loc.startswith("file:///") or any(ord(c) < 0x20 for c in loc):
+        raise ValueError(f"not a key file (an absolute path or file:///...): {location!r}")
+    return loc
+
+
+@dataclass(frozen=True)
 class PropRow:
     name: str
     property: str
@@ -424,6 +489,24 @@ class Zfs:
         """User properties under `namespace` set on `name` itself (or received with it)."""
         rows = self.get_rows(["all"], [name], sources=sources)
         return {r.property: r.value for r in rows if r.property.startswith(namespace)}
+
+    # -- encryption
+
+    def key_state(self, name: str) -> KeyState:
+        """Encryption, key status and key location of `name` (see :class:`KeyState`).
+        Raises DatasetNotFound when it does not exist."""
+        args = ["get", "-H", "-p", "-o", "property,value", ",".join(KEY_PROPERTIES)]
+        proc = self.run("zfs", [*args, _check_any_name(name)], check=False)
+        if proc.returncode != 0:
+            if no_encryption_property(proc.stderr):
+                return KeyState(encryption=None)
+            raise _classify(proc.args, proc.returncode, proc.stderr)
+        return parse_key_state(proc.stdout)
+
+    def load_key(self, name: str, location: str | None = None) -> None:
+        """``zfs load-key [-L file:///...] name`` (the dataset's own keylocation by default)."""
+        loc = ["-L", key_location_url(location)] if location else []
+        self.zfs("load-key", *loc, check_dataset_name(name))
 
     # -- datasets
 
@@ -643,10 +726,11 @@ class Zfs:
         base: str | None = None,
         intermediates: bool = False,
         properties: bool = False,
+        raw: bool = False,
         timeout: float | None = None,
     ) -> None:
         """Write a send stream of `snapshot` (incremental from `base`) to `out`."""
-        args = self._send_args(snapshot, base, intermediates, properties)
+        args = self._send_args(snapshot, base, intermediates, properties, raw)
         self._stream([(self.argv("zfs", args), subprocess.DEVNULL, out)], timeout)
 
     def receive(
@@ -676,6 +760,7 @@ class Zfs:
         base: str | None = None,
         intermediates: bool = False,
         properties: bool = True,
+        raw: bool = False,
         force: bool = False,
         mount: bool = True,
         receiver: Zfs | None = None,
@@ -686,11 +771,13 @@ class Zfs:
 
         `base` makes it incremental (``-i``, or ``-I`` with `intermediates`); `properties`
         sends dataset and snapshot properties (``-p``), so ``dsg:`` metadata arrives too.
+        `raw` (``-w``, OpenZFS only) sends an encrypted dataset as it is on disk: the copy
+        stays encrypted with the same key, and no key is needed to send or receive it.
         `force` and `mount` are those of :meth:`receive`. `receiver` runs the receiving side
         (another prefix, e.g. another host). With `relay`, the stream passes through this
         process, which calls `relay(bytes)` per chunk (see :meth:`_stream_relayed`).
         """
-        send = self.argv("zfs", self._send_args(snapshot, base, intermediates, properties))
+        send = self.argv("zfs", self._send_args(snapshot, base, intermediates, properties, raw))
         recv_args = _recv_args(target, force, mount)
         recv_zfs = receiver or self
         recv = recv_zfs.argv("zfs", recv_args)
@@ -756,9 +843,10 @@ class Zfs:
 
     @staticmethod
     def _send_args(
-        snapshot: str, base: str | None, intermediates: bool, properties: bool
+        snapshot: str, base: str | None, intermediates: bool, properties: bool, raw: bool = False
     ) -> list[str]:
-        args = ["send", *(["-p"] if properties else [])]
+        # -w (raw) is OpenZFS's: zfs-fuse has no encryption and no such flag.
+        args = ["send", *(["-w"] if raw else []), *(["-p"] if properties else [])]
         if base is not None:
             args += ["-I" if intermediates else "-i", _check_base(base)]
         return [*args, check_snapshot_name(snapshot)]

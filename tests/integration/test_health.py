@@ -87,7 +87,7 @@ def test_snapshot_age_ok_warning_critical(
     assert snap["status"] == "OK" and "newest snapshot s1" in snap["message"]
     if space.backend == "zfs":  # the lab pool's checks are there too
         assert {c["check"] for c in doc["checks"]} == {
-            "pool_health", "pool_capacity", "snapshot_age", "stale_lock",
+            "pool_health", "pool_capacity", "snapshot_age", "stale_lock", "encryption",
         }  # fmt: skip
 
     later = datetime.now(UTC) + timedelta(hours=30)
