@@ -8,12 +8,16 @@ truncated stream and the next run resumes from the newest common snapshot. That 
 held (`zfs hold dsg-backup-<target pool>`) on both sides, so no retention job can prune the
 base the next incremental needs. A backup whose history does not continue the primary's
 (a snapshot with the same name but another guid, or snapshots the primary lacks) is never
-overwritten: the run stops and says what differs.
+overwritten: the run stops and says what differs. An encrypted project dataset (OpenZFS
+native encryption) is sent raw (`zfs send -w`): the backup holds ciphertext only, stays
+encrypted with the project's key, and needs no key on the backup side.
 
 The restore drill (`restore_drill`) restores the newest replicated snapshot of a project the
 way an admin would — the whole history, sent from the backup into a scratch dataset — opens
 it as a dsg repository, checks that its head is that snapshot, re-reads every file against
-the manifest (`validate_snapshot`), and destroys the scratch dataset.
+the manifest (`validate_snapshot`), and destroys the scratch dataset. An encrypted backup is
+restored raw and can only be verified with the project's key: the drill loads it (from the
+keylocation the backup carries, or the one given) and fails, saying so, when it cannot.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any, Literal
 
 from . import faults
 from .errors import IntegrityError, RepositoryError
-from .zfsops import Zfs, ZfsError, check_dataset_name
+from .zfsops import KeyState, Zfs, ZfsError, check_dataset_name, key_location_url
 
 SNAP_RE = re.compile(r"s([1-9][0-9]*)")
 HOLD_PREFIX = "dsg-backup-"
@@ -165,6 +169,7 @@ class Result:
     common: str | None = None  # newest common snapshot after the run
     source_head: str | None = None
     lag_seconds: float | None = None  # age of the oldest source snapshot not on the backup
+    raw: bool = False  # the source is encrypted: sent raw (zfs send -w), stays encrypted
     error: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,8 +213,12 @@ def replicate(
     src = snapshot_infos(zfs, source)
     if src is None:
         raise RepositoryError(f"project {project}: source dataset {source} does not exist")
-    plan = plan_replication(source, target, src, snapshot_infos(recv, target))
+    dst = snapshot_infos(recv, target)
+    plan = plan_replication(source, target, src, dst)
     res.source_head, res.common = plan.source_head, plan.common
+    res.raw = zfs.key_state(source).encrypted
+    if res.raw and dst is not None:
+        check_raw_target(source, target, recv.key_state(target))
     if dry_run:
         res.ok = True
         res.steps = [s.to_dict() for s in plan.steps]
@@ -235,6 +244,7 @@ def replicate(
             target,
             base=None if step.base is None else f"@{step.base}",
             properties=True,
+            raw=res.raw,
             force=step.base is not None,  # roll back anything done to the copy since
             mount=False,
             receiver=recv,
@@ -255,6 +265,21 @@ def replicate(
     res.seconds = round(time.monotonic() - t0, 3)
     res.lag_seconds = _lag(src, res.common)
     return plan, res
+
+
+def check_raw_target(source: str, target: str, key: KeyState) -> None:
+    """An encrypted source goes raw; a raw incremental applies only to a copy that was itself
+    received raw (its own encryption root). Refuse, changing nothing, any other copy."""
+    if key.encrypted and key.encryption_root == target:
+        return
+    what = f"is encrypted under {key.encryption_root}" if key.encrypted else "is not encrypted"
+    raise BackupDiverged(
+        f"{source} is encrypted and is sent raw, but the backup {target} {what} (it was not "
+        "received raw): a raw incremental cannot continue it",
+        hint="nothing was changed; move the old copy aside (zfs rename) so that the next run "
+        "sends a full raw stream",
+        details={"source": source, "target": target, "encryption": key.encryption},
+    )
 
 
 def _lag(src: Sequence[SnapInfo], common: str | None) -> float | None:
@@ -310,10 +335,18 @@ class DrillResult:
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
     cleaned_up: bool = False
+    encrypted: bool = False  # the backup is encrypted (raw): verified with the key loaded
+    key_location: str | None = None  # where the key was loaded from
     error: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class KeyUnavailable(RepositoryError):
+    """An encrypted (raw) restore whose key could not be loaded: the data cannot be read."""
+
+    kind = "key_unavailable"
 
 
 def restore_drill(
@@ -323,11 +356,16 @@ def restore_drill(
     zfs: Zfs,
     *,
     keep: bool = False,
+    key_location: str | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> DrillResult:
     """Restore the newest replicated snapshot of `project` from dataset `backup` into a
     scratch dataset under `scratch_parent`, verify it, clean up. Never raises for a failed
-    drill: the result says what failed (a drill is a measurement)."""
+    drill: the result says what failed (a drill is a measurement).
+
+    An encrypted backup is restored raw, then its key is loaded (from `key_location`, else
+    the keylocation the backup carries) so that every file can be re-read; without the key
+    the drill fails (it proves nothing it cannot read)."""
     from .backends.zfs import ZfsRepository
     from .validate import validate_snapshot
 
@@ -346,8 +384,12 @@ def restore_drill(
             if on_bytes is not None:
                 on_bytes(n)
 
-        plan = restore_history(zfs, backup, scratch, on_bytes=count, before=_note(res))
+        plan = restore_history(
+            zfs, backup, scratch, on_bytes=count, before=_note(res), key_location=key_location
+        )
         res.restore_seconds = round(time.monotonic() - t0, 3)
+        if res.encrypted:
+            res.key_location = zfs.key_state(scratch).keylocation
         mnt = zfs.mountpoint(scratch)
         if mnt is None:
             raise RepositoryError(f"restored dataset {scratch} has no mountpoint")
@@ -365,7 +407,7 @@ def restore_drill(
             res.problems.append(f"verification of {plan.source_head} did not complete")
         res.verify_seconds = round(time.monotonic() - t1, 3)
         res.ok = not res.problems
-    except (RepositoryError, IntegrityError, OSError) as e:
+    except (RepositoryError, IntegrityError, OSError, ValueError) as e:
         res.ok = False
         res.error = {"kind": getattr(e, "kind", "os"), "message": getattr(e, "message", str(e))}
         res.problems.append(res.error["message"])
@@ -379,8 +421,9 @@ def restore_drill(
 
 
 def _note(res: DrillResult) -> Callable[[Plan], None]:
-    def note(plan: Plan) -> None:
+    def note(plan: Plan, key: KeyState) -> None:
         res.snapshot = plan.source_head
+        res.encrypted = key.encrypted
 
     return note
 
@@ -391,11 +434,18 @@ def restore_history(
     dest: str,
     *,
     on_bytes: Callable[[int], None] | None = None,
-    before: Callable[[Plan], None] | None = None,
+    before: Callable[[Plan, KeyState], None] | None = None,
+    key_location: str | None = None,
 ) -> Plan:
     """Send the whole dsg history of `backup` into the new dataset `dest` (its parent must
-    exist), mounted where `dest` inherits its mountpoint from. Returns the plan it ran."""
+    exist), mounted where `dest` inherits its mountpoint from. Returns the plan it ran.
+
+    An encrypted backup is sent raw (it needs no key to be read), so `dest` arrives encrypted
+    with the project's key; that key is then loaded, from `key_location` (a path or
+    file:// URL) or else from the keylocation the stream carried (the primary's). When it
+    cannot be, KeyUnavailable is raised and `dest` is left received, encrypted, unmounted."""
     check_dataset_name(dest)
+    location = key_location_url(key_location) if key_location else None
     snaps = snapshot_infos(zfs, backup)
     if snaps is None:
         raise RepositoryError(f"backup dataset {backup} does not exist")
@@ -407,14 +457,16 @@ def restore_history(
     plan = plan_replication(backup, dest, snaps, None)
     if plan.source_head is None:
         raise RepositoryError(f"backup dataset {backup} has no dsg snapshots")
+    key = zfs.key_state(backup)
     if before is not None:
-        before(plan)
+        before(plan, key)
     for step in plan.steps:
         zfs.replicate(
             f"{backup}@{step.snapshot}",
             dest,
             base=None if step.base is None else f"@{step.base}",
             properties=True,
+            raw=key.encrypted,
             force=step.base is not None,
             mount=False,
             relay=on_bytes,
@@ -424,8 +476,37 @@ def restore_history(
     for row in zfs.get_rows(["mountpoint"], [dest]):
         if row.source in ("local", "received"):
             zfs.inherit_property(dest, "mountpoint")
+    if key.encrypted:
+        _load_restored_key(zfs, dest, location)
     zfs.zfs("mount", dest)
     return plan
+
+
+def _load_restored_key(zfs: Zfs, dest: str, location: str | None) -> None:
+    state = zfs.key_state(dest)
+    if state.key_loaded:
+        return
+    where = location or state.keylocation or "prompt"
+    if where == "prompt" or not where.startswith("file://"):
+        raise KeyUnavailable(
+            f"{dest} is encrypted (restored raw) and its keylocation is {where!r}: no key file "
+            "to load",
+            hint="give the project's key file (--key-location file:///etc/dsg/keys/<project>"
+            ".key, or the escrowed copy)",
+        )
+    try:
+        zfs.load_key(dest, location)
+    except ZfsError as e:
+        raise KeyUnavailable(
+            f"{dest} is encrypted (restored raw) and its key could not be loaded from "
+            f"{where}: {e.stderr or e.message}",
+            hint="the data cannot be read without the project's key: give its file with "
+            "--key-location file:///path/to/<project>.key (e.g. the escrowed copy)",
+            details={"dataset": dest, "key_location": where},
+        ) from e
+    if location and location != state.keylocation:
+        # Restored to serve: boot loads the key from where it was found (dsg_datasets' unit).
+        zfs.set_property(dest, "keylocation", location)
 
 
 @dataclass
@@ -450,6 +531,7 @@ def restore_project(
     zfs: Zfs,
     *,
     mountpoint: str | None = None,
+    key_location: str | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> RestoreResult:
     """Restore a project's whole history from the backup into the new dataset `dest`,
@@ -467,7 +549,7 @@ def restore_project(
         if on_bytes is not None:
             on_bytes(n)
 
-    plan = restore_history(zfs, backup, dest, on_bytes=count)
+    plan = restore_history(zfs, backup, dest, on_bytes=count, key_location=key_location)
     zfs.set_property(dest, "readonly", "off")
     if mountpoint:
         zfs.set_property(dest, "mountpoint", mountpoint)

@@ -20,13 +20,21 @@ from .cli import JsonOpt, emit_json, err, out, run, transfer_progress
 from .cli_admin import AccessOpt, _access, admin_app
 from .errors import DsgError, RepositoryNotFound, UsageError
 from .metrics import Family, render, write_atomic
-from .zfsops import Zfs, check_dataset_name
+from .zfsops import Zfs, check_dataset_name, key_location_url
 
 TextfileOpt = Annotated[
     str,
     typer.Option(
         "--textfile-dir",
         help="write the result as Prometheus metrics here (node_exporter's textfile directory)",
+    ),
+]
+KeyLocationOpt = Annotated[
+    str,
+    typer.Option(
+        "--key-location",
+        help="an encrypted (raw) backup: load the project's key from this file (path or "
+        "file:// URL; default: the keylocation the backup carries, the primary's key file)",
     ),
 ]
 LogDirOpt = Annotated[
@@ -174,7 +182,8 @@ def _print_backup(res: b.Result, dry_run: bool) -> None:
         if not res.steps:
             out.print(f"{res.project}: up to date at {res.common} ({res.target})")
             return
-        out.print(f"{res.project}: would send {len(res.steps)} step(s) to {res.target}:")
+        raw = " raw (encrypted)" if res.raw else ""
+        out.print(f"{res.project}: would send{raw} {len(res.steps)} step(s) to {res.target}:")
         for s in res.steps:
             base = f" from {s['base']}" if s["base"] else ""
             out.print(f"  {s['kind']} {s['snapshot']}{base}")
@@ -184,9 +193,10 @@ def _print_backup(res: b.Result, dry_run: bool) -> None:
         return
     first, last = res.steps[0]["snapshot"], res.steps[-1]["snapshot"]
     span = first if first == last else f"{first}..{last}"
+    raw = " raw (encrypted)" if res.raw else ""
     out.print(
         Text(
-            f"{res.project}: sent {span} ({len(res.steps)} step(s), {res.bytes} bytes) "
+            f"{res.project}: sent{raw} {span} ({len(res.steps)} step(s), {res.bytes} bytes) "
             f"in {res.seconds:.1f}s; {res.target} is at {res.common}",
             style="green",
         )
@@ -237,6 +247,7 @@ def restore_drill_cmd(
     keep: Annotated[
         bool, typer.Option("--keep", help="keep the scratch copy (to inspect a failure)")
     ] = False,
+    key_location: KeyLocationOpt = "",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", "-n", help="say what would be restored; change nothing")
     ] = False,
@@ -246,11 +257,14 @@ def restore_drill_cmd(
 ) -> None:
     """Restore the newest backed-up snapshot to a scratch dataset, verify every file, clean up.
 
-    Exit 0 when the restore verified, 1 when the drill failed (and why is printed).
+    An encrypted backup (sent raw) is verified with the project's key loaded; without the
+    key the drill fails. Exit 0 when the restore verified, 1 when the drill failed (and why
+    is printed).
     """
     if not from_:
         raise_usage("--from is required (the backup parent dataset, e.g. backup/dsg)", json_mode)
     backup_root = _checked(from_, json_mode)
+    key_url = _key_url(key_location, json_mode)
     scratch_parent = _checked(scratch or f"{backup_root.split('/')[0]}/dsg-drill", json_mode)
     _checked(project, json_mode)
     started = time.time()
@@ -261,12 +275,16 @@ def restore_drill_cmd(
         if snaps is None:
             raise RepositoryNotFound(f"backup dataset {backup} does not exist")
         plan = b.plan_replication(backup, f"{scratch_parent}/drill-{project}-<time>", snaps, None)
+        key = Zfs.from_env().key_state(backup)
+        where = key_url or key.keylocation
         if not json_mode:
+            enc = f" (encrypted: raw, key from {where})" if key.encrypted else ""
             out.print(
-                f"would restore {project} {plan.source_head} ({len(plan.steps)} snapshots) "
+                f"would restore {project} {plan.source_head} ({len(plan.steps)} snapshots){enc} "
                 f"from {backup} into {scratch_parent}/drill-{project}-<time>, verify, destroy"
             )
-        return {"dry_run": True, "plan": plan.to_dict()}
+        doc = {"dry_run": True, "plan": plan.to_dict(), "encrypted": key.encrypted}
+        return {**doc, "key_location": where if key.encrypted else None}
 
     def body() -> dict[str, Any]:
         if dry_run:
@@ -274,8 +292,9 @@ def restore_drill_cmd(
         zfs = Zfs.from_env()
         with transfer_progress(not json_mode, f"restoring {project}") as prog:
             res = b.restore_drill(
-                project, f"{backup_root}/{project}", scratch_parent, zfs, keep=keep, on_bytes=prog
-            )
+                project, f"{backup_root}/{project}", scratch_parent, zfs,
+                keep=keep, key_location=key_url, on_bytes=prog,
+            )  # fmt: skip
         _audit(log_dir).record(
             "admin.restore-drill",
             login=_login(),
@@ -284,6 +303,7 @@ def restore_drill_cmd(
             snapshot=res.snapshot,
             outcome="ok" if res.ok else "failed",
             files=res.files,
+            encrypted=res.encrypted,
         )
         if textfile_dir:
             _write_drill_metrics(Path(textfile_dir), res, started)
@@ -300,19 +320,34 @@ class _DrillFailed(DsgError):
     kind = "restore_drill_failed"
 
     def __init__(self, res: b.DrillResult) -> None:
+        keyless = (res.error or {}).get("kind") == b.KeyUnavailable.kind
         super().__init__(
             f"restore drill of {res.project} FAILED: {'; '.join(res.problems[:5])}",
-            hint="the backup may be damaged: run `zpool status -v` on the backup pool, keep "
+            hint="the backup is encrypted and was not verified: give the drill the project's "
+            "key (--key-location file:///etc/dsg/keys/<project>.key, or the escrowed copy)"
+            if keyless
+            else "the backup may be damaged: run `zpool status -v` on the backup pool, keep "
             "the last good backup's holds, and see docs/operations.md (restore drills)",
             details=res.to_dict(),
         )
 
 
+def _key_url(location: str, json_mode: bool) -> str | None:
+    if not location:
+        return None
+    try:
+        return key_location_url(location)
+    except ValueError as e:
+        raise_usage(str(e), json_mode)
+
+
 def _print_drill(res: b.DrillResult) -> None:
     if res.ok:
+        enc = f" (encrypted, raw; key loaded from {res.key_location})" if res.encrypted else ""
         out.print(
             Text(
-                f"RESTORE DRILL OK: {res.project} {res.snapshot} restored from {res.backup}; "
+                f"RESTORE DRILL OK: {res.project} {res.snapshot} restored from {res.backup}"
+                f"{enc}; "
                 f"{res.files} files verified ({res.bytes} bytes restored in "
                 f"{res.restore_seconds:.1f}s, verified in {res.verify_seconds:.1f}s; "
                 f"total {res.seconds:.1f}s)",
@@ -356,6 +391,7 @@ def restore_cmd(
     mountpoint: Annotated[
         str, typer.Option("--mountpoint", help="set this mountpoint (default: inherited)")
     ] = "",
+    key_location: KeyLocationOpt = "",
     log_dir: LogDirOpt = "",
     json_mode: JsonOpt = False,
 ) -> None:
@@ -366,6 +402,7 @@ def restore_cmd(
     if not from_ or not to:
         raise_usage("--from (backup parent dataset) and --to (new dataset) are required", json_mode)
     backup_root, dest = _checked(from_, json_mode), _checked(to, json_mode)
+    key_url = _key_url(key_location, json_mode)
 
     def body() -> dict[str, Any]:
         zfs = Zfs.from_env()
@@ -374,7 +411,7 @@ def restore_cmd(
             with transfer_progress(not json_mode, f"restoring {project}") as prog:
                 res = b.restore_project(
                     project, f"{backup_root}/{project}", dest, zfs,
-                    mountpoint=mountpoint or None, on_bytes=prog,
+                    mountpoint=mountpoint or None, key_location=key_url, on_bytes=prog,
                 )  # fmt: skip
         except DsgError as e:
             audit.record("admin.restore", login=_login(), project=project, dataset=dest,
