@@ -95,6 +95,36 @@ def test_read_only_user_can_clone_and_status_but_not_sync_up(ssh_space, ssh_team
     assert carol.read(A) == b"carol's change\n"
 
 
+def test_connection_starts_before_the_scan(ssh_space, ssh_team, monkeypatch) -> None:
+    """sync and status start ssh (handshake, agent start) before scanning the working
+    copy, so the two overlap; the hello's answer is read only at the first request."""
+    from dsg import workspace
+    from dsg.backends.ssh import SshRepository
+
+    _, bob = ssh_team
+    seen: list[tuple[bool, bool]] = []
+    real_scan = workspace.Workspace.scan
+
+    def scan(self, *a, **kw):
+        repo = opened[-1]
+        seen.append((repo.proc is not None and repo.proc.poll() is None, repo._hello_pending))
+        return real_scan(self, *a, **kw)
+
+    opened: list[SshRepository] = []
+    real_init = SshRepository.__init__
+
+    def init(self, *a, **kw):
+        real_init(self, *a, **kw)
+        opened.append(self)
+
+    monkeypatch.setattr(workspace.Workspace, "scan", scan)
+    monkeypatch.setattr(SshRepository, "__init__", init)
+    bob.write("task1/input/early.csv", "e\n")
+    assert bob.sync(message="early connect").committed.id == "s2"
+    assert bob.status().plan.counts() is not None
+    assert seen == [(True, True), (True, True)]
+
+
 def test_unknown_host_key_stops_with_the_fingerprint(ssh_space, ssh_team, monkeypatch) -> None:
     _, bob = ssh_team
     empty = ssh_space.tmp / "empty_known_hosts"
