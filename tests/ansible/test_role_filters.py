@@ -124,3 +124,59 @@ def test_every_default_is_specified_and_every_option_has_a_default_or_is_require
         assert name.startswith(role + "_"), f"{name} lacks the {role}_ prefix"
         assert name in defaults or spec.get("required"), f"{name}: no default and not required"
         assert spec.get("description"), f"{name}: no description"
+
+
+datasets = load("dsg_datasets/filter_plugins/dsg_datasets.py")
+CRYPT = [
+    {"name": "plain", "group": "g"},
+    {"name": "sealed", "group": "g", "encryption": {"keyformat": "raw"}},
+    {"name": "defaults", "group": "g", "encryption": {}},
+    {"name": "given", "group": "g", "encryption": {"keyformat": "hex", "key": "ab" * 32}},
+    {"name": "gone", "group": "g", "encryption": {}, "state": "absent"},
+]
+
+
+def test_encryption_specs_defaults_and_no_key_in_output():
+    specs = datasets.encryption_specs(CRYPT, "tank/dsg", "/etc/dsg/keys/")
+    assert [s["name"] for s in specs] == ["sealed", "defaults", "given"]
+    sealed = specs[0]
+    assert sealed == {
+        "name": "sealed",
+        "dataset": "tank/dsg/sealed",
+        "properties": {
+            "encryption": "aes-256-gcm",
+            "keyformat": "raw",
+            "keylocation": "file:///etc/dsg/keys/sealed.key",
+        },
+        "key_file": "/etc/dsg/keys/sealed.key",
+        "has_key": False,
+    }
+    assert specs[2]["has_key"] is True and "ab" * 32 not in repr(specs)
+    # `on` is what OpenZFS reports as aes-256-gcm: declared so, it reads back equal
+    on = datasets.encryption_specs(
+        [{"name": "x", "encryption": {"algorithm": "on", "keylocation": "file:///k/x.key"}}],
+        "p/dsg", "/etc/dsg/keys",
+    )  # fmt: skip
+    assert on[0]["properties"]["encryption"] == "aes-256-gcm"
+    assert on[0]["key_file"] == "/k/x.key"
+
+
+@pytest.mark.parametrize(
+    ("encryption", "message"),
+    [
+        ({"keyformat": "pem"}, "keyformat must be one of"),
+        ({"keylocation": "prompt"}, "keylocation must be a file:///"),
+        ({"keylocation": "https://keys.example.org/x"}, "keylocation must be a file:///"),
+        ({"keylocation": "file:///etc/../x.key"}, "keylocation must be a file:///"),
+        ({"key": "secret-raw-bytes"}, "a provided key must be text"),
+        ({"keyformat": "hex", "key": "abc"}, "exactly 64 hex digits"),
+        ({"keyformat": "passphrase", "key": "short"}, "8 to 512 characters"),
+        ({"algorithm": "rot13"}, "is not one of"),
+        ({"keyfile": "/x"}, "unknown encryption settings"),
+        ("yes", "must be a mapping"),
+    ],
+)
+def test_encryption_specs_refuse_bad_settings(encryption, message):
+    with pytest.raises(datasets.FilterError, match=message) as err:
+        datasets.encryption_specs([{"name": "p", "encryption": encryption}], "t/dsg", "/k")
+    assert "secret-raw-bytes" not in str(err.value)
