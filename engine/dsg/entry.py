@@ -3,6 +3,7 @@ short path that skips loading the interactive CLI (typer, rich)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -11,7 +12,13 @@ def main() -> None:
     if args[:1] == ["serve"] and not {"-h", "--help"} & set(args):
         from .agent import main as agent_main
 
-        sys.exit(agent_main(args[1:]))
+        rc = agent_main(args[1:])
+        # The agent has closed all it opened (every log and audit record is one unbuffered
+        # write); skip the interpreter's teardown, ~20 ms with pydantic loaded, which every
+        # client would otherwise wait for at the end of each command.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
     from .cli import main as cli_main
 
     cli_main()
