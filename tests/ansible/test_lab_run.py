@@ -394,3 +394,27 @@ def test_lab_dsgconfig_template_renders(ansible_tools, tmp_path):
     except ImportError:  # the engine is not importable here: the YAML checks above suffice
         return
     assert load_project_config(dest).name == "lab-alpha"
+
+
+def test_encryption_is_refused_on_zfs_fuse(ansible_tools, ansible_lab, tmp_path):
+    """zfs-fuse (pool version 23) has no native encryption: a project declaring it makes
+    dsg_datasets fail with a message before it writes a key or creates anything."""
+    ansible_lab.up()
+    if zget("name", POOL) != POOL:
+        pytest.skip("the lab pool is missing")
+    sealed = {"name": "lab-fuse-sealed", "group": "dsg-lab-alpha", "encryption": {}}
+    projects = [
+        {"name": name, "group": group, "users": users} for name, (group, users) in PROJECTS.items()
+    ]
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"dsg_projects": [*projects, sealed]}))
+    keys_before = os.path.exists("/etc/dsg/keys")
+    run = ansible_tools.playbook("lab", "deploy-dsg.yml", "--tags", "datasets", "-e", f"@{extra}")
+    assert run.returncode != 0, run.explain()
+    text = " ".join(run.stdout.split())
+    assert "declare encryption, but this host's ZFS has no native encryption" in text, text
+    assert "lab-fuse-sealed" in text and "Nothing was changed" in text, run.explain()
+    assert run.recap()["lab-zfs1"]["changed"] == 0, run.explain()
+    proc = subprocess.run(["zfs", "list", f"{PARENT}/lab-fuse-sealed"], capture_output=True)
+    assert proc.returncode != 0  # not created
+    assert os.path.exists("/etc/dsg/keys") == keys_before
