@@ -214,3 +214,41 @@ def metrics(
         return {"output": None, "samples": samples, "text": text}
 
     run("admin metrics", json_mode, body)
+
+
+@admin_app.command("upgrade-repo")
+def upgrade_repo(
+    path: Annotated[Path, typer.Argument(help="the posix repository's directory")],
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run/--no-dry-run", help="only say what would be converted (default)"),
+    ] = True,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Convert a posix repository of format 1 (a hard-linked tree per snapshot, O(files)
+    per commit) to format 2 (content-addressed objects, O(changes) per commit), in place.
+
+    Takes the repository's write lock; syncs wait meanwhile. Every distinct file content is
+    hash-checked once. Resumable: run it again after an interruption."""
+    from .backends import LockOwner
+    from .backends.posix import REPO_FORMAT, PosixRepository
+    from .log import new_tx
+
+    def body() -> dict[str, Any]:
+        root = path.absolute()
+        repo = PosixRepository(root, root.name)
+        owner = LockOwner(user=f"admin:{os.getuid()}", tx=new_tx(), operation="upgrade")
+        doc = repo.upgrade(owner, dry_run=dry_run)
+        if not json_mode:
+            if doc.get("reason"):
+                out.print(f"{root}: {doc['reason']}; nothing to do")
+            else:
+                verb = "would convert" if dry_run else "converted"
+                msg = (
+                    f"{root}: {verb} {doc['snapshots']} snapshot(s), {doc['objects']} distinct "
+                    f"file content(s), {doc['bytes'] / 2**20:.1f} MiB to {REPO_FORMAT}"
+                )
+                out.print(msg + ("; run with --no-dry-run to do it" if dry_run else ""))
+        return doc
+
+    run("admin upgrade-repo", json_mode, body)

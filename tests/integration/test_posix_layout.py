@@ -145,3 +145,75 @@ def test_unknown_format_is_refused(make_researcher: Callable[..., Researcher]) -
     bob = make_researcher("bob")
     with pytest.raises(RepositoryError, match="does not know"):
         bob.clone()
+
+
+def _legacy_team(make_researcher: Callable[..., Researcher]) -> tuple[Researcher, Path]:
+    alice = make_researcher("alice")
+    alice.write(A, "a,1\n")
+    alice.write(B, "b,1\n")
+    alice.link("task1/input/latest.csv", "a.csv")
+    legacy = PosixRepository(repo_root(alice), "proj", create_layout=1)
+    ops.init(alice.root, alice.config, legacy, alice.user, "made by an earlier dsg")
+    alice.write(A, "a,2\n")
+    alice.sync(message="s2")
+    return alice, repo_root(alice)
+
+
+def test_upgrade_converts_format_1_in_place(make_researcher: Callable[..., Researcher]) -> None:
+    alice, root = _legacy_team(make_researcher)
+    before = {s: tree_content(root / "snapshots" / s, ("input",)) for s in ("s1", "s2")}
+
+    proc = alice.cli("admin", "upgrade-repo", str(root), "--json")  # a dry run by default
+    assert proc.returncode == 0, proc.stderr
+    doc = orjson.loads(proc.stdout)
+    assert doc["dry_run"] and not doc["upgraded"]
+    assert (doc["snapshots"], doc["objects"]) == (2, 3)  # a,1 / b,1 / a,2
+    assert orjson.loads((root / "repo.json").read_bytes())["format"] == REPO_FORMAT_TREES
+
+    proc = alice.cli("admin", "upgrade-repo", str(root), "--no-dry-run", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert orjson.loads(proc.stdout)["upgraded"]
+    assert orjson.loads((root / "repo.json").read_bytes())["format"] == REPO_FORMAT
+    for s in ("s1", "s2"):
+        assert sorted(p.name for p in (root / "snapshots" / s).iterdir()) == [".dsg"]
+    assert len(objects(root)) == 3
+    with closing(alice.repo) as repo:
+        for s in ("s1", "s2"):  # every snapshot reads back as it was
+            assert tree_content(repo.snapshot_path(s), ("input",)) == before[s]
+    assert alice.cli("validate-chain").returncode == 0
+    assert alice.cli("validate-snapshot", "--snapshot", "s1").returncode == 0
+
+    # syncs go on, now committing objects only
+    alice.write(B, "b,2\n")
+    alice.sync(message="s3 after the upgrade")
+    assert sorted(p.name for p in (root / "snapshots" / "s3").iterdir()) == [".dsg"]
+    bob = make_researcher("bob")
+    bob.clone()
+    assert tree_content(bob.root) == tree_content(alice.root)
+
+    # interrupted while removing the old trees: a second run finishes the job
+    leftover = root / "snapshots" / "s1" / "task1"
+    leftover.mkdir()
+    (leftover / "stale.csv").write_text("x")
+    doc = orjson.loads(
+        alice.cli("admin", "upgrade-repo", str(root), "--no-dry-run", "--json").stdout
+    )
+    assert doc["upgraded"] and not leftover.exists()
+    doc = orjson.loads(
+        alice.cli("admin", "upgrade-repo", str(root), "--no-dry-run", "--json").stdout
+    )
+    assert not doc["upgraded"] and doc["reason"] == "already format 2"
+
+
+def test_upgrade_refuses_a_damaged_file(make_researcher: Callable[..., Researcher]) -> None:
+    alice, root = _legacy_team(make_researcher)
+    damaged = root / "snapshots" / "s1" / B
+    os.chmod(damaged, 0o644)
+    damaged.write_bytes(b"b,X\n")
+    proc = alice.cli("admin", "upgrade-repo", str(root), "--no-dry-run", "--json")
+    assert proc.returncode == 1
+    err = orjson.loads(proc.stdout)["error"]
+    assert B in err["message"] and "s1" in err["message"]
+    assert "validate-snapshot" in err["hint"]
+    assert orjson.loads((root / "repo.json").read_bytes())["format"] == REPO_FORMAT_TREES
+    assert (root / "snapshots" / "s2" / A).read_bytes() == b"a,2\n"  # trees untouched

@@ -35,7 +35,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -320,6 +320,66 @@ class PosixRepository(LocalRepository):
             atomic_write(self.root / "tags.json", orjson.dumps(doc, option=orjson.OPT_INDENT_2))
             return tag
 
+    # --- format 1 -> 2
+    def upgrade(self, owner: LockOwner, *, dry_run: bool, timeout: float = 60) -> dict[str, Any]:
+        """Convert a format-1 repository (a tree per snapshot) to format 2 in place.
+
+        Under the write lock: every distinct content of every snapshot is hash-checked
+        and hard-linked into objects/ (O(distinct bytes) read once), the filesystem is
+        flushed, repo.json switches to format 2, then the now unread per-snapshot trees are
+        removed. Interrupted at any point, running it again finishes the job: format 2
+        ignores leftover tree files, and objects already present are skipped."""
+        head = self.head()
+        snapshots = [snap_id(n) for n in range(1, snap_number(head) + 1)]
+        result: dict[str, Any] = {
+            "repository": str(self.root),
+            "format": REPO_FORMAT if self.layout == 2 else REPO_FORMAT_TREES,
+            "snapshots": len(snapshots),
+        }
+        if self.layout == 2:
+            trees = [s for s in snapshots if _tree_leftovers(self.snapshot_root(s))]
+            if not trees:
+                return {**result, "upgraded": False, "reason": "already format 2"}
+        distinct: dict[str, tuple[str, str, int]] = {}
+        for s in snapshots:
+            for e in self.manifest(s).entries:
+                if e.hash is not None:
+                    distinct.setdefault(e.hash.hex(), (s, e.path, e.size))
+        result.update(objects=len(distinct), bytes=sum(size for _, _, size in distinct.values()))
+        if dry_run:
+            return {**result, "upgraded": False, "dry_run": True}
+        with self.lock(owner, timeout):
+            if self.head() != head:
+                raise HeadMoved(f"repository head moved to {self.head()} during the upgrade")
+            (self.root / "objects").mkdir(exist_ok=True)
+            for digest_hex, (s, path, _) in distinct.items():
+                dest = self.object_path(digest_hex)
+                if os.path.exists(dest):
+                    continue
+                src = str(self.snapshot_root(s) / path)
+                got = _hash_path(src)
+                if got != digest_hex:
+                    raise IntegrityError(
+                        f"{show(path)} in {s} hashes to {got}, its manifest says {digest_hex}; "
+                        "nothing was converted",
+                        hint="run 'dsg validate-snapshot --snapshot " + s + "' and repair the "
+                        "file from a backup first",
+                    )
+                os.makedirs(dest[: dest.rfind("/")], exist_ok=True)
+                _link_or_copy(src, dest)
+            sync_filesystem(self.root)
+            meta = orjson.loads((self.root / "repo.json").read_bytes())
+            meta.update(format=REPO_FORMAT, upgraded_at=utc_now())
+            atomic_write(self.root / "repo.json", orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+            self._layout = 2
+            for s in snapshots:
+                for child in _tree_leftovers(self.snapshot_root(s)):
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+        return {**result, "format": REPO_FORMAT, "upgraded": True}
+
     # --- writes
     def _recover(self) -> list[str]:
         """Remove what an interrupted writer left (under the lock)."""
@@ -477,6 +537,17 @@ class PosixTransaction(StagedTransaction):
 
     def abort(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _tree_leftovers(snapshot_dir: Path) -> list[Path]:
+    """What a format-1 snapshot directory holds besides its metadata (.dsg)."""
+    return [p for p in snapshot_dir.iterdir() if p.name != ".dsg"]
+
+
+def _hash_path(path: str) -> str:
+    from ..scan import hash_file
+
+    return hash_file(path).hex()
 
 
 def _link_or_copy(src: str, dest: str) -> None:
