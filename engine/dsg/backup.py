@@ -549,7 +549,16 @@ def restore_project(
         if on_bytes is not None:
             on_bytes(n)
 
-    plan = restore_history(zfs, backup, dest, on_bytes=count, key_location=key_location)
+    try:
+        plan = restore_history(zfs, backup, dest, on_bytes=count, key_location=key_location)
+    except KeyUnavailable as e:
+        raise KeyUnavailable(
+            e.message,
+            hint=f"{dest} was received, encrypted and unmounted; nothing else changed. Destroy "
+            f"it (zfs destroy -r {dest}) and restore again with --key-location FILE (the "
+            "project's key, e.g. the escrowed copy)",
+            details=e.details,
+        ) from e
     zfs.set_property(dest, "readonly", "off")
     if mountpoint:
         zfs.set_property(dest, "mountpoint", mountpoint)
