@@ -180,3 +180,10 @@ def test_encryption_specs_refuse_bad_settings(encryption, message):
     with pytest.raises(datasets.FilterError, match=message) as err:
         datasets.encryption_specs([{"name": "p", "encryption": encryption}], "t/dsg", "/k")
     assert "secret-raw-bytes" not in str(err.value)
+
+
+def test_without_keys_hides_provided_keys_only():
+    out = datasets.without_keys(CRYPT)
+    assert out[3]["encryption"] == {"keyformat": "hex", "key": "<hidden>"}
+    assert CRYPT[3]["encryption"]["key"] == "ab" * 32  # the input is not modified
+    assert out[:3] == CRYPT[:3] and out[4] == CRYPT[4]

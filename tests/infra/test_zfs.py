@@ -167,3 +167,26 @@ def test_zfs_allow_matches_declared_delegation(host, declared):
         if got["sets"]:
             problems.append(f"{dataset}: permission sets {sorted(got['sets'])}")
     report(problems, "zfs allow")
+
+
+def test_encrypted_projects_have_their_keys_loaded(host, declared):
+    """Encrypted projects (dsg_datasets `encryption`): encrypted as declared, key loaded, key
+    file root-only, the boot unit enabled. Hosts without any pass with nothing to check."""
+    need_group(declared, "dsg_servers")
+    ds = declared["datasets"]
+    problems: list[str] = []
+    for spec in ds.get("encrypted") or []:
+        name = spec["dataset"]
+        want = {**spec["properties"], "keystatus": "available", "mounted": "yes"}
+        got = zfs_props(host, name, list(want))
+        if got is None:
+            problems.append(f"{name}: dataset missing (encrypted project {spec['name']})")
+            continue
+        _compare(problems, name, got, want)
+        check_path(problems, host, spec["key_file"], "regular", "root", "root", 0o400,
+                   f"key of project {spec['name']}")  # fmt: skip
+    if ds.get("encrypted") and ds["load_keys_at_boot"]:
+        unit = host.service(ds["load_keys_unit"])
+        if not unit.is_enabled:
+            problems.append(f"{ds['load_keys_unit']} is not enabled: keys are not loaded at boot")
+    report(problems, "the encrypted projects")

@@ -87,6 +87,20 @@ def encryption_specs(projects, parent, key_dir, algorithm="aes-256-gcm", keyform
     return specs
 
 
+def without_keys(projects):
+    """The projects with any provided key replaced by "<hidden>" (for reports and checks)."""
+    out = []
+    for project in projects or []:
+        enc = project.get("encryption")
+        if isinstance(enc, dict) and "key" in enc:
+            project = {**project, "encryption": {**enc, "key": "<hidden>"}}
+        out.append(project)
+    return out
+
+
 class FilterModule:
     def filters(self):
-        return {"dsg_datasets_encryption_specs": encryption_specs}
+        return {
+            "dsg_datasets_encryption_specs": encryption_specs,
+            "dsg_datasets_without_keys": without_keys,
+        }
