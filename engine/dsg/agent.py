@@ -56,6 +56,15 @@ WRITE_OPS = {
 }  # fmt: skip
 
 
+def _os_error(e: OSError) -> RepositoryError:
+    where = f" ({e.filename})" if e.filename else ""
+    return RepositoryError(
+        f"the repository host could not complete the request: {e.strerror or e}{where}",
+        hint="nothing was committed by this request; ask your admin to check the "
+        "repository's permissions and free space, then run the command again",
+    )
+
+
 def login_name() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
@@ -136,6 +145,16 @@ class Agent:
                 except DsgError as e:
                     self.log("error", level="warning", kind=e.kind, reason=e.message)
                     send_json(self.w, error_response(e))
+                except (BrokenPipeError, ConnectionError):
+                    raise
+                except OSError as e:
+                    # A filesystem error nothing above turned into a DsgError (permissions
+                    # changed under a session, a vanished directory): say what failed, then
+                    # end the session; the transaction is aborted in _cleanup.
+                    self.log("error", level="error", kind="os", reason=str(e))
+                    self.outcome = "error"
+                    send_json(self.w, error_response(_os_error(e)))
+                    return 1
         except (EOFError, BrokenPipeError):
             self.outcome = "disconnected"
             return 0

@@ -125,6 +125,35 @@ def test_connection_starts_before_the_scan(ssh_space, ssh_team, monkeypatch) -> 
     assert seen == [(True, True), (True, True)]
 
 
+def test_filesystem_error_on_the_host_is_reported_not_a_lost_connection(
+    ssh_space, ssh_team
+) -> None:
+    """Permissions changed under the repository: the agent names the failure (instead of
+    dying, which the client could only report as a lost connection), nothing is committed
+    or lost, and the next sync after the repair goes through."""
+    import os
+
+    _, bob = ssh_team
+    txn = ssh_space.base / "repos" / "proj" / "txn"
+    bob.write("task1/input/blocked.csv", "b\n")
+    st = txn.stat()
+    os.chown(txn, 0, 0)
+    txn.chmod(0o555)
+    try:
+        proc = bob.cli("sync", "-m", "blocked", "--json")
+    finally:
+        os.chown(txn, st.st_uid, st.st_gid)
+        txn.chmod(st.st_mode & 0o7777)
+    assert proc.returncode == 1, proc.stdout
+    err = json.loads(proc.stdout)["error"]
+    assert err["kind"] == "repository", err
+    assert "Permission denied" in err["message"] and str(txn) in err["message"], err
+    assert "permissions" in err["hint"]
+    assert repo_on_disk(ssh_space).head() == "s1"
+    assert bob.read("task1/input/blocked.csv") == b"b\n"
+    assert bob.sync(message="after the repair").committed.id == "s2"
+
+
 def test_unknown_host_key_stops_with_the_fingerprint(ssh_space, ssh_team, monkeypatch) -> None:
     _, bob = ssh_team
     empty = ssh_space.tmp / "empty_known_hosts"
