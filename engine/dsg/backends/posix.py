@@ -271,9 +271,16 @@ class PosixRepository(LocalRepository):
         if view.is_dir():
             return view
         m = self.manifest(snapshot)  # digest-checked
-        views.mkdir(exist_ok=True)
         tmp = views / f".{snapshot}.{uuid.uuid4().hex[:12]}"
-        tmp.mkdir()
+        try:
+            views.mkdir(exist_ok=True)
+            tmp.mkdir()
+        except OSError as e:
+            raise RepositoryError(
+                f"cannot build a browsable view of {snapshot} in {views}: {e.strerror}",
+                hint="a project member with write access can build it (dsg snapmount); "
+                "'dsg snapfetch' gets single files without it",
+            ) from e
         try:
             made: set[str] = set()
             for e in m.entries:
