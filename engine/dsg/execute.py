@@ -119,24 +119,35 @@ class LocalApplier:
         self.progress = progress
         self.backups: list[str] = []
         self.wrote_files = False
+        # Parent directories already checked (or made) in this run: real directories, not
+        # links. Nothing this run does turns a directory into anything else.
+        self._dirs_ok: set[str] = set()
 
     # --- checks
     def _abs(self, path: str) -> Path:
-        p = self.root / path
-        cur = self.root
-        for part in path.split("/")[:-1]:
-            cur = cur / part
+        """`path` in the working copy, refusing a parent that is a file or a symlink (a
+        link there would redirect the write outside the working copy)."""
+        parent = path.rpartition("/")[0]
+        if parent in self._dirs_ok:
+            return self.root / path
+        cur = str(self.root)
+        complete = True
+        for part in parent.split("/") if parent else ():
+            cur = f"{cur}/{part}"
             try:
                 st = os.lstat(cur)
             except FileNotFoundError:
+                complete = False
                 break
             if not stat_mod.S_ISDIR(st.st_mode):
                 raise PathError(
-                    f"cannot write {show(path)}: {show(str(cur.relative_to(self.root)))} "
+                    f"cannot write {show(path)}: {show(cur[len(str(self.root)) + 1 :])} "
                     "is not a directory here",
                     hint="move that file or link aside and sync again",
                 )
-        return p
+        if complete:
+            self._dirs_ok.add(parent)
+        return self.root / path
 
     def matches(self, path: str, expected: Entry | None) -> bool:
         """Is the file on disk exactly `expected` (None = absent)?"""
@@ -196,7 +207,10 @@ class LocalApplier:
     ) -> bool:
         """Make room for a download; False when nothing needs to be transferred."""
         p = self._abs(it.path)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        parent = it.path.rpartition("/")[0]
+        if parent not in self._dirs_ok:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs_ok.add(parent)
         if self.matches(it.path, entry):
             return False  # already there (an earlier interrupted run got this far)
         self._make_room(it.path, expected, force_backup)
