@@ -50,6 +50,22 @@ def _parse_env(stdout: str) -> dict[str, str]:
     return out
 
 
+def users_ssh_config(port: int, known_hosts: Path, users: Sequence[str], path: Path) -> Path:
+    """An ssh_config with a `vm-<user>` alias per lab user (their lab keys, the VM's pinned
+    host key), for the engine's ssh transport."""
+    keys = lab_dir() / "keys"
+    blocks = [
+        f"Host vm-{user}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n"
+        f'  IdentityFile "{keys / user}"\n  IdentitiesOnly yes\n'
+        f'  UserKnownHostsFile "{known_hosts}"\n  GlobalKnownHostsFile /dev/null\n'
+        "  StrictHostKeyChecking yes\n  UpdateHostKeys no\n  CheckHostIP no\n"
+        "  BatchMode yes\n  ConnectTimeout 30\n  LogLevel ERROR\n"
+        for user in users
+    ]
+    path.write_text("".join(blocks))
+    return path
+
+
 @dataclass
 class LabVM:
     env: dict[str, str]

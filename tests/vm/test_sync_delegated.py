@@ -19,7 +19,7 @@ import pytest
 from dsg.config import ProjectConfig, RepositoryConfig
 from tests.ansible.conftest import AnsibleTools, ansible_tools  # noqa: F401 (fixture)
 from tests.helpers import Researcher, tree_content
-from tests.vm.conftest import LabVM, lab_dir
+from tests.vm.conftest import LabVM, users_ssh_config
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.ansible]
 
@@ -44,17 +44,7 @@ def converged(vm: LabVM) -> bool:
 
 
 def ssh_config(vm: LabVM, path: Path) -> Path:
-    keys = lab_dir() / "keys"
-    blocks = [
-        f"Host vm-{user}\n  HostName 127.0.0.1\n  Port {vm.port}\n  User {user}\n"
-        f'  IdentityFile "{keys / user}"\n  IdentitiesOnly yes\n'
-        f'  UserKnownHostsFile "{vm.known_hosts}"\n  GlobalKnownHostsFile /dev/null\n'
-        "  StrictHostKeyChecking yes\n  UpdateHostKeys no\n  CheckHostIP no\n"
-        "  BatchMode yes\n  ConnectTimeout 30\n  LogLevel ERROR\n"
-        for user in ("bob", "carol")
-    ]
-    path.write_text("".join(blocks))
-    return path
+    return users_ssh_config(vm.port, vm.known_hosts, ("bob", "carol"), path)
 
 
 def test_engine_syncs_as_delegated_members_over_ssh(

@@ -28,7 +28,7 @@ import pytest
 from dsg.config import ProjectConfig, RepositoryConfig
 from tests.ansible.conftest import AnsibleTools, ansible_tools  # noqa: F401 (fixture)
 from tests.helpers import Researcher
-from tests.vm.conftest import LabVM, lab_dir
+from tests.vm.conftest import LabVM, users_ssh_config
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.ansible]
 
@@ -100,15 +100,7 @@ def admin_json(vm: LabVM, lock: str, *args: str) -> tuple[int, dict]:
 
 
 def ssh_config(vm: LabVM, path: Path) -> Path:
-    keys = lab_dir() / "keys"
-    path.write_text(
-        f"Host vm-alice\n  HostName 127.0.0.1\n  Port {vm.port}\n  User alice\n"
-        f'  IdentityFile "{keys / "alice"}"\n  IdentitiesOnly yes\n'
-        f'  UserKnownHostsFile "{vm.known_hosts}"\n  GlobalKnownHostsFile /dev/null\n'
-        "  StrictHostKeyChecking yes\n  UpdateHostKeys no\n  CheckHostIP no\n"
-        "  BatchMode yes\n  ConnectTimeout 30\n  LogLevel ERROR\n"
-    )
-    return path
+    return users_ssh_config(vm.port, vm.known_hosts, ("alice",), path)
 
 
 def test_encrypted_project_health_raw_backup_and_drill(
