@@ -13,17 +13,13 @@ and how to accept it, never a silent accept.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shlex
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .. import __version__
 from ..errors import (
     ConfigError,
     ConflictsBlocked,
@@ -41,13 +37,13 @@ from ..errors import (
 )
 from ..manifest import Manifest, SnapshotRecord
 from ..protocol import (
-    PROTOCOL_VERSION,
     ProtocolError,
     StreamReader,
     recv_json,
     send_json,
     send_stream,
 )
+from ..sshstart import hello, parse_host, ssh_argv, start, take
 from . import LockOwner, Repository, Transaction
 
 ERRORS: dict[str, type[DsgError]] = {
@@ -71,10 +67,6 @@ ERRORS: dict[str, type[DsgError]] = {
 READ_BATCH = 500  # files per read_files request
 PUT_WINDOW = 64  # uploads in flight before their answers are collected
 
-_HOST = re.compile(
-    r"^(?:(?P<user>[^@:/\s]+)@)?(?P<host>[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$"
-)
-
 
 def _reap(proc: subprocess.Popen[bytes], timeout: float) -> None:
     """Wait for ssh to exit, woken the moment it does (Popen.wait with a timeout polls with
@@ -85,15 +77,6 @@ def _reap(proc: subprocess.Popen[bytes], timeout: float) -> None:
     if waiter.is_alive():
         proc.kill()
         waiter.join()
-
-
-def parse_host(spec: str) -> tuple[str | None, str, int | None]:
-    """`host`, `user@host`, `user@host:port` or an ssh_config alias -> (user, host, port)."""
-    m = _HOST.match(spec)
-    if not m:
-        raise TransportError(f"repository host {spec!r} is not host, user@host or user@host:port")
-    port = int(m["port"]) if m["port"] else None
-    return m["user"], m["host"].strip("[]"), port
 
 
 class SshRepository(Repository):
@@ -124,23 +107,7 @@ class SshRepository(Repository):
 
     # --- connection
     def ssh_argv(self) -> list[str]:
-        base = shlex.split(os.environ.get("DSG_SSH_COMMAND", "ssh"))
-        argv = [
-            *base,
-            "-T",
-            "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "ServerAliveInterval=15",
-            "-o", "ServerAliveCountMax=4",
-        ]  # fmt: skip
-        if self.port:
-            argv += ["-p", str(self.port)]
-        if self.user:
-            argv += ["-l", self.user]
-        # The remote command is configuration (trusted), split and re-quoted word by word;
-        # no path or other input ever goes into it.
-        remote = shlex.join(shlex.split(self.remote_command))
-        return [*argv, "--", self.host, remote]
+        return ssh_argv(self.host, self.user, self.port, self.remote_command)
 
     def _conn(self) -> subprocess.Popen[bytes]:
         if self.proc is None:
@@ -158,28 +125,15 @@ class SshRepository(Repository):
                 self._start()
 
     def _start(self) -> None:
-        # stderr goes to a file, not a pipe: a chatty remote side can never block on it.
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        argv, msg = self.ssh_argv(), hello(self.name, self.repo_path)
         try:
-            proc = subprocess.Popen(
-                self.ssh_argv(),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self._stderr,
-                bufsize=0,
-            )
+            session = take(argv, msg) or start(argv, msg)  # started early by the CLI?
         except FileNotFoundError as e:
             raise TransportError(
                 "the ssh client is not installed", hint="apt install openssh-client"
             ) from e
-        self.proc = proc
+        self.proc, self._stderr = session.proc, session.stderr
         self._hello_pending = True
-        hello = {"op": "hello", "version": PROTOCOL_VERSION, "client": f"dsg {__version__}"}
-        if self.name:  # no name: a session that only lists repositories
-            hello.update(project=self.name, repo_path=self.repo_path)
-        # A failed write (the far side already gone) shows up as EOF when reading the answer.
-        with contextlib.suppress(BrokenPipeError, OSError):
-            send_json(proc.stdin, hello)  # type: ignore[arg-type]
 
     def _finish_hello(self) -> None:
         proc = self.proc
@@ -341,11 +295,12 @@ class SshRepository(Repository):
             except (EOFError, BrokenPipeError, OSError) as e:
                 raise self._lost() from e
 
-    def _drain(self) -> None:
-        """Collect the answers to pipelined requests (puts); raise the first error."""
+    def _drain(self, keep: int = 0) -> None:
+        """Collect the answers to pipelined requests (puts) until at most `keep` are still
+        in flight; raise the first error, after collecting every answer then outstanding."""
         first: DsgError | None = None
         proc = self.proc
-        while self.pending and proc is not None:
+        while self.pending > keep and proc is not None:
             self.pending -= 1
             try:
                 resp = recv_json(proc.stdout)  # type: ignore[arg-type]
@@ -354,6 +309,7 @@ class SshRepository(Repository):
                 raise self._lost() from e
             if not resp.get("ok") and first is None:
                 first = _error(resp)
+                keep = 0  # leave no answer unread behind an error (abort must follow)
         if first is not None:
             raise first
 
@@ -396,8 +352,9 @@ class SshTransaction(Transaction):
         self.tx = tx
 
     def put_file(self, path: str, src: BinaryIO, size: int, mtime_ns: int, digest: bytes) -> None:
-        # Pipelined: the answer is collected later (before any other request, and at least
-        # every PUT_WINDOW files), so small files do not each wait a round trip.
+        # Pipelined: answers are collected later (all of them before any other request), and
+        # at most PUT_WINDOW uploads are in flight: a sliding window, so the agent always has
+        # the next files in its pipe while the client reads the oldest answer.
         repo = self.repo
         proc = repo._conn()
         try:
@@ -410,7 +367,7 @@ class SshTransaction(Transaction):
             raise repo._lost() from e
         repo.pending += 1
         if repo.pending >= PUT_WINDOW:
-            repo._drain()
+            repo._drain(keep=PUT_WINDOW - 1)
 
     def put_link(self, path: str, target: str) -> None:
         self.repo.call({"op": "put_link", "path": path, "target": target})
