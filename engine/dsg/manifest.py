@@ -19,7 +19,7 @@ import gzip
 import hashlib
 import os
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -178,7 +178,8 @@ class Manifest:
             "count": len(self.entries),
             "digest": self._digest,
         }
-        return gzip.compress(orjson.dumps(header) + b"\n" + body, compresslevel=6, mtime=0)
+        # Level 1: a third of level 6's time for 6% more bytes (20,000 entries: 15 vs 43 ms).
+        return gzip.compress(orjson.dumps(header) + b"\n" + body, compresslevel=1, mtime=0)
 
     @staticmethod
     def verified_digest(
@@ -430,6 +431,32 @@ def sync_filesystem(path: Path) -> None:
             raise OSError(err, f"syncfs failed: {os.strerror(err)}", str(path))
     finally:
         os.close(fd)
+
+
+FSYNC_EACH_MAX = 128  # above this many files, one syncfs(2) is cheaper than an fsync each
+
+
+def flush_written(files: Collection[str], dirs: Collection[str], fs_path: Path) -> None:
+    """Make durable what a transaction wrote. A few files and directories get an fsync each:
+    a small commit then neither waits for nor flushes other writers' dirty data on a shared
+    filesystem (measured here: 60-140 ms of someone else's writeback, against 2-8 ms for its
+    own 50 files). Many get one syncfs(2) of `fs_path`'s filesystem, which is far cheaper
+    than thousands of fsyncs. A writeback error is raised either way."""
+    if len(files) > FSYNC_EACH_MAX:
+        sync_filesystem(fs_path)
+        return
+    for name in files:
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for d in dirs:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def fsync_dir(path: Path) -> None:

@@ -52,6 +52,7 @@ from ..manifest import (
     Manifest,
     SnapshotRecord,
     atomic_write,
+    flush_written,
     fsync_dir,
     snap_id,
     snap_number,
@@ -472,7 +473,7 @@ class PosixTransaction(StagedTransaction):
         if repo.layout == 1:
             self._build_tree(manifest)
         else:
-            self._store_objects()
+            stored, dirs = self._store_objects()
         crash_point("posix.after_tree")
         blob = manifest.to_bytes()  # first: the record then reuses its digest
         record = self.new_record(new_id, manifest, message, author, author_name, utc_now())
@@ -480,9 +481,12 @@ class PosixTransaction(StagedTransaction):
         shutil.rmtree(self.objects)
         atomic_write(meta / "manifest.gz", blob)
         atomic_write(meta / "snapshot.json", record.to_bytes())
-        # One flush of everything written in this transaction (objects, tree, metadata)
-        # instead of an fsync per file: the snapshot is published only once it is durable.
-        sync_filesystem(self.dir)
+        # The snapshot is published only once everything it needs is durable: the new
+        # objects and their directories (format 2), or the whole tree (format 1).
+        if repo.layout == 1:
+            sync_filesystem(self.dir)
+        else:
+            flush_written(stored, [*dirs, str(self.dir)], self.dir)
         crash_point("posix.before_publish")
         os.rename(self.dir, repo.snapshots_dir / new_id)
         fsync_dir(repo.snapshots_dir)
@@ -491,9 +495,11 @@ class PosixTransaction(StagedTransaction):
         crash_point("posix.after_head")
         return record
 
-    def _store_objects(self) -> None:
-        """Move this transaction's uploads into objects/, by content (O(changed files))."""
+    def _store_objects(self) -> tuple[list[str], set[str]]:
+        """Move this transaction's uploads into objects/, by content (O(changed files)).
+        Returns the new objects and the directories whose entries changed."""
         made: set[str] = set()
+        stored: list[str] = []
         for path, src in self.sources.items():
             entry = self.changes[path].entry
             assert entry is not None and entry.hash is not None
@@ -513,6 +519,10 @@ class PosixTransaction(StagedTransaction):
                 os.makedirs(d, exist_ok=True)
                 made.add(d)
             os.rename(src, dest)
+            stored.append(dest)
+        if made:
+            made.add(f"{self.repo.root}/objects")  # it may have gained a directory
+        return stored, made
 
     def _build_tree(self, manifest: Manifest) -> None:
         # Plain strings, not Path objects: this loop runs once per file of the snapshot.
