@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,13 +23,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .sshstart import LOCAL_HOSTS as LOCAL_HOSTS  # these live where the CLI starts early
+from .sshstart import PROJECT_CONFIG as PROJECT_CONFIG
+from .sshstart import find_project_root as find_project_root
+from .sshstart import is_local_host as is_local_host
 
-PROJECT_CONFIG = ".dsgconfig.yml"
 USER_CONFIG = "dsg.yml"
 DEFAULT_DATA_DIRS = ["input", "output", "frozen"]
 DEFAULT_IGNORE_NAMES = [".DS_Store", "__pycache__", ".Rproj.user", "Thumbs.db"]
 DEFAULT_IGNORE_SUFFIXES = [".tmp", ".pyc"]
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -134,15 +135,6 @@ class UserConfig(_Strict):
         if not _EMAIL.match(v):
             raise ValueError("user_id must be an email address, e.g. alice@hrdag.org")
         return v
-
-
-def is_local_host(host: str) -> bool:
-    if host in LOCAL_HOSTS:
-        return True
-    try:
-        return host in {socket.gethostname(), socket.getfqdn()}
-    except OSError:
-        return False
 
 
 # --- reading YAML with line numbers ------------------------------------------------------
@@ -262,18 +254,6 @@ def load_project_config(path: Path) -> ProjectConfig:
         return ProjectConfig.model_validate(data)
     except ValidationError as e:
         raise _explain(path, text, e, key_map) from e
-
-
-def find_project_root(start: Path | None = None) -> Path:
-    """Walk up from `start` (default: cwd) to the directory holding `.dsgconfig.yml`."""
-    here = (start or Path.cwd()).absolute()
-    for d in (here, *here.parents):
-        if (d / PROJECT_CONFIG).is_file():
-            return d
-    raise ConfigError(
-        f"no {PROJECT_CONFIG} found in {here} or any parent directory",
-        hint="run dsg inside a project, or create one with 'dsg init'",
-    )
 
 
 def user_config_dirs() -> list[Path]:

@@ -24,8 +24,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import DsgError, TransportError
+from .sshstart import PROTOCOL_VERSION as PROTOCOL_VERSION  # defined there, light to import
 
-PROTOCOL_VERSION = 1
 MAX_JSON = 1 << 20
 MAX_DATA = 4 << 20
 CHUNK = 1 << 20

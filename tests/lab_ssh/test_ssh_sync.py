@@ -398,3 +398,39 @@ def test_list_repos_over_ssh_shows_only_your_projects(ssh_space, ssh_team) -> No
     assert [r["name"] for r in json.loads(proc.stdout)["repos"]] == ["proj"]
     msgs = talk(ssh_space, "bob", hello() + jframe({"op": "list_repos"}))
     assert msgs[1]["ok"] is False
+
+
+def test_cli_sync_and_status_use_one_agent_session_each(ssh_space, ssh_team) -> None:
+    """The `dsg` command, as researchers run it, over the lab sshd: `sync` and `status`
+    start ssh before loading the CLI and then use that very session (the agent's log shows
+    exactly one session per command, not an early one wasted beside a second)."""
+    import os
+
+    from tests.helpers import REPO_ROOT
+
+    _, bob = ssh_team
+    log = ssh_space.base / "logs" / "agent.jsonl"
+
+    def sessions() -> int:
+        lines = log.read_text().splitlines() if log.exists() else []
+        return sum(json.loads(ln).get("event") == "session" for ln in lines)
+
+    def dsg(*args: str) -> dict:
+        proc = subprocess.run(
+            [str(REPO_ROOT / ".venv" / "bin" / "dsg"), *args, "--json"],
+            cwd=bob.root / "task1",
+            env={**os.environ, "DSG_CONFIG_HOME": str(bob.cfg_home)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return json.loads(proc.stdout)
+
+    bob.write("task1/input/cli.csv", "from the command line\n")
+    before = sessions()
+    assert dsg("sync", "-m", "cli")["snapshot"] == "s2"
+    assert sessions() == before + 1
+    assert dsg("status")["snapshot"] == "s2"
+    assert sessions() == before + 2
+    assert repo_on_disk(ssh_space).head() == "s2"

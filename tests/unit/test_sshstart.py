@@ -1,0 +1,132 @@
+"""The early SSH start of `dsg sync` / `dsg status` (sshstart.py): the session it opens is
+the one the repository then uses, and nothing else is ever started or adopted.
+
+`ssh` is replaced (DSG_SSH_COMMAND, as users may) by a shell that swallows its input; the
+real OpenSSH path is tested over the lab sshd in tests/lab_ssh."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dsg import sshstart
+from dsg.backends import open_repository
+from dsg.backends.ssh import SshRepository
+from dsg.config import load_project_config
+from dsg.manifest import Manifest
+
+CONFIG = """\
+name: proj
+repository:
+  type: posix
+  host: researcher@far.example:2200
+  mountpoint: /srv/dsg/repos/
+  remote_command: dsg serve --log-dir /var/log/dsg
+"""
+
+
+@pytest.fixture
+def fake_ssh(monkeypatch):
+    monkeypatch.setenv("DSG_SSH_COMMAND", "sh -c 'exec cat >/dev/null' fake-ssh")
+    yield
+    sshstart._close_unused()
+
+
+def project(tmp_path: Path, text: str = CONFIG) -> Path:
+    (tmp_path / ".dsgconfig.yml").write_text(text)
+    (tmp_path / "task1").mkdir()
+    return tmp_path / "task1"  # started from a subdirectory, as researchers do
+
+
+def test_the_early_session_is_the_one_the_repository_uses(tmp_path, fake_ssh) -> None:
+    sshstart.start_early(project(tmp_path))
+    assert len(sshstart._early) == 1
+    early = sshstart._early[0]
+    assert early.argv[-2:] == ["far.example", "dsg serve --log-dir /var/log/dsg"]
+    assert early.argv[early.argv.index("-p") : early.argv.index("-p") + 2] == ["-p", "2200"]
+    assert early.hello["repo_path"] == "/srv/dsg/repos/proj"
+    repo = open_repository(load_project_config(tmp_path / ".dsgconfig.yml"))
+    assert isinstance(repo, SshRepository)
+    repo.warm()
+    try:
+        assert repo.proc is early.proc
+        assert sshstart._early == []
+    finally:
+        repo.close()
+    assert early.proc.returncode is not None
+
+
+def test_a_session_for_another_command_line_is_not_adopted_and_is_closed(
+    tmp_path, fake_ssh
+) -> None:
+    sshstart.start_early(project(tmp_path))
+    early = sshstart._early[0]
+    other = SshRepository(
+        "researcher@far.example:2200", "proj", "/srv/dsg/repos/proj", remote_command="dsg serve"
+    )
+    other.warm()
+    try:
+        assert other.proc is not None and other.proc is not early.proc
+        assert sshstart._early == [early]
+    finally:
+        other.close()
+    sshstart._close_unused()  # what runs at exit: the unused agent sees EOF and ends
+    assert early.proc.wait(timeout=10) == 0
+    assert sshstart._early == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        CONFIG.replace("researcher@far.example:2200", "localhost"),  # a local repository
+        "transport: ssh\nssh:\n  host: far.example\n  path: /srv\n  type: posix\n  name: p\n",
+        "name: proj\nrepository: [not, a, mapping]\n",
+        "name: proj\nrepository:\n  host: far.example\n",  # no mountpoint
+        CONFIG.replace("dsg serve --log-dir /var/log/dsg", "[dsg, serve]"),
+    ],
+    ids=["local-host", "legacy-form", "not-a-mapping", "no-mountpoint", "odd-command"],
+)
+def test_nothing_starts_early_for_configs_it_does_not_plainly_understand(
+    tmp_path, fake_ssh, text
+) -> None:
+    sshstart.start_early(project(tmp_path, text))
+    assert sshstart._early == []
+
+
+def test_the_cli_connects_once_and_before_loading_itself(tmp_path) -> None:
+    """`dsg status` starts ssh before typer/rich/the engine are imported, and does not
+    start a second session; a host that cannot be reached is still reported clearly."""
+    work = project(tmp_path)
+    (tmp_path / ".dsg").mkdir()
+    Manifest.empty().write(tmp_path / ".dsg" / "base.manifest.gz")  # a fresh working copy
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "dsg.yml").write_text("user_name: Ann\nuser_id: ann@hrdag.org\n")
+    spy = (
+        "import sys\n"
+        "from dsg import sshstart\n"
+        "real = sshstart.start\n"
+        "def start(argv, msg):\n"
+        "    print('START', 'late' if 'dsg.cli' in sys.modules else 'early', file=sys.stderr)\n"
+        "    return real(argv, msg)\n"
+        "sshstart.start = start\n"
+        "sys.argv = ['dsg', 'status']\n"
+        "from dsg.entry import main\n"
+        "main()\n"
+    )
+    env = {
+        **os.environ,
+        "DSG_SSH_COMMAND": "sh -c 'echo no route to far.example >&2; exit 255' fake-ssh",
+        "DSG_CONFIG_HOME": str(cfg),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", spy], cwd=work, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("START")] == ["START early"]
+    assert "cannot reach the dsg agent on far.example" in proc.stderr
+    assert "no route to far.example" in proc.stderr
