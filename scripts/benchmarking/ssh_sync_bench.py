@@ -7,6 +7,8 @@ Brings up the lab sshd (scripts/lab/sshd up; needs root), builds a mixed tree (m
 files, a few large ones), then times, side by side in one run:
   initial upload:      dsg init            vs  rsync -rltO tree/ host:dir/
   1% changed upload:   dsg sync            vs  rsync -rltO tree/ host:dir/
+                       (--rounds times each, alternating: the `dsg sync` command as a new
+                       process, and ops.sync called in this process; medians are printed)
   initial download:    dsg clone           vs  rsync -rltO host:dir/ tree2/
 and prints each dsg/rsync ratio (target: within 1.5x). dsg also hashes everything it
 sends and verifies it at the receiver; rsync -rltO checks only size and mtime.
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from statistics import median
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
@@ -55,7 +58,7 @@ def generate(root: Path, small: int, large: int, large_mb: int) -> None:
 
 
 def change_one_percent(root: Path) -> None:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and ".dsg" not in p.parts)
+    files = sorted(p for p in root.glob("task*/**/*") if p.is_file())
     for p in files[:: max(1, len(files) // max(1, len(files) // 100))]:
         with open(p, "ab") as f:
             f.write(b"changed\n")
@@ -72,6 +75,7 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=5000)
     ap.add_argument("--large", type=int, default=3)
     ap.add_argument("--large-mb", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="1%% changed syncs of each kind")
     args = ap.parse_args()
     # The agent runs as a lab user who cannot write __pycache__ here: compile first, as an
     # installed wheel would be, so it does not recompile on every start.
@@ -139,9 +143,32 @@ def main() -> None:
         finally:
             repo.close()
 
-    t_dsg = timed(dsg_sync)
-    t_rs = timed(lambda: rsync(f"{src}/", f"lab-alice:{base}/rsync/"))
-    rows.append(("1% changed upload", t_dsg, t_rs))
+    # The command a researcher runs: `dsg sync` as a new process (CLI start-up included).
+    conf_home = work / "conf"
+    conf_home.mkdir()
+    (conf_home / "dsg.yml").write_text("user_name: Alice\nuser_id: alice@hrdag.org\n")
+    cli_env = {**os.environ, "DSG_CONFIG_HOME": str(conf_home)}
+
+    def dsg_cli() -> None:
+        r = subprocess.run(
+            [str(REPO / ".venv/bin/dsg"), "sync", "-m", "1%", "--json"],
+            cwd=src, env=cli_env, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        if r.returncode:
+            sys.exit(f"dsg sync failed ({r.returncode}): {r.stdout}")
+
+    def rsync_up() -> None:
+        rsync(f"{src}/", f"lab-alice:{base}/rsync/")
+
+    # Side by side, alternating, several rounds: the median of each is printed.
+    inproc, cli, rs = [], [], []
+    for _ in range(args.rounds):
+        for fn, out in ((dsg_sync, inproc), (dsg_cli, cli)):
+            change_one_percent(src)
+            out.append(timed(fn))
+            rs.append(timed(rsync_up))
+    rows.append(("1% changed, dsg sync", median(cli), median(rs)))
+    rows.append(("1% changed, in-proc", median(inproc), median(rs)))
     cfg_bob = cfg("bob")
     (clone_dir / ".dsgconfig.yml").write_text(cfg_bob.to_yaml())
 
