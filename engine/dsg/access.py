@@ -24,8 +24,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .config import _explain, _load_yaml
 from .errors import ConfigError
+from .yamlfile import explain, load_yaml
 
 DEFAULT_ACCESS_FILE = Path("/etc/dsg/access.yml")
 Role = Literal["read", "write", "admin"]
@@ -71,11 +71,11 @@ def load_access(path: Path = DEFAULT_ACCESS_FILE) -> AccessFile:
             f"the repository host has no access file ({path})",
             hint="an admin provisions it with the dsg_access Ansible role",
         )
-    data, text = _load_yaml(path)
+    data, text = load_yaml(path)
     try:
         return AccessFile.model_validate(data)
     except ValidationError as e:
-        raise _explain(path, text, e, {}) from e
+        raise explain(path, text, e, {}) from e
 
 
 def allows(role: Role | None, needed: Role) -> bool:

@@ -27,6 +27,7 @@ from .sshstart import LOCAL_HOSTS as LOCAL_HOSTS  # these live where the CLI sta
 from .sshstart import PROJECT_CONFIG as PROJECT_CONFIG
 from .sshstart import find_project_root as find_project_root
 from .sshstart import is_local_host as is_local_host
+from .yamlfile import explain, load_yaml
 
 USER_CONFIG = "dsg.yml"
 DEFAULT_DATA_DIRS = ["input", "output", "frozen"]
@@ -137,74 +138,6 @@ class UserConfig(_Strict):
         return v
 
 
-# --- reading YAML with line numbers ------------------------------------------------------
-
-
-def _key_lines(text: str) -> dict[tuple[Any, ...], int]:
-    """Map each key path in a YAML mapping tree to its 1-based line number."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return {}
-    lines: dict[tuple[Any, ...], int] = {}
-
-    def walk(node: yaml.Node, prefix: tuple[Any, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = (*prefix, k.value)
-                lines[key] = k.start_mark.line + 1
-                walk(v, key)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                lines[(*prefix, i)] = v.start_mark.line + 1
-                walk(v, (*prefix, i))
-
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
-def _load_yaml(path: Path) -> tuple[dict[str, Any], str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path} is not UTF-8 text") from e
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from e
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    return data, text
-
-
-def _explain(path: Path, text: str, err: ValidationError, key_map: dict[str, str]) -> ConfigError:
-    lines = _key_lines(text)
-    msgs = []
-    for e in err.errors():
-        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in ("posix", "zfs")))
-        loc = tuple(key_map.get(x, x) if isinstance(x, str) else x for x in loc)
-        field = ".".join(str(x) for x in loc) or "(top level)"
-        line = None
-        for n in range(len(loc), 0, -1):
-            if loc[:n] in lines:
-                line = lines[loc[:n]]
-                break
-        where = f" (line {line})" if line else ""
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        msgs.append(f"{field}{where}: {msg}")
-    return ConfigError(f"{path}: invalid configuration: " + "; ".join(msgs), details=msgs)
-
-
 def _from_legacy(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """Convert the original dsg's legacy forms; returns new data and a key map for errors."""
     data = dict(data)
@@ -248,12 +181,12 @@ def _from_legacy(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def load_project_config(path: Path) -> ProjectConfig:
-    data, text = _load_yaml(path)
+    data, text = load_yaml(path)
     data, key_map = _from_legacy(data)
     try:
         return ProjectConfig.model_validate(data)
     except ValidationError as e:
-        raise _explain(path, text, e, key_map) from e
+        raise explain(path, text, e, key_map) from e
 
 
 def user_config_dirs() -> list[Path]:
@@ -279,7 +212,7 @@ def load_user_config() -> UserConfig:
         f = d / USER_CONFIG
         if not f.is_file():
             continue
-        data, _text = _load_yaml(f)
+        data, _text = load_yaml(f)
         if d == Path("/etc/dsg") and ({"user_name", "user_id"} & data.keys()):
             raise ConfigError(
                 f"{f} must not hold personal fields (user_name, user_id); "
@@ -296,4 +229,4 @@ def load_user_config() -> UserConfig:
     try:
         return UserConfig.model_validate(merged)
     except ValidationError as e:
-        raise _explain(found[-1], found[-1].read_text(encoding="utf-8"), e, {}) from e
+        raise explain(found[-1], found[-1].read_text(encoding="utf-8"), e, {}) from e

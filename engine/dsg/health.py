@@ -48,9 +48,9 @@ from pydantic import (
 
 from .access import AccessFile, ProjectAccess
 from .backends import LockOwner, Repository
-from .config import _explain, _load_yaml
 from .errors import ConfigError, DsgError, RepositoryError, RepositoryNotFound
 from .manifest import snap_number
+from .yamlfile import explain, load_yaml
 from .zfsops import KeyState, PoolStatus, Zfs, ZfsError
 
 DEFAULT_HEALTH_CONFIG = Path("/etc/dsg/health.yml")
@@ -266,11 +266,11 @@ def load_health_config(path: Path | None) -> HealthConfig:
         path = DEFAULT_HEALTH_CONFIG
     if not path.is_file():
         raise ConfigError(f"health check configuration {path} does not exist")
-    data, text = _load_yaml(path)
+    data, text = load_yaml(path)
     try:
         return HealthConfig.model_validate(data)
     except ValidationError as e:
-        raise _explain(path, text, e, {}) from e
+        raise explain(path, text, e, {}) from e
 
 
 # --- results ---------------------------------------------------------------------------------

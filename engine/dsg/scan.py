@@ -14,14 +14,16 @@ import stat as stat_mod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
 import xxhash
 
-from .config import ProjectConfig
 from .manifest import Entry, Manifest, atomic_write
 from .paths import case_twins, link_target_problem, name_problem, show
+
+if TYPE_CHECKING:  # the agent hashes with this module without the client's config models
+    from .config import ProjectConfig
 
 CHUNK = 1 << 20
 CONFLICT_COPY = re.compile(r"\.dsg-conflict-\d{8}T\d{6}Z-")

@@ -19,13 +19,15 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from ..config import ProjectConfig
 from ..errors import IntegrityError, RepositoryError
 from ..manifest import Manifest, SnapshotRecord
 from ..paths import show
 from ..scan import copy_hashing
+
+if TYPE_CHECKING:  # the agent imports this package without the client's config models
+    from ..config import ProjectConfig
 
 
 @dataclass(frozen=True)
