@@ -7,11 +7,13 @@ Brings up the lab sshd (scripts/lab/sshd up; needs root), builds a mixed tree (m
 files, a few large ones), then times, side by side in one run:
   initial upload:      dsg init            vs  rsync -rltO tree/ host:dir/
   1% changed upload:   dsg sync            vs  rsync -rltO tree/ host:dir/
-                       (--rounds times each, alternating: the `dsg sync` command as a new
-                       process, and ops.sync called in this process; medians are printed)
+                       (1% of the small files; as the `dsg sync` command in a new process,
+                       and as ops.sync called in this process)
   initial download:    dsg clone           vs  rsync -rltO host:dir/ tree2/
-and prints each dsg/rsync ratio (target: within 1.5x). dsg also hashes everything it
-sends and verifies it at the receiver; rsync -rltO checks only size and mtime.
+each --rounds times (default 3), alternating which tool goes first, the page cache flushed
+of dirty data before every run, and prints the medians, their dsg/rsync ratio (target:
+within 1.5x) and each round's ratio. dsg also hashes everything it sends and verifies it
+at the receiver; rsync -rltO checks only size and mtime.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import subprocess
 import sys
 import time
 import uuid
-from statistics import median
 from pathlib import Path
+from statistics import median
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[2]
@@ -81,7 +83,7 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=5000)
     ap.add_argument("--large", type=int, default=3)
     ap.add_argument("--large-mb", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=3, help="1%% changed syncs of each kind")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each comparison")
     args = ap.parse_args()
     # The agent runs as a lab user who cannot write __pycache__ here: compile first, as an
     # installed wheel would be, so it does not recompile on every start.
@@ -99,25 +101,30 @@ def main() -> None:
         d.mkdir()
         os.chown(d, 0, gid)
         d.chmod(0o2775)
+    rounds = args.rounds
+    names = [f"bench{k}" for k in range(rounds)]
     (base / "access.yml").write_text(
-        f"projects:\n  bench:\n    type: posix\n    mountpoint: {base}/repos/bench\n"
-        "    users: {alice: write, bob: write}\n"
+        "projects:\n"
+        + "".join(
+            f"  {n}:\n    type: posix\n    mountpoint: {base}/repos/{n}\n"
+            "    users: {alice: write, bob: write}\n"
+            for n in names
+        )
     )
     work = Path(f"/tmp/dsg-ssh-bench-{base.name}")
-    src, clone_dir, rsync_back = work / "alice", work / "bob", work / "rsync-back"
-    for d in (src, clone_dir, rsync_back):
-        d.mkdir(parents=True)
+    tree = work / "tree"
+    tree.mkdir(parents=True)
     t = time.perf_counter()
-    generate(src, args.small, args.large, args.large_mb)
-    total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+    generate(tree, args.small, args.large, args.large_mb)
+    total = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
     print(
         f"tree: {args.small} small + {args.large} x {args.large_mb} MiB files, "
-        f"{total / 2**20:.0f} MiB, made in {time.perf_counter() - t:.1f}s"
+        f"{total / 2**20:.0f} MiB, made in {time.perf_counter() - t:.1f}s; {rounds} rounds"
     )
 
-    def cfg(login: str) -> ProjectConfig:
+    def cfg(login: str, name: str) -> ProjectConfig:
         return ProjectConfig(
-            name="bench",
+            name=name,
             repository=RepositoryConfig(
                 type="posix",
                 host=f"lab-{login}",
@@ -135,21 +142,48 @@ def main() -> None:
         # groups, which a lab user may not set). dsg's own state directory is left out.
         subprocess.run(["rsync", "-rltO", "--exclude=.dsg/", "-e", rsh, a, b], check=True)
 
-    rows = []
-    t_dsg = timed(lambda: ops.init(src, cfg("alice"), open_repository(cfg("alice")), alice, "b"))
-    t_rs = timed(lambda: rsync(f"{src}/", f"lab-alice:{base}/rsync/"))
-    rows.append(("initial upload", t_dsg, t_rs))
-    change_one_percent(src)
-    ws = Workspace(src, cfg("alice"))
+    def side_by_side(dsg_run, rsync_run, k: int) -> tuple[float, float]:
+        """One round; which tool goes first alternates, so neither always inherits the
+        other's disk state."""
+        if k % 2:
+            t_rs = timed(rsync_run)
+            return timed(dsg_run), t_rs
+        t_dsg = timed(dsg_run)
+        return t_dsg, timed(rsync_run)
+
+    results: dict[str, tuple[list[float], list[float]]] = {}
+
+    def record(what: str, times: tuple[float, float]) -> None:
+        d, r = results.setdefault(what, ([], []))
+        d.append(times[0])
+        r.append(times[1])
+
+    # Initial upload: a new project per round, from a hard-linked copy of the tree.
+    for k, name in enumerate(names):
+        src = work / f"alice{k}"
+        subprocess.run(["cp", "-al", str(tree), str(src)], check=True)
+        c = cfg("alice", name)
+        record(
+            "initial upload",
+            side_by_side(
+                lambda c=c, src=src: ops.init(src, c, open_repository(c), alice, "b"),
+                lambda src=src, k=k: rsync(f"{src}/", f"lab-alice:{base}/rsync/{k}/"),
+                k,
+            ),
+        )
+
+    # 1% changed: rounds of syncs on the first project, as the command a researcher runs
+    # (`dsg sync` as a new process, CLI start-up included) and as ops.sync in this process.
+    src, c = work / "alice0", cfg("alice", names[0])
+    ws = Workspace(src, c)
 
     def dsg_sync() -> None:
-        repo = open_repository(cfg("alice"))
+        repo = open_repository(c)
         try:
             ops.sync(ws, repo, alice, message="1%")
         finally:
             repo.close()
 
-    # The command a researcher runs: `dsg sync` as a new process (CLI start-up included).
     conf_home = work / "conf"
     conf_home.mkdir()
     (conf_home / "dsg.yml").write_text("user_name: Alice\nuser_id: alice@hrdag.org\n")
@@ -164,35 +198,39 @@ def main() -> None:
             sys.exit(f"dsg sync failed ({r.returncode}): {r.stdout}")
 
     def rsync_up() -> None:
-        rsync(f"{src}/", f"lab-alice:{base}/rsync/")
+        rsync(f"{src}/", f"lab-alice:{base}/rsync/0/")
 
-    # Side by side, alternating, several rounds: the median of each is printed.
-    inproc, cli, rs = [], [], []
-    for _ in range(args.rounds):
-        for fn, out in ((dsg_sync, inproc), (dsg_cli, cli)):
+    for k in range(rounds):
+        for what, fn in (("1% changed, dsg sync", dsg_cli), ("1% changed, in-proc", dsg_sync)):
             change_one_percent(src)
-            out.append(timed(fn))
-            rs.append(timed(rsync_up))
-    rows.append(("1% changed, dsg sync", median(cli), median(rs)))
-    rows.append(("1% changed, in-proc", median(inproc), median(rs)))
-    cfg_bob = cfg("bob")
-    (clone_dir / ".dsgconfig.yml").write_text(cfg_bob.to_yaml())
+            record(what, side_by_side(fn, rsync_up, k))
 
-    def dsg_clone() -> None:
-        repo = open_repository(cfg_bob)
-        try:
-            ops.clone(Workspace(clone_dir, cfg_bob), repo, bob)
-        finally:
-            repo.close()
+    # Initial download: bob clones the first project into a new directory per round.
+    cb = cfg("bob", names[0])
+    for k in range(rounds):
+        dest, back = work / f"bob{k}", work / f"rsync-back{k}"
+        dest.mkdir()
+        back.mkdir()
+        (dest / ".dsgconfig.yml").write_text(cb.to_yaml())
 
-    t_dsg = timed(dsg_clone)
-    t_rs = timed(lambda: rsync(f"lab-bob:{base}/rsync/", f"{rsync_back}/"))
-    rows.append(("initial download", t_dsg, t_rs))
+        def dsg_clone(dest: Path = dest) -> None:
+            repo = open_repository(cb)
+            try:
+                ops.clone(Workspace(dest, cb), repo, bob)
+            finally:
+                repo.close()
 
-    print(f"\n{'what':<20} {'dsg s':>8} {'rsync s':>8} {'ratio':>7} {'dsg MiB/s':>10}")
-    for name, d, r in rows:
-        rate = total / 2**20 / d if "1%" not in name else float("nan")
-        print(f"{name:<20} {d:8.2f} {r:8.2f} {d / r:6.2f}x {rate:10.1f}")
+        record(
+            "initial download",
+            side_by_side(
+                dsg_clone, lambda back=back: rsync(f"lab-bob:{base}/rsync/0/", f"{back}/"), k
+            ),
+        )
+
+    print(f"\n{'what (median)':<22} {'dsg s':>7} {'rsync s':>8} {'ratio':>6}  each round")
+    for what, (d, r) in results.items():
+        each = " ".join(f"{x / y:.2f}" for x, y in zip(d, r, strict=True))
+        print(f"{what:<22} {median(d):7.2f} {median(r):8.2f} {median(d) / median(r):5.2f}x  {each}")
     shutil.rmtree(base, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
 
