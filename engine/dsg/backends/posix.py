@@ -497,7 +497,7 @@ class PosixTransaction(StagedTransaction):
 
     def _store_objects(self) -> tuple[list[str], set[str]]:
         """Move this transaction's uploads into objects/, by content (O(changed files)).
-        Returns the new objects and the directories whose entries changed."""
+        Returns the objects they became and the directories whose entries changed."""
         made: set[str] = set()
         stored: list[str] = []
         for path, src in self.sources.items():
@@ -513,6 +513,8 @@ class PosixTransaction(StagedTransaction):
                         hint="nothing was committed; report this to the dsg maintainers",
                     )
                 src.unlink()
+                # Flushed too: a writer that died after storing it may not have.
+                stored.append(dest)
                 continue
             d = dest[: dest.rfind("/")]
             if d not in made:
