@@ -112,6 +112,7 @@ class LocalApplier:
         progress: Progress | None = None,
     ) -> None:
         self.root = root
+        self._root_s = str(root)
         self.repo = repo
         self.cache = cache
         self.user = user
@@ -127,10 +128,14 @@ class LocalApplier:
     def _abs(self, path: str) -> Path:
         """`path` in the working copy, refusing a parent that is a file or a symlink (a
         link there would redirect the write outside the working copy)."""
+        return Path(self._checked(path))
+
+    def _checked(self, path: str) -> str:
+        """`_abs` as a plain string (the per-file download path)."""
         parent = path.rpartition("/")[0]
         if parent in self._dirs_ok:
-            return self.root / path
-        cur = str(self.root)
+            return f"{self._root_s}/{path}"
+        cur = self._root_s
         complete = True
         for part in parent.split("/") if parent else ():
             cur = f"{cur}/{part}"
@@ -141,13 +146,18 @@ class LocalApplier:
                 break
             if not stat_mod.S_ISDIR(st.st_mode):
                 raise PathError(
-                    f"cannot write {show(path)}: {show(cur[len(str(self.root)) + 1 :])} "
+                    f"cannot write {show(path)}: {show(cur[len(self._root_s) + 1 :])} "
                     "is not a directory here",
                     hint="move that file or link aside and sync again",
                 )
         if complete:
             self._dirs_ok.add(parent)
-        return self.root / path
+        return f"{self._root_s}/{path}"
+
+    def _temp(self, p: str) -> str:
+        """Where a download of `p` is written before it is renamed into place."""
+        head, _, name = p.rpartition("/")
+        return f"{head}/.{name}.dsg-tmp-{self.tx}"
 
     def matches(self, path: str, expected: Entry | None) -> bool:
         """Is the file on disk exactly `expected` (None = absent)?"""
@@ -206,16 +216,18 @@ class LocalApplier:
         self, it: Item, entry: Entry, expected: Entry | None, force_backup: bool
     ) -> bool:
         """Make room for a download; False when nothing needs to be transferred."""
-        p = self._abs(it.path)
+        # Plain strings, not Path objects: this runs once per downloaded file.
+        p = self._checked(it.path)
         parent = it.path.rpartition("/")[0]
         if parent not in self._dirs_ok:
-            p.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(p.rpartition("/")[0], exist_ok=True)
             self._dirs_ok.add(parent)
-        if self.matches(it.path, entry):
-            return False  # already there (an earlier interrupted run got this far)
-        self._make_room(it.path, expected, force_backup)
+        if os.path.lexists(p):  # a fresh clone's files are absent: one lstat, no more
+            if self.matches(it.path, entry):
+                return False  # already there (an earlier interrupted run got this far)
+            self._make_room(it.path, expected, force_backup)
         if entry.is_link:
-            tmp = p.with_name(f".{p.name}.dsg-tmp-{self.tx}")
+            tmp = self._temp(p)
             os.symlink(entry.target, tmp)  # type: ignore[arg-type]
             os.replace(tmp, p)
             return False
@@ -223,8 +235,8 @@ class LocalApplier:
 
     def receive(self, it: Item, entry: Entry, snapshot: str, src: BinaryIO) -> None:
         """Write one downloaded file: temp name, hash check, mtime, rename into place."""
-        p = self.root / it.path
-        tmp = p.with_name(f".{p.name}.dsg-tmp-{self.tx}")
+        p = f"{self._root_s}/{it.path}"
+        tmp = self._temp(p)
         try:
             with open(tmp, "wb") as out:
                 n, got = copy_hashing(src, out, self.progress)
@@ -245,7 +257,7 @@ class LocalApplier:
         self.wrote_files = True
 
 
-def with_suppress_unlink(p: Path) -> None:
+def with_suppress_unlink(p: Path | str) -> None:
     try:
         os.unlink(p)
     except FileNotFoundError:
