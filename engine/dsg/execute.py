@@ -75,7 +75,7 @@ def _upload(txn, root: Path, e: Entry) -> None:
         txn.put_link(e.path, e.target)
         return
     try:
-        fd = os.open(root / e.path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(f"{root}/{e.path}", os.O_RDONLY | os.O_NOFOLLOW)  # once per upload
     except OSError as err:
         raise IntegrityError(
             f"{show(e.path)} cannot be read for upload ({err.strerror}); "
