@@ -146,8 +146,9 @@ atexit.register(_close_unused)
 
 def start_early(start_dir: Path | None = None) -> None:
     """Start the project's SSH session now, from the plain `repository:` form of its
-    .dsgconfig.yml. Anything unusual (another form, a local host, a parse error) starts
-    nothing: the command reads, validates and reports the configuration itself."""
+    .dsgconfig.yml. Anything unusual (another form, a local host) starts nothing; an
+    unreadable file raises, for the caller to ignore: the command itself then reads,
+    validates and reports the configuration."""
     import yaml
 
     root = find_project_root(start_dir)
