@@ -15,13 +15,14 @@ records the snapshot number and user that last changed it (blame is a lookup).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
 from bisect import bisect_left
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import chain, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -398,13 +399,14 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
+@functools.cache
 def _libc_syncfs() -> Any:
+    """libc's syncfs, looked up on first use (the agent starts for every session and most
+    sessions never commit; ctypes.util.find_library would also run a subprocess)."""
     try:
         import ctypes
-        import ctypes.util
 
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.syncfs
+        fn = ctypes.CDLL(None, use_errno=True).syncfs  # the process's own libc
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_int]
@@ -412,19 +414,17 @@ def _libc_syncfs() -> Any:
     return fn
 
 
-_SYNCFS = _libc_syncfs()
-
-
 def sync_filesystem(path: Path) -> None:
     """Flush everything written to the filesystem holding `path` (syncfs(2)): one flush for a
     whole transaction instead of an fsync per file, without sync(2)'s flush of every
     filesystem on the machine. A writeback error is raised (Linux reports it since 5.8)."""
-    if _SYNCFS is None:
+    syncfs = _libc_syncfs()
+    if syncfs is None:
         os.sync()
         return
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if _SYNCFS(fd) != 0:
+        if syncfs(fd) != 0:
             import ctypes
 
             err = ctypes.get_errno()
@@ -445,14 +445,8 @@ def flush_written(files: Collection[str], dirs: Collection[str], fs_path: Path) 
     if len(files) > FSYNC_EACH_MAX:
         sync_filesystem(fs_path)
         return
-    for name in files:
+    for name in chain(files, dirs):  # O_RDONLY opens a directory too
         fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    for d in dirs:
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:

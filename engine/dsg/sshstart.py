@@ -29,7 +29,7 @@ from .errors import ConfigError, TransportError
 PROJECT_CONFIG = ".dsgconfig.yml"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 PROTOCOL_VERSION = 1  # protocol.py re-exports it; the agent checks it in the hello
-_J_FRAME = struct.Struct(">IB")  # the frame header of protocol.py (length, type)
+FRAME_HEAD = struct.Struct(">IB")  # every frame's header (length, type): see protocol.py
 _HOST = re.compile(
     r"^(?:(?P<user>[^@:/\s]+)@)?(?P<host>[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$"
 )
@@ -117,7 +117,7 @@ def start(argv: list[str], msg: dict[str, Any]) -> Session:
     payload = json.dumps(msg, separators=(",", ":")).encode()
     # A failed write (the far side already gone) shows up as EOF when reading the answer.
     with contextlib.suppress(OSError):
-        proc.stdin.write(_J_FRAME.pack(len(payload), ord("J")) + payload)  # type: ignore[union-attr]
+        proc.stdin.write(FRAME_HEAD.pack(len(payload), ord("J")) + payload)  # type: ignore[union-attr]
     return Session(argv, msg, proc, stderr)
 
 

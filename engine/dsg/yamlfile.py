@@ -1,18 +1,20 @@
 """Reading a YAML configuration file: clear errors with line numbers (the project's
 .dsgconfig.yml, the user's dsg.yml, the server's access file and alert settings).
 
-Imports no pydantic models of its own, so the agent can read its access file without
-building the client's configuration models."""
+Imports no pydantic: the agent reads its access file through here at the start of every
+session."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import ValidationError
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 def _key_lines(text: str) -> dict[tuple[Any, ...], int]:
@@ -60,21 +62,30 @@ def load_yaml(path: Path) -> tuple[dict[str, Any], str]:
     return data, text
 
 
-def explain(path: Path, text: str, err: ValidationError, key_map: dict[str, str]) -> ConfigError:
+Issue = tuple[tuple[Any, ...], str]  # where (a key path), what is wrong
+
+
+def explain_issues(path: Path, text: str, issues: list[Issue]) -> ConfigError:
+    """A ConfigError naming each problem's key path and, where found, its line."""
     lines = _key_lines(text)
     msgs = []
+    for loc, msg in issues:
+        field = ".".join(str(x) for x in loc) or "(top level)"
+        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+        where = f" (line {line})" if line else ""
+        msgs.append(f"{field}{where}: {msg}")
+    return ConfigError(f"{path}: invalid configuration: " + "; ".join(msgs), details=msgs)
+
+
+def explain(path: Path, text: str, err: ValidationError, key_map: dict[str, str]) -> ConfigError:
+    """explain_issues for a pydantic ValidationError (`key_map` renames model fields back
+    to the keys written in the file)."""
+    issues: list[Issue] = []
     for e in err.errors():
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in ("posix", "zfs")))
         loc = tuple(key_map.get(x, x) if isinstance(x, str) else x for x in loc)
-        field = ".".join(str(x) for x in loc) or "(top level)"
-        line = None
-        for n in range(len(loc), 0, -1):
-            if loc[:n] in lines:
-                line = lines[loc[:n]]
-                break
-        where = f" (line {line})" if line else ""
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        msgs.append(f"{field}{where}: {msg}")
-    return ConfigError(f"{path}: invalid configuration: " + "; ".join(msgs), details=msgs)
+        issues.append((loc, msg))
+    return explain_issues(path, text, issues)

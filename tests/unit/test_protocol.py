@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import struct
+from typing import get_args, get_type_hints
 
 import pytest
 
 from dsg.backends.ssh import parse_host
 from dsg.errors import TransportError
 from dsg.protocol import (
+    _BY_OP,
     MAX_JSON,
+    REQUESTS,
     ProtocolError,
     StreamReader,
     parse_request,
@@ -76,11 +79,35 @@ def test_oversize_and_unknown_frames_are_refused() -> None:
         {"op": "hello", "version": 1, "project": "../etc"},
         {"op": "head", "extra": 1},
         {"op": "read_files", "snapshot": "s1", "paths": []},
+        {"op": "open_file", "snapshot": "s1\n", "path": "a"},  # `$` would allow it
+        {"op": "begin", "parent": None, "tx": "tx-abcdef\n"},
+        {"op": "lock", "owner": {}, "timeout": True},
+        {"op": "lock", "owner": {}, "timeout": 86401},
+        {"op": "put_file", "path": "a", "size": "1", "mtime_ns": 0, "hash": "0" * 32},
+        {"op": "put_file", "path": "", "size": 1, "mtime_ns": 0, "hash": "0" * 32},
+        {"path": "a"},
+        {"op": ["head"]},
     ],
 )
 def test_invalid_requests_are_refused(msg: dict) -> None:
     with pytest.raises(ProtocolError, match="invalid request"):
         parse_request(msg)
+
+
+def test_a_refusal_names_the_field() -> None:
+    with pytest.raises(ProtocolError, match=r"invalid request \(snapshot: .*regex"):
+        parse_request({"op": "open_file", "snapshot": "s0", "path": "a"})
+    with pytest.raises(ProtocolError, match=r"invalid request \(head: .*unknown field `extra`"):
+        parse_request({"op": "head", "extra": 1})
+
+
+def test_every_op_belongs_to_one_message_type() -> None:
+    seen: dict[str, str] = {}
+    for cls in REQUESTS:
+        for op in get_args(get_type_hints(cls)["op"]):
+            assert op not in seen, f"{op} is carried by {seen[op]} and {cls.__name__}"
+            seen[op] = cls.__name__
+    assert len(seen) == len(_BY_OP)
 
 
 def test_valid_request_parses() -> None:
