@@ -31,7 +31,7 @@ from .config import (
     load_project_config,
     load_user_config,
 )
-from .errors import EXIT_ERROR, EXIT_OK, ConfigError, DsgError, UsageError
+from .errors import EXIT_ERROR, EXIT_OK, ConfigError, DsgError, LocalIOError, UsageError
 from .paths import show
 from .plan import Action, Plan
 from .workspace import Workspace
@@ -71,8 +71,11 @@ stack = ExitStack()  # resources a command body opens (repositories); closed by 
 def run(command: str, json_mode: bool, fn: Callable[[], dict[str, Any] | None]) -> None:
     """Run a command body; map errors to messages and exit codes."""
     try:
-        with stack:
-            doc = fn() or {}
+        try:
+            with stack:
+                doc = fn() or {}
+        except OSError as e:  # the local disk: full, read-only, a quota
+            raise LocalIOError.from_oserror(e) from e
     except DsgError as e:
         if json_mode:
             emit_json({"ok": False, "command": command, "error": e.to_dict()})

@@ -6,6 +6,8 @@ Exit codes (a contract: scripts and tests drive them):
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -31,6 +33,26 @@ class DsgError(Exception):
         if self.details is not None:
             out["details"] = self.details
         return out
+
+
+class LocalIOError(DsgError):
+    """The local filesystem refused a read or write (full disk, quota, permissions)."""
+
+    kind = "local_io"
+
+    @classmethod
+    def from_oserror(cls, e: OSError) -> LocalIOError:
+        where = f" ({e.filename})" if e.filename else ""
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = "free some space there (or ask for more quota), then run the command again"
+        elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            hint = "check who may write there, then run the command again"
+        else:
+            hint = "fix the cause, then run the command again"
+        return cls(
+            f"{e.strerror or e}{where}",
+            hint=hint + "; nothing recorded is lost, and the next run picks up from here",
+        )
 
 
 class ConfigError(DsgError):
