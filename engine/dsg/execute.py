@@ -18,8 +18,7 @@ import os
 import re
 import stat as stat_mod
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -31,23 +30,20 @@ from .manifest import Entry, SnapshotRecord, sync_filesystem
 from .paths import show
 from .plan import Action, Item, Plan
 from .scan import HashCache, StatKey, copy_hashing, hash_bytes, hash_file, stat_key
+from .writers import Writers
 
 register("execute.after_remote_commit", "execute.after_first_local", "execute.before_base")
 
 Progress = Callable[[int], None]
 
-# Many small downloads are written by a few threads: creating a file costs 0.02-0.5 ms of
-# filesystem latency here, and four writers overlap it -- but only in different directories
-# (ext4 serializes creations in one directory). So the files are requested interleaved
-# across their directories (`interleave_by_dir`). 5,000 files of 2 KiB, 50 directories,
-# measured side by side: 1.4-2.1 s with one writer, 0.55 s with four; four writers in one
-# directory: no faster than one.
-# A file of at most SMALL_FILE bytes is read whole, hash-checked, then handed over; larger
-# ones stream to disk as before. At most MAX_QUEUED files wait in memory (<= 64 MiB).
+# Many small downloads are written through `Writers` (from a few threads once the disk
+# proves slow), requested interleaved across their directories (`interleave_by_dir`): ext4
+# serializes creations within one directory, so threads overlap latency only across them.
+# 5,000 files of 2 KiB, 50 directories, on a slow disk: 1.4-2.1 s with one writer, 0.55 s
+# with four; four writers in one directory: no faster than one. A file of at most
+# SMALL_FILE bytes is read whole and hash-checked before it is handed over; larger ones
+# stream to disk in this thread.
 SMALL_FILE = 1 << 20
-WRITERS = 4
-MAX_QUEUED = 64
-PARALLEL_FROM = 32  # fewer downloads than this are written in the calling thread
 
 
 def run_remote(
@@ -136,8 +132,7 @@ class LocalApplier:
         self.progress = progress
         self.backups: list[str] = []
         self.wrote_files = False
-        self._pool: ThreadPoolExecutor | None = None
-        self._queued: deque[tuple[str, bytes, Future[StatKey]]] = deque()
+        self._writers = Writers("dsg-write")
         # Parent directories already checked (or made) in this run: real directories, not
         # links. Nothing this run does turns a directory into anything else.
         self._dirs_ok: set[str] = set()
@@ -256,17 +251,21 @@ class LocalApplier:
         writer threads running (`writers`), a small file is checked here and written by
         one of them; `writers` waits for every write before it returns."""
         p = f"{self._root_s}/{it.path}"
-        if self._pool is not None and entry.size <= SMALL_FILE:
+        if entry.size <= SMALL_FILE:
             data = src.read(SMALL_FILE + 1)
             while len(data) <= SMALL_FILE and (more := src.read(SMALL_FILE + 1 - len(data))):
                 data += more
             _check(it.path, entry, snapshot, len(data), hash_bytes(data))
             if self.progress:
                 self.progress(len(data))
-            while len(self._queued) >= MAX_QUEUED:
-                self._settle_oldest()
-            future = self._pool.submit(self._write, p, data, entry.mtime)  # type: ignore[arg-type]
-            self._queued.append((it.path, entry.hash, future))  # type: ignore[arg-type]
+            path, digest = it.path, entry.hash
+            self._writers.submit(
+                self._write,
+                p,
+                data,
+                entry.mtime,
+                on_done=lambda key: self.cache.store(path, key, digest),  # type: ignore[arg-type]
+            )
             self.wrote_files = True
             return
         tmp = self._temp(p)
@@ -295,37 +294,10 @@ class LocalApplier:
             raise
         return stat_key(os.lstat(p))
 
-    def _settle_oldest(self) -> None:
-        path, digest, future = self._queued.popleft()
-        self.cache.store(path, future.result(), digest)
-
     def settle(self) -> None:
-        """Wait until every download handed to a writer thread is on disk."""
-        while self._queued:
-            self._settle_oldest()
-
-    @contextlib.contextmanager
-    def writers(self, files: int) -> Iterator[None]:
-        """Write small downloads from WRITERS threads while this block runs, when there are
-        at least PARALLEL_FROM `files`. On the way out every write has finished, and the
-        first write that failed is raised (unless the block itself is raising)."""
-        if files < PARALLEL_FROM:
-            yield
-            return
-        self._pool = ThreadPoolExecutor(WRITERS, thread_name_prefix="dsg-write")
-        failed: BaseException | None = None
-        try:
-            yield
-        finally:
-            pool, self._pool = self._pool, None
-            pool.shutdown(wait=True)
-            while self._queued:
-                try:
-                    self._settle_oldest()
-                except BaseException as e:  # the first is raised below
-                    failed = failed or e
-        if failed is not None:
-            raise failed
+        """Wait until every download handed to a writer thread is on disk (and in the hash
+        cache); raise the first that failed."""
+        self._writers.settle()
 
 
 def _check(path: str, entry: Entry, snapshot: str, n: int, got: bytes) -> None:
@@ -387,18 +359,20 @@ def run_local(applier: LocalApplier, plan: Plan, head: str | None) -> None:
     for it, entry, snap, expected, backup in fetches:
         if applier.prepare_fetch(it, entry, expected, backup):
             by_snapshot.setdefault(snap, []).append((it, entry))
-    files = sum(len(items) for items in by_snapshot.values())
-    with applier.writers(files):
+    try:
         for snap, items in by_snapshot.items():
             wanted = {it.path: (it, entry) for it, entry in items}
-            order = interleave_by_dir(list(wanted)) if files >= PARALLEL_FROM else list(wanted)
-            for path, src in applier.repo.read_files(snap, order):
+            for path, src in applier.repo.read_files(snap, interleave_by_dir(list(wanted))):
                 it, entry = wanted[path]
                 applier.receive(it, entry, snap, src)
                 if first:
-                    applier.settle()  # the first local change is on disk
-                    crash_point("execute.after_first_local")
+                    crash_point("execute.after_first_local")  # the first is written in here
                     first = False
+    except BaseException:
+        with contextlib.suppress(Exception):  # what is already raising comes first
+            applier.settle()
+        raise
+    applier.settle()
     if applier.wrote_files:
         # downloaded bytes are on disk before the base says they are there
         sync_filesystem(applier.root)

@@ -1,4 +1,4 @@
-"""Downloads written by writer threads (`execute.LocalApplier.writers`): every file arrives
+"""Downloads written in this thread or by writer threads (`dsg.writers`): every file arrives
 whole with its mtime and a valid hash-cache entry; a damaged object or a full disk stops the
 run with a clear error, leaves no temp file and records no base, and the next run finishes."""
 
@@ -14,9 +14,17 @@ import pytest
 from dsg import execute
 from dsg.errors import IntegrityError
 from dsg.scan import HashCache, stat_key
+from dsg.writers import MAX_QUEUED
 from tests.helpers import tree_content
 
 pytestmark = pytest.mark.parametrize("backend", ["posix"])
+
+
+@pytest.fixture(autouse=True, params=["threads", "serial"])
+def writer_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of writing (`dsg.writers`): this machine's disk decides `auto`."""
+    monkeypatch.setenv("DSG_WRITERS", request.param)
+    return request.param
 
 
 def _fill(r, n: int, big: int = 2) -> None:
@@ -40,7 +48,7 @@ def test_a_many_file_clone_arrives_whole_with_mtimes_and_cache(make_researcher) 
     bob.clone()
     assert tree_content(bob.root) == tree_content(alice.root)
     manifest = bob.repo.manifest(bob.repo.head())
-    assert len(manifest) > execute.PARALLEL_FROM
+    assert len(manifest) > 2 * MAX_QUEUED  # the queue fills and drains
     cache = HashCache.load(bob.root / ".dsg" / "hashcache.gz")
     for entry in manifest:
         st = os.lstat(bob.root / entry.path)
@@ -83,7 +91,8 @@ def test_a_full_disk_is_named_and_the_next_run_finishes(make_researcher, tmp_pat
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs (a real full disk) needs root")
     alice = make_researcher("alice")
-    _fill(alice, 100, big=3)  # ~3 MiB of large files, well over 2 MiB
+    for i in range(60):  # 3.6 MiB of small files, queued to the writers (over 2 MiB)
+        alice.write(f"task{i % 3}/input/d{i % 7}/s{i:03d}.bin", os.urandom(60_000))
     alice.init()
     bob = make_researcher("bob")
     mnt = bob.root.parent

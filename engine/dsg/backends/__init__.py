@@ -91,22 +91,43 @@ def write_verified(
         with open(dest, "wb") as out:
             n, got = copy_hashing(src, out)
     except OSError as e:
-        with contextlib.suppress(OSError):  # a full ZFS dataset may refuse even unlink
-            dest.unlink(missing_ok=True)
-        raise RepositoryError(
-            f"cannot store {show(path)} in the repository: {e.strerror}",
-            hint="the repository may be full or read-only; nothing was committed",
-        ) from e
+        raise _store_failed(e, dest, path) from e
     if n != size or got != digest:
         dest.unlink(missing_ok=True)
+        check_received(path, n, got, size, digest)
+    os.chmod(dest, 0o444)
+    os.utime(dest, ns=(mtime_ns, mtime_ns))
+
+
+def check_received(path: str, n: int, got: bytes, size: int, digest: bytes) -> None:
+    """Refuse an upload that is not `size` bytes hashing to `digest`."""
+    if n != size or got != digest:
         raise IntegrityError(
             f"{show(path)}: received {n} bytes hashing to {got.hex()}, "
             f"expected {size} bytes hashing to {digest.hex()} "
             "(the file changed during the sync, or the transfer was damaged)",
             hint="run the sync again",
         )
+
+
+def write_bytes_verified(dest: Path, data: bytes, path: str, mtime_ns: int) -> None:
+    """Store checked bytes as `dest` (read-only, with the file's mtime)."""
+    try:
+        with open(dest, "wb") as out:
+            out.write(data)
+    except OSError as e:
+        raise _store_failed(e, dest, path) from e
     os.chmod(dest, 0o444)
     os.utime(dest, ns=(mtime_ns, mtime_ns))
+
+
+def _store_failed(e: OSError, dest: Path, path: str) -> RepositoryError:
+    with contextlib.suppress(OSError):  # a full ZFS dataset may refuse even unlink
+        dest.unlink(missing_ok=True)
+    return RepositoryError(
+        f"cannot store {show(path)} in the repository: {e.strerror}",
+        hint="the repository may be full or read-only; nothing was committed",
+    )
 
 
 class Transaction(ABC):

@@ -27,6 +27,7 @@ working unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import os
 import shutil
@@ -462,6 +463,7 @@ class PosixTransaction(StagedTransaction):
             )
 
     def commit(self, message: str, author: str, author_name: str) -> SnapshotRecord:
+        self.settle()
         repo = self.repo
         head = repo.head()
         if head != self.parent:  # compare-and-swap, checked again under the lock
@@ -530,7 +532,7 @@ class PosixTransaction(StagedTransaction):
         # Plain strings, not Path objects: this loop runs once per file of the snapshot.
         parent_root = str(self.repo.snapshot_root(self.parent)) if self.parent else None
         root = str(self.dir)
-        objects = str(self.objects)
+        objects = str(self.objects) + "/"
         made: set[str] = set()
         for e in manifest.entries:
             path = e.path
@@ -545,7 +547,7 @@ class PosixTransaction(StagedTransaction):
                 os.symlink(e.target, dest)
                 continue
             src = self.sources.get(path)
-            if src is not None and str(src.parent) == objects:
+            if src is not None and str(src).startswith(objects):  # an upload: move it
                 os.rename(src, dest)
                 continue
             if src is None:
@@ -555,6 +557,8 @@ class PosixTransaction(StagedTransaction):
                 _link_or_copy(str(src), dest)
 
     def abort(self) -> None:
+        with contextlib.suppress(Exception):  # failed writes go with the rest
+            self.settle()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

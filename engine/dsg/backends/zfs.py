@@ -410,6 +410,7 @@ class ZfsTransaction(StagedTransaction):
             self.sources[path] = obj
 
     def commit(self, message: str, author: str, author_name: str) -> SnapshotRecord:
+        self.settle()
         repo = self.repo
         if len(message.encode()) > MAX_MESSAGE:
             raise RepositoryError(f"snapshot message longer than {MAX_MESSAGE} bytes")
@@ -459,6 +460,8 @@ class ZfsTransaction(StagedTransaction):
 
     def abort(self) -> None:
         """Undo everything: the next lock holder rolls back; do it now if we can."""
+        with contextlib.suppress(Exception):  # failed writes go with the rest
+            self.settle()
         with contextlib.suppress(RepositoryError, OSError):
             head = self.repo.head()
             if head is not None:

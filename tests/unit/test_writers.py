@@ -1,0 +1,82 @@
+"""dsg.writers: when writes go to threads, what comes back, and errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from dsg.writers import MAX_QUEUED, Writers
+
+
+def test_a_fast_filesystem_keeps_writes_in_this_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSG_WRITERS", "auto")
+    w = Writers("t", probe=4, slow_s=0.01)
+    seen: list[str] = []
+    for i in range(10):
+        w.submit(lambda i=i: (seen.append(threading.current_thread().name), i)[1])
+    w.settle()
+    assert not w.parallel
+    assert set(seen) == {threading.current_thread().name}
+
+
+def test_a_slow_filesystem_moves_writes_to_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSG_WRITERS", "auto")
+    w = Writers("slowdisk", probe=3, slow_s=0.001)
+    names: list[str] = []
+    done: list[int] = []
+
+    def write(i: int) -> int:
+        time.sleep(0.002)
+        names.append(threading.current_thread().name)
+        return i
+
+    for i in range(20):
+        w.submit(write, i, on_done=done.append)
+    w.settle()
+    assert w.parallel
+    assert names[:3] == [threading.current_thread().name] * 3
+    assert all(n.startswith("slowdisk") for n in names[3:])
+    assert done == list(range(20))  # in submission order, in this thread
+
+
+def test_settle_waits_for_all_and_raises_the_first_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSG_WRITERS", "threads")
+    w = Writers("t")
+    finished: list[int] = []
+
+    def write(i: int) -> int:
+        time.sleep(0.001 * (i % 3))
+        if i in (5, 9):
+            raise OSError(28, "No space left on device", f"f{i}")
+        return i
+
+    for i in range(12):
+        w.submit(write, i, on_done=finished.append)
+    with pytest.raises(OSError) as e:
+        w.settle()
+    assert e.value.filename == "f5"
+    assert finished == [i for i in range(12) if i not in (5, 9)]
+    assert w.pending == 0
+
+
+def test_at_most_max_queued_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSG_WRITERS", "threads")
+    w = Writers("t")
+    gate = threading.Event()
+    threading.Timer(0.3, gate.set).start()  # the writers stall until then
+    peak = 0
+    for _ in range(MAX_QUEUED * 2):
+        w.submit(gate.wait, 5)
+        peak = max(peak, w.pending)
+    w.settle()
+    assert peak == MAX_QUEUED
+
+
+def test_serial_never_uses_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSG_WRITERS", "serial")
+    w = Writers("t", probe=1, slow_s=-1)
+    for _ in range(5):
+        w.submit(time.sleep, 0.0001)
+    assert not w.parallel and w.pending == 0
