@@ -37,6 +37,7 @@ from .protocol import (
     send_json,
     send_stream,
 )
+from .readahead import read_ahead
 
 READ_OPS = {
     "head",
@@ -330,15 +331,23 @@ class Agent:
         """Stream many files: per file a header {ok, path, size} and its data frames. The
         batch stops at the first error (sent as the header of that file)."""
         manifest = self.r_.manifest(req.snapshot)
-        for path in req.paths:
+
+        def open_checked(path: str) -> BinaryIO:
             check_path(path)
             entry = manifest.get(path)
             if entry is None or entry.is_link:
                 raise RepositoryError(f"{path!r} is not a file in {req.snapshot}")
-            with self.r_.open_file(req.snapshot, path) as f:
-                self.ok(path=path, size=entry.size)
-                send_stream(self.w, f)
-            self._count_read(req.snapshot, entry.size)
+            return self.r_.open_file(req.snapshot, path)
+
+        # Opened ahead, so the disk fetches the next files while this one is sent; an error
+        # is raised at its file's turn, after the files before it were sent.
+        with contextlib.closing(read_ahead(req.paths, open_checked)) as files:
+            for path, f in files:
+                size = manifest.get(path).size  # type: ignore[union-attr]
+                with f:
+                    self.ok(path=path, size=size)
+                    send_stream(self.w, f)
+                self._count_read(req.snapshot, size)
 
     def _count_read(self, snapshot: str | None, size: int) -> None:
         self.reads["files"] += 1

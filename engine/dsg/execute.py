@@ -20,6 +20,7 @@ import stat as stat_mod
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,6 +30,7 @@ from .faults import crash_point, register
 from .manifest import Entry, SnapshotRecord, sync_filesystem
 from .paths import show
 from .plan import Action, Item, Plan
+from .readahead import read_ahead
 from .scan import HashCache, StatKey, copy_hashing, hash_bytes, hash_file, stat_key
 from .writers import Writers
 
@@ -59,13 +61,22 @@ def run_remote(
     """Stage every repository-side action of `plan` and commit it as the next snapshot."""
     txn = repo.begin(plan.remote_id, tx)
     try:
-        for it in plan.items:
-            if it.action == Action.upload:
-                assert it.local is not None
-                _upload(txn, root, it.local)
+        # Uploads first (one path is in one item only, so the order changes nothing),
+        # their files opened ahead so the disk fetches the next while one is sent.
+        uploads = [it.local for it in plan.items if it.action == Action.upload]
+        for e in uploads:
+            assert e is not None
+            if e.is_link:
+                txn.put_link(e.path, e.target)  # type: ignore[arg-type]
+        files = read_ahead([e for e in uploads if not e.is_link], partial(_open_upload, root))  # type: ignore[union-attr]
+        with contextlib.closing(files):
+            for e, f in files:
+                with f:
+                    txn.put_file(e.path, f, e.size, e.mtime, e.hash)  # type: ignore[arg-type]
                 if progress:
-                    progress(it.local.size)
-            elif it.action == Action.delete_remote:
+                    progress(e.size)
+        for it in plan.items:
+            if it.action == Action.delete_remote:
                 txn.delete(it.path)
             elif it.action == Action.restore and not it.base_matches_remote():
                 if it.base is None:
@@ -82,10 +93,7 @@ def run_remote(
     return record
 
 
-def _upload(txn, root: Path, e: Entry) -> None:
-    if e.is_link:
-        txn.put_link(e.path, e.target)
-        return
+def _open_upload(root: Path, e: Entry) -> BinaryIO:
     try:
         fd = os.open(f"{root}/{e.path}", os.O_RDONLY | os.O_NOFOLLOW)  # once per upload
     except OSError as err:
@@ -94,8 +102,7 @@ def _upload(txn, root: Path, e: Entry) -> None:
             "it changed during the sync",
             hint="run the sync again",
         ) from err
-    with os.fdopen(fd, "rb") as f:
-        txn.put_file(e.path, f, e.size, e.mtime, e.hash)
+    return os.fdopen(fd, "rb")
 
 
 def conflict_copy_name(path: str, user: str, when: datetime | None = None) -> str:

@@ -443,31 +443,29 @@ def test_a_refused_upload_inside_a_full_window_aborts_cleanly(
     is full): the sync names that file, every outstanding answer is collected so the abort
     still reaches the agent, nothing is committed or left behind, and the next sync goes
     through."""
-    from dsg import execute
-    from dsg.backends.ssh import PUT_WINDOW
+    from dsg.backends.ssh import PUT_WINDOW, SshTransaction
     from dsg.errors import IntegrityError
-    from dsg.manifest import Entry
 
     _, bob = ssh_team
     n = 2 * PUT_WINDOW + 20
     for i in range(n):
         bob.write(f"task1/input/many/f{i:03d}.csv", f"{i}\n")
     bad = "task1/input/many/f070.csv"
-    real_upload = execute._upload
+    real_put = SshTransaction.put_file
 
-    def upload(txn, root, e: Entry) -> None:
-        if e.path == bad:  # as if the file changed after the scan: a wrong expected hash
-            e = Entry(e.path, e.size, e.mtime, bytes(16))
-        real_upload(txn, root, e)
+    def put_file(self, path, src, size, mtime_ns, digest) -> None:
+        if path == bad:  # as if the file changed after the scan: a wrong expected hash
+            digest = bytes(16)
+        real_put(self, path, src, size, mtime_ns, digest)
 
-    monkeypatch.setattr(execute, "_upload", upload)
+    monkeypatch.setattr(SshTransaction, "put_file", put_file)
     with pytest.raises(IntegrityError, match="f070"):
         bob.sync(message="one refused")
     repo = repo_on_disk(ssh_space)
     assert repo.head() == "s1"
     txn = ssh_space.base / "repos" / "proj" / "txn"
     assert not txn.exists() or list(txn.iterdir()) == []  # the abort was carried out
-    monkeypatch.setattr(execute, "_upload", real_upload)
+    monkeypatch.setattr(SshTransaction, "put_file", real_put)
     result = bob.sync(message="all of them")
     assert result.committed is not None and result.committed.id == "s2"
     assert repo_on_disk(ssh_space).manifest("s2").get(bad) is not None

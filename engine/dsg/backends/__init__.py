@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..errors import IntegrityError, RepositoryError
 from ..manifest import Manifest, SnapshotRecord
 from ..paths import show
+from ..readahead import read_ahead
 from ..scan import copy_hashing
 
 if TYPE_CHECKING:  # the agent imports this package without the client's config models
@@ -199,10 +200,12 @@ class Repository(ABC):
 
     def read_files(self, snapshot: str, paths: list[str]) -> Iterator[tuple[str, BinaryIO]]:
         """Open many committed files of `snapshot`, in order (a transport may batch them).
-        Each stream must be consumed before the next is taken."""
-        for p in paths:
-            with self.open_file(snapshot, p) as f:
-                yield p, f
+        Each stream must be consumed before the next is taken. The next files are opened
+        and fetched from disk while one is read (`readahead`)."""
+        with contextlib.closing(read_ahead(paths, lambda p: self.open_file(snapshot, p))) as files:
+            for p, f in files:
+                with f:
+                    yield p, f
 
     @abstractmethod
     def snapshot_path(self, snapshot: str) -> Path:
