@@ -254,9 +254,10 @@ class LocalApplier:
         return True
 
     def receive(self, it: Item, entry: Entry, snapshot: str, src: BinaryIO) -> None:
-        """Write one downloaded file: temp name, hash check, mtime, rename into place. With
-        writer threads running (`writers`), a small file is checked here and written by
-        one of them; `writers` waits for every write before it returns."""
+        """Write one downloaded file: temp name, hash check, mtime, rename into place. A
+        small file is read whole and checked here, then written through `Writers` (maybe
+        by a thread); `settle` waits for those writes, and run_local settles before it
+        returns or raises."""
         p = f"{self._root_s}/{it.path}"
         if entry.size <= SMALL_FILE:
             data = src.read(SMALL_FILE + 1)
