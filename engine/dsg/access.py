@@ -72,7 +72,7 @@ def _project(name: str, raw: Any, issues: list[Issue]) -> ProjectAccess | None:
         if raw.get(key) is not None and not isinstance(raw[key], str):
             issues.append(((*loc, key), "expected a string"))
     kind, dataset, mountpoint = raw.get("type"), raw.get("dataset"), raw.get("mountpoint")
-    if kind is not None and kind not in KINDS:
+    if isinstance(kind, str) and kind not in KINDS:
         issues.append(((*loc, "type"), f"expected zfs or posix, not {kind!r}"))
     kind = kind or ("zfs" if dataset else "posix")
     if kind == "zfs" and not dataset:
@@ -90,7 +90,7 @@ def _project(name: str, raw: Any, issues: list[Issue]) -> ProjectAccess | None:
         for login, role in users.items():
             if not isinstance(login, str):
                 issues.append(((*loc, "users", login), "a login must be a string"))
-            elif role not in RANK:
+            elif not isinstance(role, str) or role not in RANK:
                 issues.append(
                     ((*loc, "users", login), f"expected read, write or admin, not {role!r}")
                 )

@@ -78,6 +78,14 @@ def test_an_empty_file_grants_nothing(tmp_path: Path) -> None:
             "projects.a.users.ben (line 6): expected read, write or admin, not 'rw'",
         ),
         (
+            "projects:\n  a:\n    mountpoint: /a\n    users: {ana: [read]}\n",
+            "projects.a.users.ana (line 4): expected read, write or admin",
+        ),
+        (
+            "projects:\n  a:\n    mountpoint: [/a]\n    type: [zfs]\n",
+            "projects.a.mountpoint (line 3): expected a string",
+        ),
+        (
             "projects:\n  a:\n    mountpoint: /a\n    users: [ana]\n",
             "projects.a.users (line 4): expected a mapping",
         ),
