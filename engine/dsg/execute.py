@@ -31,7 +31,7 @@ from .manifest import Entry, SnapshotRecord, sync_filesystem
 from .paths import show
 from .plan import Action, Item, Plan
 from .readahead import read_ahead
-from .scan import HashCache, StatKey, copy_hashing, hash_bytes, hash_file, stat_key
+from .scan import HashCache, StatKey, copy_hashing, hash_bytes, hash_file, read_upto, stat_key
 from .writers import Writers
 
 register("execute.after_remote_commit", "execute.after_first_local", "execute.before_base")
@@ -260,9 +260,7 @@ class LocalApplier:
         returns or raises."""
         p = f"{self._root_s}/{it.path}"
         if entry.size <= SMALL_FILE:
-            data = src.read(SMALL_FILE + 1)
-            while len(data) <= SMALL_FILE and (more := src.read(SMALL_FILE + 1 - len(data))):
-                data += more
+            data = read_upto(src, SMALL_FILE)
             _check(it.path, entry, snapshot, len(data), hash_bytes(data))
             if self.progress:
                 self.progress(len(data))

@@ -63,6 +63,15 @@ def copy_hashing(
     return n, h.digest()
 
 
+def read_upto(src: BinaryIO, limit: int) -> bytes:
+    """All of `src` if it holds at most `limit` bytes; else its first limit+1 bytes (so the
+    caller sees it is too long without reading an oversize stream into memory)."""
+    data = src.read(limit + 1)
+    while len(data) <= limit and (more := src.read(limit + 1 - len(data))):
+        data += more
+    return data
+
+
 def hash_bytes(data: bytes) -> bytes:
     return xxhash.xxh3_128_digest(data)
 

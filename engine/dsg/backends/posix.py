@@ -27,7 +27,6 @@ working unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import filecmp
 import os
 import shutil
@@ -557,8 +556,7 @@ class PosixTransaction(StagedTransaction):
                 _link_or_copy(str(src), dest)
 
     def abort(self) -> None:
-        with contextlib.suppress(Exception):  # failed writes go with the rest
-            self.settle()
+        self.settle_quietly()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -3,6 +3,7 @@ recording the changes a commit applies, and building the new snapshot's record."
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -11,7 +12,7 @@ from ..faults import crash_point
 from ..manifest import Entry, Manifest, SnapshotRecord
 from ..paths import check_path, link_target_problem, show
 from ..plan import Change
-from ..scan import hash_bytes
+from ..scan import hash_bytes, read_upto
 from ..writers import Writers
 from . import (
     Repository,
@@ -60,9 +61,7 @@ class StagedTransaction(Transaction):
         check_path(path)
         obj = self._new_object()
         if size <= SMALL_OBJECT:
-            data = src.read(size + 1)
-            while len(data) <= size and (more := src.read(size + 1 - len(data))):
-                data += more
+            data = read_upto(src, size)
             check_received(path, len(data), hash_bytes(data), size, digest)
             self._writers.submit(write_bytes_verified, obj, data, path, mtime_ns)
         else:
@@ -75,6 +74,11 @@ class StagedTransaction(Transaction):
         """Wait for every upload handed to a writer thread; raise the first that failed.
         A commit starts with this; an abort too, before it removes the files."""
         self._writers.settle()
+
+    def settle_quietly(self) -> None:
+        """For an abort: wait for the writer threads; their failures go with the rest."""
+        with contextlib.suppress(Exception):
+            self._writers.settle()
 
     def put_link(self, path: str, target: str) -> None:
         check_path(path)

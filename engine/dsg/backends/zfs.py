@@ -460,8 +460,7 @@ class ZfsTransaction(StagedTransaction):
 
     def abort(self) -> None:
         """Undo everything: the next lock holder rolls back; do it now if we can."""
-        with contextlib.suppress(Exception):  # failed writes go with the rest
-            self.settle()
+        self.settle_quietly()
         with contextlib.suppress(RepositoryError, OSError):
             head = self.repo.head()
             if head is not None:
