@@ -28,6 +28,7 @@ from .errors import DsgError, PermissionDenied, RepositoryError
 from .log import EventLog
 from .paths import check_path
 from .protocol import (
+    PIPE_BUFFER,
     PROTOCOL_VERSION,
     ProtocolError,
     StreamReader,
@@ -344,10 +345,11 @@ class Agent:
         with contextlib.closing(read_ahead(req.paths, open_checked)) as files:
             for path, f in files:
                 size = manifest.get(path).size  # type: ignore[union-attr]
-                with f:
-                    self.ok(path=path, size=size)
-                    send_stream(self.w, f)
+                with f:  # unflushed: small files leave together, a buffer at a time
+                    send_json(self.w, {"ok": True, "path": path, "size": size}, flush=False)
+                    send_stream(self.w, f, flush=False)
                 self._count_read(req.snapshot, size)
+        self.w.flush()
 
     def _count_read(self, snapshot: str | None, size: int) -> None:
         self.reads["files"] += 1
@@ -478,7 +480,11 @@ def serve(access_file: Path | None = None, log_dir: Path | None = None) -> int:
             log_path = d / "agent.jsonl"
             break
     audit_dir = log_dir or Path(os.environ.get("DSG_LOG_DIR", "/var/log/dsg"))
-    agent = Agent(sys.stdin.buffer, sys.stdout.buffer, access, log_path, AuditLog.in_dir(audit_dir))
+    # Large buffers on the raw pipes: a batch of small files streams out in few writes.
+    sys.stdout.flush()
+    rx = open(sys.stdin.fileno(), "rb", buffering=PIPE_BUFFER, closefd=False)  # noqa: SIM115
+    tx = open(sys.stdout.fileno(), "wb", buffering=PIPE_BUFFER, closefd=False)  # noqa: SIM115
+    agent = Agent(rx, tx, access, log_path, AuditLog.in_dir(audit_dir))
     return agent.serve()
 
 

@@ -368,12 +368,14 @@ def run_local(applier: LocalApplier, plan: Plan, head: str | None) -> None:
     try:
         for snap, items in by_snapshot.items():
             wanted = {it.path: (it, entry) for it, entry in items}
-            for path, src in applier.repo.read_files(snap, interleave_by_dir(list(wanted))):
-                it, entry = wanted[path]
-                applier.receive(it, entry, snap, src)
-                if first:
-                    crash_point("execute.after_first_local")  # the first is written in here
-                    first = False
+            files = applier.repo.read_files(snap, interleave_by_dir(list(wanted)))
+            with contextlib.closing(files):  # closed at once if a file fails its check
+                for path, src in files:
+                    it, entry = wanted[path]
+                    applier.receive(it, entry, snap, src)
+                    if first:
+                        crash_point("execute.after_first_local")  # the first is written here
+                        first = False
     except BaseException:
         with contextlib.suppress(Exception):  # what is already raising comes first
             applier.settle()

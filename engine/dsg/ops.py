@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,8 +73,8 @@ def event_log(ws: Workspace, command: str, tx: str | None = None) -> EventLog:
     return EventLog(path, tx or new_tx(), command)
 
 
-def checked_scan(ws: Workspace) -> ScanResult:
-    result = ws.scan()
+def checked_scan(ws: Workspace, progress: Callable[[int], None] | None = None) -> ScanResult:
+    result = ws.scan(progress)
     if result.blocking:
         shown = "\n".join(f"  {p}" for p in result.blocking[:50])
         more = f"\n  ... and {len(result.blocking) - 50} more" if len(result.blocking) > 50 else ""
@@ -321,12 +323,26 @@ def init(
     ws = Workspace(root, config)
     if ws.has_base:
         raise WorkingCopyError(f"{root} is already a dsg working copy (.dsg/ exists)")
-    if repo.exists():
-        raise RepositoryExists(
-            f"a repository named {config.name} already exists at {repo.location}",
-            hint="use 'dsg clone' to get a working copy of it, or pick another --repo-name",
-        )
-    scan_result = checked_scan(ws)
+
+    def refuse_if_exists(exists: bool) -> None:
+        if exists:
+            raise RepositoryExists(
+                f"a repository named {config.name} already exists at {repo.location}",
+                hint="use 'dsg clone' to get a working copy of it, or pick another --repo-name",
+            )
+
+    # The first answer over SSH waits for the connection and the agent's start: ask it
+    # while the tree is scanned. The scan stops at its next progress tick if the answer
+    # is "exists" or an error, so a refused init does not hash a large tree first.
+    with ThreadPoolExecutor(1, thread_name_prefix="dsg-exists") as pool:
+        exists = pool.submit(repo.exists)
+
+        def stop_early(_: int) -> None:
+            if exists.done():
+                refuse_if_exists(exists.result())
+
+        scan_result = checked_scan(ws, stop_early)
+        refuse_if_exists(exists.result())
     local = scan_result.manifest
     plan = make_plan(local, Manifest.empty(), Manifest.empty())
     tx = new_tx()

@@ -29,6 +29,7 @@ from .sshstart import PROTOCOL_VERSION as PROTOCOL_VERSION  # defined there, lig
 MAX_JSON = 1 << 20
 MAX_DATA = 4 << 20
 CHUNK = 1 << 20
+PIPE_BUFFER = 1 << 18  # both ends buffer their pipes this much: small frames travel together
 
 
 class ProtocolError(TransportError):
@@ -70,12 +71,15 @@ def write_frame(f: BinaryIO, kind: str, payload: bytes = b"") -> None:
         f.write(payload)
 
 
-def send_json(f: BinaryIO, msg: dict[str, Any]) -> None:
+def send_json(f: BinaryIO, msg: dict[str, Any], *, flush: bool = True) -> None:
+    """One message. `flush=False` leaves it in `f`'s buffer, to go with the next ones in
+    one write: whoever then waits for an answer must flush first."""
     data = orjson.dumps(msg)
     if len(data) > MAX_JSON:
         raise ProtocolError(f"message of {len(data)} bytes is too large")
     write_frame(f, "J", data)
-    f.flush()
+    if flush:
+        f.flush()
 
 
 def recv_json(f: BinaryIO) -> dict[str, Any]:
@@ -91,7 +95,7 @@ def recv_json(f: BinaryIO) -> dict[str, Any]:
     return msg
 
 
-def send_stream(f: BinaryIO, src: BinaryIO, progress: Any = None) -> int:
+def send_stream(f: BinaryIO, src: BinaryIO, progress: Any = None, *, flush: bool = True) -> int:
     n = 0
     while True:
         chunk = src.read(CHUNK)
@@ -102,7 +106,8 @@ def send_stream(f: BinaryIO, src: BinaryIO, progress: Any = None) -> int:
         if progress:
             progress(len(chunk))
     write_frame(f, "E")
-    f.flush()
+    if flush:
+        f.flush()
     return n
 
 

@@ -18,7 +18,7 @@ import contextlib
 import errno
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -111,8 +111,10 @@ class Workspace:
             self._cache = HashCache.load(self.dir / "hashcache.gz")
         return self._cache
 
-    def scan(self) -> ScanResult:
-        result = scan(self.root, self.config, self.hash_cache())
+    def scan(self, progress: Callable[[int], None] | None = None) -> ScanResult:
+        """The working copy now; `progress(n)` is called every 1,000 files (it may raise
+        to stop the scan)."""
+        result = scan(self.root, self.config, self.hash_cache(), progress)
         if self.dir.is_dir():
             self.hash_cache().save()
         return result

@@ -469,3 +469,64 @@ def test_a_refused_upload_inside_a_full_window_aborts_cleanly(
     result = bob.sync(message="all of them")
     assert result.committed is not None and result.committed.id == "s2"
     assert repo_on_disk(ssh_space).manifest("s2").get(bad) is not None
+
+
+def _batched_snapshot(ssh_team, monkeypatch) -> tuple[object, list[str], str]:
+    """bob commits 8 files; downloads are asked for 3 to a request, so reads span batches."""
+    import dsg.backends.ssh as ssh_backend
+
+    _, bob = ssh_team
+    names = [f"task1/input/batch/f{i}.csv" for i in range(8)]
+    for i, p in enumerate(names):
+        bob.write(p, f"file {i}\n" * (i + 1))
+    head = bob.sync(message="eight").committed.id
+    monkeypatch.setattr(ssh_backend, "READ_BATCH", 3)
+    return bob, names, head
+
+
+def test_downloads_span_pipelined_batches_and_an_agent_error_keeps_the_session(
+    ssh_team, monkeypatch
+) -> None:
+    """Batches are asked for ahead of reading them. The agent ends a batch at its first
+    bad path; the batch already asked for after it is read past, so the same session goes
+    on in step (a stale answer would be taken for the next reply)."""
+    from contextlib import closing
+
+    from dsg.errors import RepositoryError
+
+    bob, names, head = _batched_snapshot(ssh_team, monkeypatch)
+    with closing(bob.repo) as repo:
+        got = {p: f.read() for p, f in repo.read_files(head, names)}
+        assert got == {p: bob.read(p) for p in names}  # three batches, every byte in order
+        proc = repo.proc
+        wanted = [names[0], names[1], "task1/input/batch/nope.csv", *names[3:]]
+        seen = []
+        with pytest.raises(RepositoryError, match="nope.csv"):
+            for p, f in repo.read_files(head, wanted):
+                seen.append((p, f.read()))
+        assert seen == [(p, bob.read(p)) for p in names[:2]]
+        assert repo.proc is proc  # not dropped: the stream is still in step
+        assert repo.head() == head
+        assert [p for p, _ in repo.read_files(head, names[5:])] == names[5:]
+
+
+def test_a_download_stopped_by_its_reader_drops_the_session_not_the_step(
+    ssh_team, monkeypatch
+) -> None:
+    """A reader that stops mid-batch (a file failed its hash check) leaves answers in the
+    pipe: the session is dropped and the next request starts a new one, in step."""
+    from contextlib import closing
+
+    bob, names, head = _batched_snapshot(ssh_team, monkeypatch)
+    with closing(bob.repo) as repo:
+        files = repo.read_files(head, names)
+        with closing(files):
+            path, f = next(files)
+            assert (path, f.read(3)) == (names[0], b"fil")
+        old = repo.proc
+        assert old is None or old.poll() is not None  # ssh ended, not left streaming
+        assert repo.head() == head
+        assert repo.proc is not None and repo.proc is not old
+        assert {p: f.read() for p, f in repo.read_files(head, names[:4])} == {
+            p: bob.read(p) for p in names[:4]
+        }

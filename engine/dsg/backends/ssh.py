@@ -13,6 +13,7 @@ and how to accept it, never a silent accept.
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import subprocess
 import threading
@@ -37,6 +38,7 @@ from ..errors import (
 )
 from ..manifest import Manifest, SnapshotRecord
 from ..protocol import (
+    PIPE_BUFFER,
     ProtocolError,
     StreamReader,
     recv_json,
@@ -65,7 +67,7 @@ ERRORS: dict[str, type[DsgError]] = {
 }
 
 READ_BATCH = 500  # files per read_files request
-PUT_WINDOW = 64  # uploads in flight before their answers are collected
+PUT_WINDOW = 128  # uploads in flight; at this many, answers are collected down to half
 
 
 def _reap(proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -133,14 +135,17 @@ class SshRepository(Repository):
                 "the ssh client is not installed", hint="apt install openssh-client"
             ) from e
         self.proc, self._stderr = session.proc, session.stderr
+        # Buffered both ways: small uploads leave in one write per ~PIPE_BUFFER, and
+        # answers and downloads are read many frames per read (ssh's pipes are raw).
+        self.rx = io.BufferedReader(session.proc.stdout, PIPE_BUFFER)  # type: ignore[arg-type]
+        self.tx = io.BufferedWriter(session.proc.stdin, PIPE_BUFFER)  # type: ignore[arg-type]
         self._hello_pending = True
 
     def _finish_hello(self) -> None:
-        proc = self.proc
-        assert proc is not None
+        assert self.proc is not None
         self._hello_pending = False
         try:
-            resp = recv_json(proc.stdout)  # type: ignore[arg-type]
+            resp = recv_json(self.rx)
         except (EOFError, BrokenPipeError, OSError) as e:
             raise self._connect_error() from e
         if not resp.get("ok"):
@@ -200,11 +205,11 @@ class SshRepository(Repository):
         return f"{m.group(1)} {m.group(2)}" if m else ""
 
     def call(self, msg: dict[str, Any]) -> dict[str, Any]:
-        proc = self._conn()
+        self._conn()
         self._drain()
         try:
-            send_json(proc.stdin, msg)  # type: ignore[arg-type]
-            resp = recv_json(proc.stdout)  # type: ignore[arg-type]
+            send_json(self.tx, msg)
+            resp = recv_json(self.rx)
         except (EOFError, BrokenPipeError, OSError) as e:
             raise self._lost() from e
         if not resp.get("ok"):
@@ -213,6 +218,8 @@ class SshRepository(Repository):
 
     def _lost(self) -> DsgError:
         self.proc = None
+        with contextlib.suppress(Exception):  # what is still buffered has nowhere to go
+            self.tx.close()
         return TransportError(
             f"the connection to {self.host} was lost",
             hint="run the command again; an interrupted sync is finished by the next one",
@@ -227,9 +234,9 @@ class SshRepository(Repository):
         if stderr is not None:
             stderr.close()
         with contextlib.suppress(Exception):
-            send_json(proc.stdin, {"op": "bye"})  # type: ignore[arg-type]
+            send_json(self.tx, {"op": "bye"})
         with contextlib.suppress(Exception):
-            proc.stdin.close()  # type: ignore[union-attr]
+            self.tx.close()  # the agent ends on EOF
         _reap(proc, timeout=10)
 
     # --- reads
@@ -258,7 +265,7 @@ class SshRepository(Repository):
 
     def manifest(self, snapshot: str) -> Manifest:
         self.call({"op": "manifest", "snapshot": snapshot})
-        reader = StreamReader(self._conn().stdout)  # type: ignore[arg-type]
+        reader = StreamReader(self.rx)
         try:
             data = reader.read()
         except (EOFError, OSError) as e:
@@ -271,39 +278,82 @@ class SshRepository(Repository):
 
     def open_file(self, snapshot: str, path: str) -> BinaryIO:
         self.call({"op": "open_file", "snapshot": snapshot, "path": path})
-        return StreamReader(self._conn().stdout)  # type: ignore[arg-type,return-value]
+        return StreamReader(self.rx)  # type: ignore[return-value]
 
     def read_files(self, snapshot: str, paths: list[str]) -> Iterator[tuple[str, BinaryIO]]:
-        """One request per batch of files, then the agent streams them back to back."""
-        for i in range(0, len(paths), READ_BATCH):
-            batch = paths[i : i + READ_BATCH]
-            proc = self._conn()
-            self._drain()
-            try:
-                send_json(proc.stdin, {"op": "read_files", "snapshot": snapshot, "paths": batch})  # type: ignore[arg-type]
+        """One request per batch of files; the agent streams each batch back to back. The
+        next batch is asked for while this one is read, so the agent never idles between
+        them. A reader that stops early leaves the stream mid-answer: the session is then
+        dropped (the agent aborts and unlocks on its side), never read out of step."""
+        batches = [paths[i : i + READ_BATCH] for i in range(0, len(paths), READ_BATCH)]
+        if not batches:
+            return
+        self._conn()
+        self._drain()
+        proc, asked, clean = self.proc, 0, False
+        try:
+            for k, batch in enumerate(batches):
+                while asked < min(k + 2, len(batches)):
+                    req = {"op": "read_files", "snapshot": snapshot, "paths": batches[asked]}
+                    send_json(self.tx, req)
+                    asked += 1
                 for path in batch:
-                    resp = recv_json(proc.stdout)  # type: ignore[arg-type]
+                    resp = recv_json(self.rx)
                     if not resp.get("ok"):
+                        if asked > k + 1:
+                            self._skip_batch(batches[k + 1])
+                        clean = True  # the agent ends a batch at its error: in step
                         raise _error(resp)
                     if resp.get("path") != path:
                         raise ProtocolError(
                             f"expected {path!r}, the agent sent {resp.get('path')!r}"
                         )
-                    reader = StreamReader(proc.stdout)  # type: ignore[arg-type]
+                    reader = StreamReader(self.rx)
                     yield path, reader  # type: ignore[misc]
                     reader.drain()
-            except (EOFError, BrokenPipeError, OSError) as e:
-                raise self._lost() from e
+            clean = True
+        except (EOFError, BrokenPipeError, OSError) as e:
+            raise self._lost() from e
+        finally:
+            if not clean and self.proc is proc:
+                self._abandon()
+
+    def _skip_batch(self, batch: list[str]) -> None:
+        """Read past a batch already asked for, up to its end or its error."""
+        for _ in batch:
+            if not recv_json(self.rx).get("ok"):
+                return
+            StreamReader(self.rx).drain()
+
+    def _abandon(self) -> None:
+        """Drop a session whose stream cannot be read in step any more."""
+        proc, self.proc = self.proc, None
+        self.pending = 0
+        self._hello_pending = False
+        if proc is None:
+            return
+        stderr, self._stderr = getattr(self, "_stderr", None), None
+        if stderr is not None:
+            stderr.close()
+        with contextlib.suppress(Exception):
+            self.tx.close()
+        proc.kill()
+        _reap(proc, timeout=10)
 
     def _drain(self, keep: int = 0) -> None:
         """Collect the answers to pipelined requests (puts) until at most `keep` are still
         in flight; raise the first error, after collecting every answer then outstanding."""
         first: DsgError | None = None
-        proc = self.proc
-        while self.pending > keep and proc is not None:
+        if self.pending > keep and self.proc is not None:
+            try:
+                self.tx.flush()  # the requests go out before their answers are awaited
+            except (BrokenPipeError, OSError) as e:
+                self.pending = 0
+                raise self._lost() from e
+        while self.pending > keep and self.proc is not None:
             self.pending -= 1
             try:
-                resp = recv_json(proc.stdout)  # type: ignore[arg-type]
+                resp = recv_json(self.rx)
             except (EOFError, BrokenPipeError, OSError) as e:
                 self.pending = 0
                 raise self._lost() from e
@@ -352,22 +402,23 @@ class SshTransaction(Transaction):
         self.tx = tx
 
     def put_file(self, path: str, src: BinaryIO, size: int, mtime_ns: int, digest: bytes) -> None:
-        # Pipelined: answers are collected later (all of them before any other request), and
-        # at most PUT_WINDOW uploads are in flight: a sliding window, so the agent always has
-        # the next files in its pipe while the client reads the oldest answer.
+        # Pipelined and buffered: small uploads leave together in large writes, their answers
+        # are collected later (all of them before any other request), and at most
+        # PUT_WINDOW are in flight; then answers are read down to half of that, so the agent
+        # still has the next files in its pipe while the client reads.
         repo = self.repo
-        proc = repo._conn()
+        repo._conn()
         try:
-            send_json(proc.stdin, {  # type: ignore[arg-type]
+            send_json(repo.tx, {
                 "op": "put_file", "path": path, "size": size, "mtime_ns": mtime_ns,
                 "hash": digest.hex(),
-            })  # fmt: skip
-            send_stream(proc.stdin, src)  # type: ignore[arg-type]
+            }, flush=False)  # fmt: skip
+            send_stream(repo.tx, src, flush=False)
         except (EOFError, BrokenPipeError, OSError) as e:
             raise repo._lost() from e
         repo.pending += 1
         if repo.pending >= PUT_WINDOW:
-            repo._drain(keep=PUT_WINDOW - 1)
+            repo._drain(keep=PUT_WINDOW // 2)
 
     def put_link(self, path: str, target: str) -> None:
         self.repo.call({"op": "put_link", "path": path, "target": target})
