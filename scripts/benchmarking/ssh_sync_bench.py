@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark dsg over SSH against rsync over the same sshd (the lab host).
 
-    .venv/bin/python scripts/benchmarking/ssh_sync_bench.py [--small 5000] [--large 3 --large-mb 64]
+    .venv/bin/python scripts/benchmarking/ssh_sync_bench.py [--small 5000] [--large 3 --large-mb 64] [--dir D]
 
 Brings up the lab sshd (scripts/lab/sshd up; needs root), builds a mixed tree (many small
 files, a few large ones), then times, side by side in one run:
@@ -84,6 +84,13 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=3)
     ap.add_argument("--large-mb", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="runs of each comparison")
+    ap.add_argument(
+        "--dir",
+        default="",
+        help="where the repositories, the rsync copies and the trees go (default: the\n"
+        "repositories in /srv/dsg-bench, the trees in /tmp). A tmpfs here measures CPU\n"
+        "and protocol costs without the disk's swings.",
+    )
     args = ap.parse_args()
     # The agent runs as a lab user who cannot write __pycache__ here: compile first, as an
     # installed wheel would be, so it does not recompile on every start.
@@ -93,8 +100,9 @@ def main() -> None:
     os.environ["DSG_SSH_COMMAND"] = f"ssh -F {ssh_config}"
     rsh = f"ssh -F {ssh_config}"
 
-    top = Path("/srv/dsg-bench")
+    top = Path(args.dir or "/srv/dsg-bench")
     top.mkdir(exist_ok=True)
+    top.chmod(0o755)
     base = top / uuid.uuid4().hex[:8]
     gid = grp.getgrnam("dsg-lab").gr_gid
     for d in (base, base / "repos", base / "rsync", base / "logs"):
@@ -111,7 +119,7 @@ def main() -> None:
             for n in names
         )
     )
-    work = Path(f"/tmp/dsg-ssh-bench-{base.name}")
+    work = Path(args.dir or "/tmp") / f"dsg-ssh-bench-{base.name}"
     tree = work / "tree"
     tree.mkdir(parents=True)
     t = time.perf_counter()
