@@ -501,7 +501,7 @@ def test_downloads_span_pipelined_batches_and_an_agent_error_keeps_the_session(
         proc = repo.proc
         wanted = [names[0], names[1], "task1/input/batch/nope.csv", *names[3:]]
         seen = []
-        with pytest.raises(RepositoryError, match="nope.csv"):
+        with pytest.raises(RepositoryError, match=r"nope\.csv"):
             for p, f in repo.read_files(head, wanted):
                 seen.append((p, f.read()))
         assert seen == [(p, bob.read(p)) for p in names[:2]]
@@ -530,3 +530,37 @@ def test_a_download_stopped_by_its_reader_drops_the_session_not_the_step(
         assert {p: f.read() for p, f in repo.read_files(head, names[:4])} == {
             p: bob.read(p) for p in names[:4]
         }
+
+
+def test_an_agent_that_dies_mid_upload_is_a_lost_connection_and_loses_nothing(
+    ssh_space, ssh_team, monkeypatch
+) -> None:
+    """The agent is killed while buffered uploads are in flight: the client stops with
+    "connection lost" (no hang on a buffer it can no longer send), nothing is committed, the
+    working copy is untouched, and the next sync finishes without cleanup by hand."""
+    from dsg.backends.ssh import SshTransaction
+    from dsg.errors import TransportError
+
+    alice, bob = ssh_team
+    names = [f"task1/input/dies/f{i:03d}.csv" for i in range(300)]
+    for i, p in enumerate(names):
+        bob.write(p, f"{i}\n" * 100)
+    before = tree_content(bob.root)
+    real_put = SshTransaction.put_file
+    sent = []
+
+    def put_file(self, path, src, size, mtime_ns, digest) -> None:
+        sent.append(path)
+        if len(sent) == 150:  # the agent dies with uploads buffered and in flight
+            subprocess.run(["pkill", "-KILL", "-f", str(ssh_space.access_file)], check=True)
+        real_put(self, path, src, size, mtime_ns, digest)
+
+    monkeypatch.setattr(SshTransaction, "put_file", put_file)
+    with pytest.raises(TransportError, match="lost"):
+        bob.sync(message="never committed")
+    assert repo_on_disk(ssh_space).head() == "s1"
+    assert tree_content(bob.root) == before
+    monkeypatch.setattr(SshTransaction, "put_file", real_put)
+    assert bob.sync(message="after the agent died").committed.id == "s2"
+    alice.sync()
+    assert tree_content(alice.root) == tree_content(bob.root)

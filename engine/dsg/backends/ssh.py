@@ -218,12 +218,19 @@ class SshRepository(Repository):
 
     def _lost(self) -> DsgError:
         self.proc = None
-        with contextlib.suppress(Exception):  # what is still buffered has nowhere to go
-            self.tx.close()
+        self._drop_tx()
         return TransportError(
             f"the connection to {self.host} was lost",
             hint="run the command again; an interrupted sync is finished by the next one",
         )
+
+    def _drop_tx(self) -> None:
+        """Close ssh's stdin without flushing: what is still buffered has nowhere to go, and
+        a flush into a peer that reads no more could block."""
+        with contextlib.suppress(Exception):
+            self.tx.raw.close()
+        with contextlib.suppress(Exception):
+            self.tx.close()
 
     def close(self) -> None:
         proc, self.proc = self.proc, None
@@ -335,8 +342,7 @@ class SshRepository(Repository):
         stderr, self._stderr = getattr(self, "_stderr", None), None
         if stderr is not None:
             stderr.close()
-        with contextlib.suppress(Exception):
-            self.tx.close()
+        self._drop_tx()
         proc.kill()
         _reap(proc, timeout=10)
 
