@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark dsg over SSH against rsync over the same sshd (the lab host).
 
-    .venv/bin/python scripts/benchmarking/ssh_sync_bench.py [--small 5000] \
+    .venv/bin/python scripts/benchmarking/ssh_sync_bench.py [--small 5000]
         [--large 3 --large-mb 64] [--rounds 3] [--dir D]
 
 Brings up the lab sshd (scripts/lab/sshd up; needs root), builds a mixed tree (many small
