@@ -33,6 +33,7 @@ from .protocol import (
     ProtocolError,
     StreamReader,
     error_response,
+    input_waiting,
     parse_request,
     recv_json,
     send_json,
@@ -40,6 +41,7 @@ from .protocol import (
 )
 from .readahead import read_ahead
 
+ANSWERS_HELD = 32  # answers to pipelined requests that may wait in the buffer together
 READ_OPS = {
     "head",
     "history",
@@ -113,6 +115,7 @@ class Agent:
         self.txn_counts = self._zero_txn_counts()
         self.txn_parent: str | None = None
         self.outcome = "ok"
+        self.held = 0  # answers written but not flushed
 
     @staticmethod
     def _zero_txn_counts() -> dict[str, int]:
@@ -129,6 +132,9 @@ class Agent:
         try:
             self._hello()
             while True:
+                if not input_waiting(self.r):
+                    self.w.flush()  # what is held goes out before the agent waits
+                    self.held = 0
                 try:
                     msg = recv_json(self.r)
                 except EOFError:
@@ -288,7 +294,14 @@ class Agent:
         handler(req)
 
     def ok(self, **fields: Any) -> None:
-        send_json(self.w, {"ok": True, **fields})
+        """Answer success. While more requests are already waiting (a window of uploads),
+        answers are held and leave ANSWERS_HELD at a time; serve() flushes before it would
+        wait for the next request, so every answer the client waits for reaches it."""
+        send_json(self.w, {"ok": True, **fields}, flush=False)
+        self.held += 1
+        if self.held >= ANSWERS_HELD:
+            self.w.flush()
+            self.held = 0
 
     @property
     def r_(self) -> Repository:
@@ -349,7 +362,6 @@ class Agent:
                     send_json(self.w, {"ok": True, "path": path, "size": size}, flush=False)
                     send_stream(self.w, f, flush=False)
                 self._count_read(req.snapshot, size)
-        self.w.flush()
 
     def _count_read(self, snapshot: str | None, size: int) -> None:
         self.reads["files"] += 1

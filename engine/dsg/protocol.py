@@ -17,6 +17,7 @@ messages (msgspec) before anything acts on them.
 
 from __future__ import annotations
 
+import select
 from typing import Annotated, Any, BinaryIO, Literal, get_args, get_type_hints
 
 import msgspec
@@ -93,6 +94,20 @@ def recv_json(f: BinaryIO) -> dict[str, Any]:
     if not isinstance(msg, dict):
         raise ProtocolError("message is not a JSON object")
     return msg
+
+
+def input_waiting(f: BinaryIO) -> bool:
+    """True when the next read of `f` will find data without waiting (more frames are in
+    the pipe now). False when unsure: a stream without a file descriptor, or data held
+    only in `f`'s own buffer; the caller then flushes, which is always safe."""
+    try:
+        fd = f.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
 
 
 def send_stream(f: BinaryIO, src: BinaryIO, progress: Any = None, *, flush: bool = True) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -564,3 +565,55 @@ def test_an_agent_that_dies_mid_upload_is_a_lost_connection_and_loses_nothing(
     assert bob.sync(message="after the agent died").committed.id == "s2"
     alice.sync()
     assert tree_content(alice.root) == tree_content(bob.root)
+
+
+def test_answers_held_for_a_window_reach_a_client_that_waits_with_its_pipe_open(
+    ssh_space, ssh_team
+) -> None:
+    """The agent holds answers to pipelined requests and sends them a batch at a time; the
+    tail of a window must still go out once no request is waiting, while the client keeps
+    its end open and waits (as `dsg` does at the end of a window): no hang, every answer."""
+    import select
+    import time
+
+    import xxhash
+
+    owner = {"user": "bob@hrdag.org", "tx": "tx-0000bbbb"}
+    puts = 40  # more than one held batch (32), not a multiple of it
+    payload = hello() + jframe({"op": "lock", "owner": owner, "timeout": 5})
+    payload += jframe({"op": "begin", "parent": "s1", "tx": "tx-0000bbbb"})
+    for i in range(puts):
+        body = f"held {i}\n".encode()
+        payload += jframe(
+            {
+                "op": "put_file",
+                "path": f"task1/input/held/f{i}.csv",
+                "size": len(body),
+                "mtime_ns": 1,
+                "hash": xxhash.xxh3_128_hexdigest(body),
+            }
+        )
+        payload += frame("D", body) + frame("E", b"")
+    argv = ssh_space.lab.ssh_argv("bob", ssh_space.agent_argv())
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        proc.stdin.write(payload)
+        proc.stdin.flush()  # ... and wait with stdin open
+        data, want = b"", 3 + puts
+        deadline = time.monotonic() + 20
+        while len(read_msgs(data)) < want and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                chunk = os.read(proc.stdout.fileno(), 1 << 16)
+                if not chunk:
+                    break
+                data += chunk
+        msgs = read_msgs(data)
+        assert len(msgs) == want, f"{len(msgs)} of {want} answers arrived"
+        assert all(m["ok"] for m in msgs)
+        proc.stdin.write(jframe({"op": "abort"}) + jframe({"op": "bye"}))
+        proc.stdin.close()
+        proc.wait(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert repo_on_disk(ssh_space).head() == "s1"
