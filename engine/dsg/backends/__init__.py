@@ -84,7 +84,7 @@ def new_tag(
 
 
 def write_verified(
-    src: BinaryIO, dest: Path, path: str, size: int, mtime_ns: int, digest: bytes
+    src: BinaryIO, dest: str, path: str, size: int, mtime_ns: int, digest: bytes
 ) -> None:
     """Copy `src` to `dest`, hashing as it goes; keep it only if it is `size` bytes hashing
     to `digest` (invariant: every transferred file is verified at the receiver)."""
@@ -94,7 +94,7 @@ def write_verified(
     except OSError as e:
         raise _store_failed(e, dest, path) from e
     if n != size or got != digest:
-        dest.unlink(missing_ok=True)
+        _unlink_quietly(dest)
         check_received(path, n, got, size, digest)
     os.chmod(dest, 0o444)
     os.utime(dest, ns=(mtime_ns, mtime_ns))
@@ -111,20 +111,30 @@ def check_received(path: str, n: int, got: bytes, size: int, digest: bytes) -> N
         )
 
 
-def write_bytes_verified(dest: Path, data: bytes, path: str, mtime_ns: int) -> None:
-    """Store checked bytes as `dest` (read-only, with the file's mtime)."""
+def write_bytes_verified(dest: str, data: bytes, path: str, mtime_ns: int) -> None:
+    """Store checked bytes as the new file `dest` (read-only, with the file's mtime).
+    Descriptor calls only: this runs once per small upload."""
     try:
-        with open(dest, "wb") as out:
-            out.write(data)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, 0o444)  # whatever the umask
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(fd)
     except OSError as e:
         raise _store_failed(e, dest, path) from e
-    os.chmod(dest, 0o444)
-    os.utime(dest, ns=(mtime_ns, mtime_ns))
 
 
-def _store_failed(e: OSError, dest: Path, path: str) -> RepositoryError:
-    with contextlib.suppress(OSError):  # a full ZFS dataset may refuse even unlink
-        dest.unlink(missing_ok=True)
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):  # gone already; a full ZFS dataset may refuse unlink
+        os.unlink(path)
+
+
+def _store_failed(e: OSError, dest: str, path: str) -> RepositoryError:
+    _unlink_quietly(dest)
     return RepositoryError(
         f"cannot store {show(path)} in the repository: {e.strerror}",
         hint="the repository may be full or read-only; nothing was committed",

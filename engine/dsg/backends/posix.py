@@ -452,7 +452,7 @@ class PosixTransaction(StagedTransaction):
         if entry.is_link:
             return
         if self.repo.layout == 1:
-            self.sources[path] = self.repo.snapshot_root(snapshot) / path
+            self.sources[path] = f"{self.repo.snapshot_root(snapshot)}/{path}"
             return
         assert entry.hash is not None
         if not os.path.isfile(self.repo.object_path(entry.hash.hex())):
@@ -513,7 +513,7 @@ class PosixTransaction(StagedTransaction):
                         "repository but different bytes; refusing to store it",
                         hint="nothing was committed; report this to the dsg maintainers",
                     )
-                src.unlink()
+                os.unlink(src)
                 # Flushed too: a writer that died after storing it may not have.
                 stored.append(dest)
                 continue
@@ -546,14 +546,14 @@ class PosixTransaction(StagedTransaction):
                 os.symlink(e.target, dest)
                 continue
             src = self.sources.get(path)
-            if src is not None and str(src).startswith(objects):  # an upload: move it
+            if src is not None and src.startswith(objects):  # an upload: move it
                 os.rename(src, dest)
                 continue
             if src is None:
                 assert parent_root is not None
                 _link_or_copy(f"{parent_root}/{path}", dest)
             else:
-                _link_or_copy(str(src), dest)
+                _link_or_copy(src, dest)
 
     def abort(self) -> None:
         self.settle_quietly()

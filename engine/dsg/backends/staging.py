@@ -4,6 +4,7 @@ recording the changes a commit applies, and building the new snapshot's record."
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,19 +44,23 @@ class StagedTransaction(Transaction):
         self.objects = objects
         self.objects.mkdir(parents=True)
         self.changes: dict[str, Change] = {}
-        self.sources: dict[str, Path] = {}
+        # path -> where its content is: an upload (objects/...) or, format 1, an older file
+        self.sources: dict[str, str] = {}
         self._n = 0
-        self._spread: set[Path] = set()
+        self._objects_s = str(objects)
+        self._spread: set[int] = set()
         self._writers = Writers("dsg-store")
 
-    def _new_object(self) -> Path:
-        """A new name for an upload: objects/<n mod SPREAD>/<n>."""
+    def _new_object(self) -> str:
+        """A new name for an upload: objects/<n mod SPREAD>/<n> (a plain string: this runs
+        once per upload)."""
         self._n += 1
-        d = self.objects / format(self._n % SPREAD, "x")
-        if d not in self._spread:
-            d.mkdir(exist_ok=True)
-            self._spread.add(d)
-        return d / str(self._n)
+        k = self._n % SPREAD
+        d = f"{self._objects_s}/{k:x}"
+        if k not in self._spread:
+            os.makedirs(d, exist_ok=True)
+            self._spread.add(k)
+        return f"{d}/{self._n}"
 
     def put_file(self, path: str, src: BinaryIO, size: int, mtime_ns: int, digest: bytes) -> None:
         check_path(path)
