@@ -291,9 +291,15 @@ class LocalApplier:
         """In a writer thread: one checked download to its temp name, then into place."""
         tmp = self._temp(p)
         try:
-            with open(tmp, "wb") as out:
-                out.write(data)
-            os.utime(tmp, ns=(mtime, mtime))
+            # descriptor calls, no file object: this runs once per small download
+            fd = os.open(tmp, _WRITE_NEW, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.utime(fd, ns=(mtime, mtime))
+            finally:
+                os.close(fd)
             os.replace(tmp, p)
         except BaseException:
             with_suppress_unlink(tmp)
@@ -304,6 +310,9 @@ class LocalApplier:
         """Wait until every download handed to a writer thread is on disk (and in the hash
         cache); raise the first that failed."""
         self._writers.settle()
+
+
+_WRITE_NEW = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _check(path: str, entry: Entry, snapshot: str, n: int, got: bytes) -> None:

@@ -198,11 +198,11 @@ class PosixRepository(LocalRepository):
         return text
 
     def manifest(self, snapshot: str) -> Manifest:
-        self._require()
         with self._manifests_lock:
             cached = self._manifests.get(snapshot)  # committed snapshots never change
             if cached is not None:
-                return cached
+                return cached  # (asked once per file a download reads: no stat here)
+            self._require()
             m = Manifest.read(self.snapshot_root(snapshot) / ".dsg" / "manifest.gz")
             if m.snapshot != snapshot:
                 raise ManifestError(f"manifest of {snapshot} claims to be {m.snapshot}")
