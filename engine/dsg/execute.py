@@ -31,7 +31,16 @@ from .manifest import Entry, SnapshotRecord, sync_filesystem
 from .paths import show
 from .plan import Action, Item, Plan
 from .readahead import read_ahead
-from .scan import HashCache, StatKey, copy_hashing, hash_bytes, hash_file, read_upto, stat_key
+from .scan import (
+    HashCache,
+    StatKey,
+    copy_hashing,
+    hash_bytes,
+    hash_file,
+    read_upto,
+    stat_key,
+    write_all,
+)
 from .writers import Writers
 
 register("execute.after_remote_commit", "execute.after_first_local", "execute.before_base")
@@ -294,9 +303,7 @@ class LocalApplier:
             # descriptor calls, no file object: this runs once per small download
             fd = os.open(tmp, _WRITE_NEW, 0o666)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, data)
                 os.utime(fd, ns=(mtime, mtime))
             finally:
                 os.close(fd)

@@ -72,6 +72,13 @@ def read_upto(src: BinaryIO, limit: int) -> bytes:
     return data
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to the descriptor `fd` (os.write may write less at once)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def hash_bytes(data: bytes) -> bytes:
     return xxhash.xxh3_128_digest(data)
 

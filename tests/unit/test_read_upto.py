@@ -1,4 +1,4 @@
-"""scan.read_upto: a small stream read whole, an oversize one cut at limit+1."""
+"""scan.read_upto and write_all: whole small streams in, whole buffers out."""
 
 from __future__ import annotations
 
@@ -35,3 +35,30 @@ def test_oversize_stream_cut_at_limit_plus_one() -> None:
     out = read_upto(src, 10)
     assert out == b"x" * 11  # the caller sees "too long" ...
     assert len(src.data) == 1000 - 11  # ... and the rest was never read
+
+
+def test_write_all_goes_on_after_short_writes(tmp_path, monkeypatch) -> None:
+    """os.write may take less than asked (a signal, a nearly full disk): write_all goes on
+    until every byte is in."""
+    import os
+
+    import dsg.scan
+    from dsg.scan import write_all
+
+    real_write = os.write
+    calls = []
+
+    def short_write(fd: int, data) -> int:
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:1000]))
+
+    monkeypatch.setattr(dsg.scan.os, "write", short_write)
+    data = os.urandom(10_500)
+    p = tmp_path / "f"
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
+    assert p.read_bytes() == data
+    assert len(calls) == 11

@@ -25,7 +25,7 @@ from ..errors import IntegrityError, RepositoryError
 from ..manifest import Manifest, SnapshotRecord
 from ..paths import show
 from ..readahead import read_ahead
-from ..scan import copy_hashing
+from ..scan import copy_hashing, write_all
 
 if TYPE_CHECKING:  # the agent imports this package without the client's config models
     from ..config import ProjectConfig
@@ -117,9 +117,7 @@ def write_bytes_verified(dest: str, data: bytes, path: str, mtime_ns: int) -> No
     try:
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             os.fchmod(fd, 0o444)  # whatever the umask
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         finally:
