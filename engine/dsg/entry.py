@@ -27,7 +27,7 @@ def main() -> None:
         # file is written under `with`) before returning; their exit skips the teardown
         # of typer, rich and pydantic too (~30 ms). A crash still unwinds normally.
         try:
-            cli_main()
+            cli_main(core_only=True)  # their own commands only: see cli.main
         except SystemExit as e:
             _exit_now(e.code if isinstance(e.code, int) else (1 if e.code else 0))
         _exit_now(0)
