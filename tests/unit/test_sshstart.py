@@ -97,15 +97,25 @@ def test_nothing_starts_early_for_configs_it_does_not_plainly_understand(
     assert sshstart._early == []
 
 
-def test_the_cli_connects_once_and_before_loading_itself(tmp_path) -> None:
-    """`dsg status` starts ssh before typer/rich/the engine are imported, and does not
-    start a second session; a host that cannot be reached is still reported clearly."""
+def run_spied_status(tmp_path, spy: str, ssh_command: str) -> subprocess.CompletedProcess[str]:
+    """`dsg status` in a fresh working copy, run through entry.main after `spy` (Python
+    lines that wrap what the test watches), with DSG_SSH_COMMAND standing in for ssh."""
     work = project(tmp_path)
     (tmp_path / ".dsg").mkdir()
     Manifest.empty().write(tmp_path / ".dsg" / "base.manifest.gz")  # a fresh working copy
     cfg = tmp_path / "cfg"
     cfg.mkdir()
     (cfg / "dsg.yml").write_text("user_name: Ann\nuser_id: ann@hrdag.org\n")
+    code = spy + "sys.argv = ['dsg', 'status']\nfrom dsg.entry import main\nmain()\n"
+    env = {**os.environ, "DSG_SSH_COMMAND": ssh_command, "DSG_CONFIG_HOME": str(cfg)}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_cli_connects_once_and_before_loading_itself(tmp_path) -> None:
+    """`dsg status` starts ssh before typer/rich/the engine are imported, and does not
+    start a second session; a host that cannot be reached is still reported clearly."""
     spy = (
         "import sys\n"
         "from dsg import sshstart\n"
@@ -114,17 +124,9 @@ def test_the_cli_connects_once_and_before_loading_itself(tmp_path) -> None:
         "    print('START', 'late' if 'dsg.cli' in sys.modules else 'early', file=sys.stderr)\n"
         "    return real(argv, msg)\n"
         "sshstart.start = start\n"
-        "sys.argv = ['dsg', 'status']\n"
-        "from dsg.entry import main\n"
-        "main()\n"
     )
-    env = {
-        **os.environ,
-        "DSG_SSH_COMMAND": "sh -c 'echo no route to far.example >&2; exit 255' fake-ssh",
-        "DSG_CONFIG_HOME": str(cfg),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", spy], cwd=work, env=env, capture_output=True, text=True, timeout=60
+    proc = run_spied_status(
+        tmp_path, spy, "sh -c 'echo no route to far.example >&2; exit 255' fake-ssh"
     )
     assert proc.returncode != 0
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("START")] == ["START early"]
@@ -135,12 +137,6 @@ def test_the_cli_connects_once_and_before_loading_itself(tmp_path) -> None:
 def test_sync_and_status_load_only_their_own_commands(tmp_path) -> None:
     """`dsg status` (and `dsg sync`) leave out the admin, backup, history and import
     command modules (~30 ms of each run); every other command still has them all."""
-    work = project(tmp_path)
-    (tmp_path / ".dsg").mkdir()
-    Manifest.empty().write(tmp_path / ".dsg" / "base.manifest.gz")
-    cfg = tmp_path / "cfg"
-    cfg.mkdir()
-    (cfg / "dsg.yml").write_text("user_name: Ann\nuser_id: ann@hrdag.org\n")
     spy = (
         "import sys\n"
         "from dsg import ops\n"
@@ -150,22 +146,12 @@ def test_sync_and_status_load_only_their_own_commands(tmp_path) -> None:
         "    print('LOADED', [m for m in mods if m in sys.modules], file=sys.stderr)\n"
         "    return real(*a, **k)\n"
         "ops.status = status\n"
-        "sys.argv = ['dsg', 'status']\n"
-        "from dsg.entry import main\n"
-        "main()\n"
     )
-    env = {
-        **os.environ,
-        "DSG_SSH_COMMAND": "sh -c 'exit 255' fake-ssh",
-        "DSG_CONFIG_HOME": str(cfg),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", spy], cwd=work, env=env, capture_output=True, text=True, timeout=60
-    )
+    proc = run_spied_status(tmp_path, spy, "sh -c 'exit 255' fake-ssh")
     assert "LOADED []" in proc.stderr, proc.stderr
     helped = subprocess.run(
         [sys.executable, "-c", "import sys; sys.argv = ['dsg', 'admin', '--help']\n"
          "from dsg.entry import main; main()"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert helped.returncode == 0 and "backup" in helped.stdout, helped.stdout + helped.stderr

@@ -233,17 +233,31 @@ class SshRepository(Repository):
             self.tx.close()
 
     def close(self) -> None:
+        self._end(polite=True)
+
+    def _abandon(self) -> None:
+        """Drop a session whose stream cannot be read in step any more."""
+        self._end(polite=False)
+
+    def _end(self, *, polite: bool) -> None:
+        """End the session: `polite` says bye and lets the agent finish; otherwise ssh is
+        killed (the agent then sees the end of its input, aborts and unlocks)."""
         proc, self.proc = self.proc, None
+        self.pending = 0
         self._hello_pending = False
         if proc is None:
             return
         stderr, self._stderr = getattr(self, "_stderr", None), None
         if stderr is not None:
             stderr.close()
-        with contextlib.suppress(Exception):
-            send_json(self.tx, {"op": "bye"})
-        with contextlib.suppress(Exception):
-            self.tx.close()  # the agent ends on EOF
+        if polite:
+            with contextlib.suppress(Exception):
+                send_json(self.tx, {"op": "bye"})
+            with contextlib.suppress(Exception):
+                self.tx.close()  # the agent ends on EOF
+        else:
+            self._drop_tx()
+            proc.kill()
         _reap(proc, timeout=10)
 
     # --- reads
@@ -331,20 +345,6 @@ class SshRepository(Repository):
             if not recv_json(self.rx).get("ok"):
                 return
             StreamReader(self.rx).drain()
-
-    def _abandon(self) -> None:
-        """Drop a session whose stream cannot be read in step any more."""
-        proc, self.proc = self.proc, None
-        self.pending = 0
-        self._hello_pending = False
-        if proc is None:
-            return
-        stderr, self._stderr = getattr(self, "_stderr", None), None
-        if stderr is not None:
-            stderr.close()
-        self._drop_tx()
-        proc.kill()
-        _reap(proc, timeout=10)
 
     def _drain(self, keep: int = 0) -> None:
         """Collect the answers to pipelined requests (puts) until at most `keep` are still
