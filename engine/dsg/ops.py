@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .backends import LockOwner, Repository
 from .compare import S
@@ -37,6 +39,8 @@ from .scan import Problem, ScanResult
 from .workspace import Workspace
 
 register("sync.after_plan")
+
+T = TypeVar("T")
 
 MASS_DELETE_MIN = 10
 MASS_DELETE_FRACTION = 0.5
@@ -71,6 +75,21 @@ class Result:
 def event_log(ws: Workspace, command: str, tx: str | None = None) -> EventLog:
     path = ws.dir / "log" / "dsg.jsonl" if ws.dir.is_dir() else None
     return EventLog(path, tx or new_tx(), command)
+
+
+def _in_background(fn: Callable[[], T], name: str) -> Future[T]:
+    """Run `fn` in a daemon thread: an interrupt (Ctrl-C) or an error of the caller never
+    waits for it (it may be blocked on a host that does not answer)."""
+    fut: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(fn())
+        except BaseException as e:  # handed to whoever asks for the result
+            fut.set_exception(e)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return fut
 
 
 def checked_scan(ws: Workspace, progress: Callable[[int], None] | None = None) -> ScanResult:
@@ -334,15 +353,14 @@ def init(
     # The first answer over SSH waits for the connection and the agent's start: ask it
     # while the tree is scanned. The scan stops at its next progress tick if the answer
     # is "exists" or an error, so a refused init does not hash a large tree first.
-    with ThreadPoolExecutor(1, thread_name_prefix="dsg-exists") as pool:
-        exists = pool.submit(repo.exists)
+    exists = _in_background(repo.exists, "dsg-exists")
 
-        def stop_early(_: int) -> None:
-            if exists.done():
-                refuse_if_exists(exists.result())
+    def stop_early(_: int) -> None:
+        if exists.done():
+            refuse_if_exists(exists.result())
 
-        scan_result = checked_scan(ws, stop_early)
-        refuse_if_exists(exists.result())
+    scan_result = checked_scan(ws, stop_early)
+    refuse_if_exists(exists.result())
     local = scan_result.manifest
     plan = make_plan(local, Manifest.empty(), Manifest.empty())
     tx = new_tx()

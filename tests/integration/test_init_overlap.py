@@ -97,3 +97,35 @@ def test_an_error_from_the_exists_check_is_raised_and_creates_nothing(
         ops.init(root, cfg, repo, USER, "first")
     assert list((tmp_path / "repos").iterdir()) == []
     assert not (root / ".dsg").exists()
+
+
+def test_a_scan_error_does_not_wait_for_a_host_that_does_not_answer(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The exists check runs in a daemon thread: when the scan fails (or the user presses
+    Ctrl-C) init stops at once, not after the host's connect timeout."""
+    import time
+
+    from dsg.errors import ScanBlocked
+
+    cfg = project_config("proj", tmp_path / "repos")
+    (tmp_path / "repos").mkdir()
+    root = tmp_path / "w"
+    tree(root, 5)
+    (root / "task1" / "input" / "bad\nname.csv").write_text("x\n")  # blocks the scan
+    repo = open_repository(cfg)
+    release = threading.Event()
+
+    def hanging(self) -> bool:
+        release.wait(20)  # a host that does not answer
+        return False
+
+    monkeypatch.setattr(type(repo), "exists", hanging)
+    t = time.monotonic()
+    try:
+        with pytest.raises(ScanBlocked, match="control character"):
+            ops.init(root, cfg, repo, USER, "first")
+        assert time.monotonic() - t < 10
+    finally:
+        release.set()
+    assert list((tmp_path / "repos").iterdir()) == []
