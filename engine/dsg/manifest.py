@@ -18,11 +18,12 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import operator
 import os
 from bisect import bisect_left
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, pairwise
+from itertools import chain, islice, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from .errors import ManifestError
 from .paths import link_target_problem, path_problem, show
 
 FORMAT = "dsg-manifest/1"
+_PATH = operator.attrgetter("path")
 RECORD_FORMAT = "dsg-snapshot/1"
 
 
@@ -133,6 +135,28 @@ class Manifest:
         if clash:
             raise ManifestError(clash)
         return cls(items, snapshot)
+
+    @classmethod
+    def with_added(
+        cls, kept: list[Entry], added: list[Entry], snapshot: str | None = None
+    ) -> Manifest:
+        """A valid manifest's entries `kept` in their order (some dropped, some replaced by an
+        entry of the same path), plus `added` entries at new paths: checked as
+        `from_entries` checks, in one pass over `kept` and a lookup per added path (a sync
+        changes a few paths of a large manifest)."""
+        items = kept
+        if added:
+            items = kept + added
+            items.sort(key=_PATH)  # two sorted runs: one merge
+        paths = list(map(_PATH, items))
+        if not all(map(operator.lt, paths, islice(paths, 1, None))):
+            dup = next(a for a, b in pairwise(paths) if not a < b)
+            raise ManifestError(f"duplicate or unsorted path {show(dup)!r} in manifest")
+        for e in added:
+            clash = _clash_at(paths, e.path)
+            if clash:
+                raise ManifestError(clash)
+        return cls(items, snapshot, _paths=paths)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -277,6 +301,22 @@ def _check_sorted(entries: list[Entry], origin: str) -> None:
     clash = path_clash(entries)
     if clash:
         raise ManifestError(f"{origin} is corrupt ({clash})")
+
+
+def _clash_at(paths: list[str], path: str) -> str | None:
+    """A clash of `path` with the sorted `paths` (which hold it): one of its directories is
+    a file or link, or it is a file or link with entries inside."""
+    i = path.find("/")
+    while i > 0:
+        d = path[:i]
+        j = bisect_left(paths, d)
+        if j < len(paths) and paths[j] == d:
+            return f"{show(d)!r} is a file or link but {show(path)!r} is inside it"
+        i = path.find("/", i + 1)
+    j = bisect_left(paths, path + "/")
+    if j < len(paths) and paths[j].startswith(path + "/"):
+        return f"{show(path)!r} is a file or link but {show(paths[j])!r} is inside it"
+    return None
 
 
 def path_clash(entries: list[Entry]) -> str | None:

@@ -6,6 +6,7 @@ same object. Nothing here does I/O.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -219,15 +220,18 @@ def remote_changes(plan: Plan) -> list[Change]:
 def apply_changes(parent: Manifest, changes: Iterable[Change], snap: int, user: str) -> Manifest:
     """The manifest after `changes`: changed entries are attributed to (snap, user), the
     rest carried forward unchanged. Deterministic: client and server compute the same."""
-    by_path = {c.path: c for c in changes}
-    out: list[Entry] = []
-    for e in parent.entries:
-        ch = by_path.pop(e.path, None)
-        if ch is None:
-            out.append(e)
-        elif ch.entry is not None:
-            out.append(ch.entry.with_attribution(snap, user))
-    for ch in by_path.values():
-        if ch.entry is not None:
-            out.append(ch.entry.with_attribution(snap, user))
-    return Manifest.from_entries(out, snapshot=f"s{snap}")
+    entries = list(parent.entries)
+    paths = parent.paths
+    dropped: set[int] = set()
+    added: list[Entry] = []
+    for c in {c.path: c for c in changes}.values():  # the last change of a path counts
+        i = bisect_left(paths, c.path)
+        if i < len(paths) and paths[i] == c.path:
+            if c.entry is None:
+                dropped.add(i)
+            else:
+                entries[i] = c.entry.with_attribution(snap, user)
+        elif c.entry is not None:
+            added.append(c.entry.with_attribution(snap, user))
+    out = [e for i, e in enumerate(entries) if i not in dropped] if dropped else entries
+    return Manifest.with_added(out, added, snapshot=f"s{snap}")
