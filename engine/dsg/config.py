@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .scan import DEFAULT_DATA_DIRS, DEFAULT_IGNORE_NAMES, DEFAULT_IGNORE_SUFFIXES
 from .sshstart import LOCAL_HOSTS as LOCAL_HOSTS  # these live where the CLI starts early
 from .sshstart import PROJECT_CONFIG as PROJECT_CONFIG
 from .sshstart import find_project_root as find_project_root
@@ -30,9 +31,6 @@ from .sshstart import is_local_host as is_local_host
 from .yamlfile import explain, load_yaml
 
 USER_CONFIG = "dsg.yml"
-DEFAULT_DATA_DIRS = ["input", "output", "frozen"]
-DEFAULT_IGNORE_NAMES = [".DS_Store", "__pycache__", ".Rproj.user", "Thumbs.db"]
-DEFAULT_IGNORE_SUFFIXES = [".tmp", ".pyc"]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")

@@ -1,7 +1,7 @@
 """The `dsg` console script. `dsg serve` (the agent, started for every SSH session) takes a
 short path that skips loading the interactive CLI (typer, rich); `dsg sync` and `dsg status`
-start connecting to an SSH repository before loading it. Both skip the interpreter's
-teardown at exit."""
+start connecting to an SSH repository and scanning the working copy before loading it. Both
+skip the interpreter's teardown at exit."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def main() -> None:
         # client would otherwise wait for at the end of each command.
         _exit_now(agent_main(args[1:]))
     if args[:1] in (["sync"], ["status"]) and not {"-h", "--help"} & set(args):
-        _connect_early()
+        _start_early(lock=args[0] == "sync")
         from .cli import main as cli_main
 
         # These commands close what they open (the repository session is reaped, every
@@ -44,13 +44,21 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _connect_early() -> None:
-    """Start the project's SSH session before loading the CLI (typer, rich, pydantic, the
-    engine: ~0.2 s), so the handshake and the agent's start overlap that load. Any problem
-    is left for the command itself to find and report, in its order."""
+def _start_early(*, lock: bool) -> None:
+    """Before loading the CLI (typer, rich, pydantic, the engine: ~0.1-0.2 s), start what
+    can overlap that load: the project's SSH session (the handshake and the agent's start)
+    and a forked scan of the working copy (prescan.py; `dsg sync` takes the working copy's
+    lock for it first). Any problem is left for the command itself to find and report, in
+    its order."""
     try:
         from .sshstart import start_early
 
-        start_early()
+        root, data = start_early()
     except Exception:  # reported again, in order, by the command itself
+        return
+    try:
+        from . import prescan
+
+        prescan.start(root, data, lock=lock)
+    except Exception:  # the command scans as usual
         pass

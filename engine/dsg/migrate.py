@@ -44,7 +44,7 @@ from .errors import DsgError, RepositoryExists, UsageError
 from .log import new_tx
 from .manifest import Entry, snap_number
 from .paths import case_twins, link_target_problem, name_problem, show
-from .scan import CHUNK, _Rules
+from .scan import CHUNK, ScanRules
 
 SNAP_DIR = re.compile(r"^s([1-9][0-9]*)$")
 ARCHIVE = re.compile(r"^s([1-9][0-9]*)-sync\.json(\.lz4|\.gz)?$")
@@ -420,7 +420,7 @@ def read_tree(
     skip_bad_links: bool = False,
 ) -> Tree:
     """The data-directory content of one snapshot tree, with NFC-normalised paths."""
-    rules = _Rules(config)
+    rules = ScanRules.of(config)
     tree = Tree({}, [])
 
     def problem(msg: str, path: str | None, blocking: bool = True) -> None:
@@ -532,7 +532,7 @@ def _cross_check(
     old = src.old_manifest
     if old is None:
         return
-    rules = _Rules(config)
+    rules = ScanRules.of(config)
     differ, missing = [], []
     for path, e in old.items():
         if not isinstance(e, dict) or not isinstance(path, str):

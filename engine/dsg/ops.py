@@ -144,8 +144,8 @@ def check_history(ws: Workspace, repo: Repository, base: Manifest, head: str | N
 
 def status(ws: Workspace, repo: Repository, keep_unchanged: bool = False) -> Result:
     repo.warm()
+    base = ws.base()  # first: it is read while a prescan (prescan.py) may still be scanning
     scan_result = ws.scan()
-    base = ws.base()
     head, remote = read_remote(repo, base)
     check_history(ws, repo, base, head)
     plan = make_plan(scan_result.manifest, base, remote, ws.resolutions(), keep_unchanged)
@@ -222,9 +222,16 @@ def sync(
     with ws.lock():
         if continue_:
             _apply_conflicts_file(ws, repo)
+        base = ws.base()  # first: see status()
         scan_result = checked_scan(ws)
         local = scan_result.manifest
-        base = ws.base()
+        log(
+            "scanned",
+            files=len(local),
+            hashed=scan_result.hashed_files,
+            hashed_bytes=scan_result.hashed_bytes,
+            prescanned=scan_result.prescanned,
+        )
         head, remote = read_remote(repo, base)
         check_history(ws, repo, base, head)
         resolutions = ws.resolutions()

@@ -84,26 +84,36 @@ def hash_bytes(data: bytes) -> bytes:
 
 
 class HashCache:
-    """path -> (size, mtime_ns, ctime_ns, inode, hash), stored in `.dsg/hashcache.gz`."""
+    """path -> (size, mtime_ns, ctime_ns, inode, hash), stored in `.dsg/hashcache.gz` and
+    read on first use (a sync that finds its scan done and downloads nothing never reads it)."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self.data: dict[str, tuple[int, int, int, int, bytes]] = {}
+        self._data: dict[str, tuple[int, int, int, int, bytes]] | None = None
         self.dirty = False
 
     @classmethod
     def load(cls, path: Path) -> HashCache:
-        cache = cls(path)
+        return cls(path)
+
+    @property
+    def data(self) -> dict[str, tuple[int, int, int, int, bytes]]:
+        if self._data is None:
+            self._data = self._read()
+        return self._data
+
+    def _read(self) -> dict[str, tuple[int, int, int, int, bytes]]:
+        if self.path is None:
+            return {}
         try:
-            rows = orjson.loads(gzip.decompress(path.read_bytes()))
-            cache.data = {r[0]: (r[1], r[2], r[3], r[4], bytes.fromhex(r[5])) for r in rows}
+            rows = orjson.loads(gzip.decompress(self.path.read_bytes()))
+            return {r[0]: (r[1], r[2], r[3], r[4], bytes.fromhex(r[5])) for r in rows}
         except FileNotFoundError:
-            pass
+            return {}
         except (OSError, ValueError, EOFError, IndexError, TypeError, orjson.JSONDecodeError):
             # A cache is only an optimisation: a damaged one is dropped and rebuilt.
-            cache.data = {}
-            cache.dirty = True
-        return cache
+            self.dirty = True
+            return {}
 
     def lookup(self, path: str, key: StatKey) -> bytes | None:
         hit = self.data.get(path)
@@ -123,7 +133,7 @@ class HashCache:
             self.dirty = True
 
     def save(self) -> None:
-        if self.path is None or not self.dirty:
+        if self.path is None or not self.dirty or self._data is None:
             return
         rows = [[p, *v[:4], v[4].hex()] for p, v in self.data.items()]
         atomic_write(self.path, gzip.compress(orjson.dumps(rows), compresslevel=1))
@@ -149,6 +159,7 @@ class ScanResult:
     problems: list[Problem] = field(default_factory=list)
     hashed_files: int = 0
     hashed_bytes: int = 0
+    prescanned: bool = False  # done by a child while the command loaded (prescan.py)
 
     @property
     def blocking(self) -> list[Problem]:
@@ -159,13 +170,32 @@ def stat_key(st: os.stat_result) -> StatKey:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-class _Rules:
-    def __init__(self, config: ProjectConfig) -> None:
-        self.all_dirs = "*" in config.data_dirs
-        self.data_dirs = frozenset(config.data_dirs)
-        self.names = frozenset(config.ignore.names)
-        self.suffixes = tuple(config.ignore.suffixes)
-        self.paths = frozenset(config.ignore.paths)
+DEFAULT_DATA_DIRS = ("input", "output", "frozen")
+DEFAULT_IGNORE_NAMES = (".DS_Store", "__pycache__", ".Rproj.user", "Thumbs.db")
+DEFAULT_IGNORE_SUFFIXES = (".tmp", ".pyc")
+
+
+@dataclass(frozen=True)
+class ScanRules:
+    """What a scan records: the data directories (`*`: all) and the ignore rules."""
+
+    data_dirs: frozenset[str] = frozenset(DEFAULT_DATA_DIRS)
+    names: frozenset[str] = frozenset(DEFAULT_IGNORE_NAMES)
+    suffixes: tuple[str, ...] = DEFAULT_IGNORE_SUFFIXES
+    paths: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, config: ProjectConfig) -> ScanRules:
+        return cls(
+            frozenset(config.data_dirs),
+            frozenset(config.ignore.names),
+            tuple(config.ignore.suffixes),
+            frozenset(config.ignore.paths),
+        )
+
+    @property
+    def all_dirs(self) -> bool:
+        return "*" in self.data_dirs
 
     def ignored(self, name: str, rel: str) -> bool:
         if name in self.names or rel in self.paths:
@@ -177,17 +207,17 @@ class _Rules:
 
 def scan(
     root: Path,
-    config: ProjectConfig,
+    rules: ScanRules,
     cache: HashCache | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ScanResult:
     """Scan the working copy at `root`. Entries carry no attribution (snap 0)."""
-    rules = _Rules(config)
     cache = cache if cache is not None else HashCache()
     entries: list[Entry] = []
     problems: list[Problem] = []
     result = ScanResult(Manifest.empty(), problems)
     root_s = str(root)
+    all_dirs = rules.all_dirs
 
     def walk(dir_abs: str, prefix: str, in_data: bool) -> None:
         try:
@@ -205,7 +235,7 @@ def scan(
                 if rules.ignored(name, rel):
                     continue
                 bad = name_problem(name)
-                data_here = in_data or rules.all_dirs
+                data_here = in_data or all_dirs
                 try:
                     is_dir = de.is_dir(follow_symlinks=False)
                     if bad:

@@ -144,27 +144,35 @@ def _close_unused() -> None:
 atexit.register(_close_unused)
 
 
-def start_early(start_dir: Path | None = None) -> None:
+def start_early(start_dir: Path | None = None) -> tuple[Path, Any]:
     """Start the project's SSH session now, from the plain `repository:` form of its
     .dsgconfig.yml. Anything unusual (another form, a local host) starts nothing; an
     unreadable file raises, for the caller to ignore: the command itself then reads,
-    validates and reports the configuration."""
+    validates and reports the configuration. Returns the project's root and the file's
+    unvalidated content (for the prescan)."""
     import yaml
 
     root = find_project_root(start_dir)
     data = yaml.safe_load((root / PROJECT_CONFIG).read_text(encoding="utf-8"))
+    argv_hello = _early_session(data)
+    if argv_hello is not None:
+        _early.append(start(*argv_hello))
+    return root, data
+
+
+def _early_session(data: Any) -> tuple[list[str], dict[str, Any]] | None:
     repo = data.get("repository") if isinstance(data, dict) else None
     if not isinstance(repo, dict) or not isinstance(data.get("name"), str):
-        return
+        return None
     host, mountpoint = repo.get("host"), repo.get("mountpoint")
     user, port = repo.get("user"), repo.get("port")
     command = repo.get("remote_command") or "dsg serve"
     if not (isinstance(host, str) and isinstance(mountpoint, str) and isinstance(command, str)):
-        return
+        return None
     if not (user is None or isinstance(user, str)) or not (port is None or isinstance(port, int)):
-        return
+        return None
     if is_local_host(host):
-        return
+        return None
     spec_user, bare_host, spec_port = parse_host(host)
     argv = ssh_argv(bare_host, user or spec_user, port or spec_port, command)
-    _early.append(start(argv, hello(data["name"], f"{mountpoint.rstrip('/')}/{data['name']}")))
+    return argv, hello(data["name"], f"{mountpoint.rstrip('/')}/{data['name']}")

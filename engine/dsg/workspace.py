@@ -15,8 +15,6 @@ done, so an interrupted sync is simply re-planned from the same base next time.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -24,14 +22,15 @@ from pathlib import Path
 
 import orjson
 
+from . import prescan
 from .config import PROJECT_CONFIG, ProjectConfig, load_project_config
 from .errors import ManifestError, WorkingCopyError
 from .manifest import Manifest, SnapshotRecord, atomic_write
 from .paths import show
 from .plan import CHOICES, Item, Resolution, fingerprint
-from .scan import HashCache, ScanResult, scan
+from .scan import HashCache, ScanResult, ScanRules, scan
 
-STATE_DIR = ".dsg"
+STATE_DIR = prescan.STATE_DIR
 
 
 class Workspace:
@@ -55,20 +54,21 @@ class Workspace:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         self.ensure_dir()
-        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = prescan.adopt_lock(self.dir)  # taken before a prescan, if there was one
+        if fd is None:
+            fd = self._take_lock()
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                    raise WorkingCopyError(
-                        f"another dsg command is running in {self.root}",
-                        hint="wait for it to finish",
-                    ) from e
-                raise
             yield
         finally:
             os.close(fd)
+
+    def _take_lock(self) -> int:
+        fd = prescan.try_lock(self.dir)
+        if fd is None:
+            raise WorkingCopyError(
+                f"another dsg command is running in {self.root}", hint="wait for it to finish"
+            )
+        return fd
 
     # --- base ------------------------------------------------------------------------
     @property
@@ -114,7 +114,12 @@ class Workspace:
     def scan(self, progress: Callable[[int], None] | None = None) -> ScanResult:
         """The working copy now; `progress(n)` is called every 1,000 files (it may raise
         to stop the scan)."""
-        result = scan(self.root, self.config, self.hash_cache(), progress)
+        rules = ScanRules.of(self.config)
+        early = prescan.take(self.root, rules)
+        if early is not None:  # the same scan, done by a child while the command loaded
+            self._cache = None  # the child saved it: read it again if it is needed
+            return early
+        result = scan(self.root, rules, self.hash_cache(), progress)
         if self.dir.is_dir():
             self.hash_cache().save()
         return result

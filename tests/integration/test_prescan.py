@@ -1,0 +1,160 @@
+"""The forked scan `dsg sync` and `dsg status` start before loading the CLI (prescan.py):
+its result is exactly the ordinary scan's, it is used only for the rules and directory it
+was made for, a failed child falls back to an ordinary scan, and `dsg sync` holds the
+working copy's lock from before the fork to the end."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import dsg.workspace
+from dsg import prescan
+from dsg.scan import ScanResult, ScanRules
+from tests.helpers import Researcher, project_config
+
+
+@pytest.fixture
+def ana(tmp_path: Path) -> Researcher:
+    (tmp_path / "repos").mkdir()
+    r = Researcher(
+        "ana", tmp_path / "w", tmp_path / "cfg", project_config("proj", tmp_path / "repos")
+    )
+    for i in range(300):
+        r.write(f"task{i % 3}/input/d{i // 50}/f{i}.csv", f"{i}\n")
+    r.write("task0/output/skip.tmp", "ignored by suffix")
+    os.mkfifo(r.root / "task0/output/pipe")  # a problem the scan reports (not blocking)
+    r.link("task1/input/link.csv", "d0/f1.csv")
+    r.init()
+    r.write("task0/input/d0/f0.csv", "changed since init")
+    r.delete("task2/input/d0/f2.csv")
+    r.write("task1/input/new.csv", "new")
+    yield r
+    prescan.discard()
+
+
+def raw(r: Researcher) -> dict:
+    return yaml.safe_load((r.root / ".dsgconfig.yml").read_text())
+
+
+def as_data(result: ScanResult) -> tuple:
+    m = result.manifest
+    return (
+        [(e.path, e.size, e.mtime, e.hash, e.target) for e in m.entries],
+        [(p.path, p.message, p.blocking) for p in result.problems],
+    )
+
+
+@pytest.fixture
+def no_scan(monkeypatch) -> None:
+    """An ordinary scan fails the test: the workspace must use the child's."""
+
+    def refuse(*a: object, **k: object) -> None:
+        raise AssertionError("scanned in the parent")
+
+    monkeypatch.setattr(dsg.workspace, "scan", refuse)
+
+
+def test_the_childs_scan_is_the_ordinary_scan(ana: Researcher, monkeypatch) -> None:
+    prescan.start(ana.root, raw(ana), lock=False)
+    real_scan = dsg.workspace.scan
+    monkeypatch.setattr(dsg.workspace, "scan", lambda *a, **k: pytest.fail("parent scanned"))
+    early = ana.ws.scan()
+    monkeypatch.setattr(dsg.workspace, "scan", real_scan)
+    assert early.prescanned
+    assert early.hashed_files == 2  # the changed and the new file; the rest from the cache
+    ordinary = ana.ws.scan()
+    assert not ordinary.prescanned
+    assert as_data(early) == as_data(ordinary)
+    assert [p.path for p in early.problems] == ["task0/output/pipe"]
+    assert ordinary.hashed_files == 0  # the child saved the cache it updated
+
+
+def test_other_rules_or_another_directory_fall_back(ana: Researcher, tmp_path: Path) -> None:
+    data = raw(ana)
+    data["ignore"] = {"suffixes": [".csv"]}  # not what the validated configuration says
+    prescan.start(ana.root, data, lock=False)
+    result = ana.ws.scan()
+    assert not result.prescanned and len(result.manifest) > 300
+    prescan.start(tmp_path, raw(ana), lock=False)  # no working copy there: nothing forked
+    assert prescan._child is None
+
+
+def test_a_child_that_dies_falls_back(ana: Researcher) -> None:
+    prescan.start(ana.root, raw(ana), lock=False)
+    assert prescan._child is not None
+    os.kill(prescan._child.pid, signal.SIGKILL)
+    result = ana.ws.scan()
+    assert not result.prescanned
+    assert "task1/input/new.csv" in result.manifest.paths
+
+
+def test_a_damaged_answer_falls_back(ana: Researcher, monkeypatch) -> None:
+    monkeypatch.setattr(prescan, "_scan", lambda root, rules: b"\x00not marshal")
+    prescan.start(ana.root, raw(ana), lock=False)
+    result = ana.ws.scan()
+    assert not result.prescanned and "task1/input/new.csv" in result.manifest.paths
+
+
+LOCK_PROBE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except OSError:
+    sys.exit(3)
+"""
+
+
+def lock_is_free(r: Researcher) -> bool:
+    probe = [sys.executable, "-c", LOCK_PROBE, str(r.root / ".dsg" / "lock")]
+    return subprocess.run(probe, timeout=30).returncode == 0
+
+
+def test_sync_holds_the_lock_from_before_the_fork(ana: Researcher, no_scan, monkeypatch) -> None:
+    prescan.start(ana.root, raw(ana), lock=True)
+    assert not lock_is_free(ana)  # another command is kept out while the child scans
+    # Never released and taken again (another command could slip in between): adopted.
+    monkeypatch.setattr(prescan, "try_lock", lambda d: pytest.fail("lock taken again"))
+    with ana.ws.lock():  # this process adopts the lock it holds
+        assert ana.ws.scan().prescanned
+        assert not lock_is_free(ana)
+    assert lock_is_free(ana)
+
+
+def test_an_early_lock_on_another_directory_is_released(ana: Researcher, tmp_path) -> None:
+    prescan.start(ana.root, raw(ana), lock=True)
+    other = Researcher("bo", tmp_path / "bo", tmp_path / "cfg-bo", ana.config)
+    with other.ws.lock():
+        assert lock_is_free(ana)
+    assert prescan.take(ana.root, ScanRules.of(ana.config)) is not None
+
+
+def test_a_held_lock_starts_no_prescan(ana: Researcher) -> None:
+    fd = os.open(ana.root / ".dsg" / "lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        prescan.start(ana.root, raw(ana), lock=True)
+        assert prescan._child is None and prescan._lock is None
+    finally:
+        os.close(fd)
+
+
+def test_dsg_sync_scans_in_a_child_and_syncs(ana: Researcher) -> None:
+    """The console script: the sync uses the child's scan (its log says so) and commits
+    exactly the local changes."""
+    proc = ana.cli("sync", "-m", "changes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["committed"]["id"] == "s2"
+    events = [json.loads(ln) for ln in (ana.root / ".dsg/log/dsg.jsonl").read_text().splitlines()]
+    scanned = [e for e in events if e.get("event") == "scanned"]
+    assert scanned[-1]["prescanned"] is True and scanned[-1]["hashed"] == 2
+    assert set(ana.states().values()) == {"sLCR__all_eq"}  # all in sync
