@@ -18,8 +18,9 @@ MAX_COMPONENT_BYTES = 255
 MAX_PATH_BYTES = 4096
 # Unicode category Cc is exactly U+0000-U+001F and U+007F-U+009F.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-# Anything that might make a path invalid; paths without it (the common case) are fine.
-_SUSPECT = re.compile("(?:^|/)\\.{1,2}(?:/|$)|//|/$|[\\\\\x00-\x1f\x7f-\x9f]")
+# A backslash or a control character: a path without one, and without the odd shapes
+# `path_problem` looks for by substring (the common case), is fine.
+_ODD_CHAR = re.compile("[\\\\\x00-\x1f\x7f-\x9f]")
 
 
 def show(path: str) -> str:
@@ -56,8 +57,16 @@ def path_problem(path: str) -> str | None:
         return "empty path"
     if path[0] == "/":
         return "absolute path"
-    if path.isascii() and len(path) <= MAX_COMPONENT_BYTES and _SUSPECT.search(path) is None:
-        return None  # the common case: no component can be too long or odd
+    if (
+        path.isascii()
+        and len(path) <= MAX_COMPONENT_BYTES  # no component can be too long
+        and path[0] != "."
+        and "/." not in path  # no "." or ".." component (nor any dot name: checked below)
+        and "//" not in path
+        and path[-1] != "/"
+        and _ODD_CHAR.search(path) is None
+    ):
+        return None  # the common case
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
         return "path longer than 4096 bytes"
     for part in path.split("/"):
@@ -90,9 +99,13 @@ def link_target_problem(link_path: str, target: str) -> str | None:
 
 def case_twins(paths: Iterable[str]) -> list[list[str]]:
     """Groups of paths that differ only by letter case (they collide on macOS/Windows)."""
+    paths = list(paths)
+    folded = list(map(str.casefold, paths))
+    if len(set(folded)) == len(folded):
+        return []  # the common case, without a group per path
     seen: dict[str, list[str]] = {}
-    for p in paths:
-        seen.setdefault(p.casefold(), []).append(p)
+    for p, f in zip(paths, folded, strict=True):
+        seen.setdefault(f, []).append(p)
     return [sorted(g) for g in seen.values() if len(g) > 1]
 
 

@@ -72,3 +72,36 @@ def test_case_twins() -> None:
     assert case_twins(["a/B.csv", "a/b.csv", "a/c.csv", "A/b.csv"]) == [
         ["A/b.csv", "a/B.csv", "a/b.csv"]
     ]
+
+
+def _component_checks(path: str) -> str | None:
+    """path_problem without its fast path: the length, then every component."""
+    from dsg.paths import MAX_PATH_BYTES, name_problem
+
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        return "too long"
+    return next((p for p in map(name_problem, path.split("/")) if p), None)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_fast_path_agrees_with_checking_every_component(seed: int) -> None:
+    """The common-case shortcut of path_problem accepts exactly what the per-component
+    checks accept, on paths made of the characters that matter (dots, slashes, backslash,
+    controls, non-ASCII, decomposed accents)."""
+    import random
+
+    rng = random.Random(seed)
+    alphabet = ["a", "b", ".", ".", "/", "/", "\\", "\x00", "\n", "\x7f", "\x9f", "é", "e\u0301"]
+    for _ in range(2000):
+        p = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 9)))
+        if p.startswith("/"):
+            continue  # absolute: refused before either check
+        assert (path_problem(p) is None) == (_component_checks(p) is None), repr(p)
+    long = "/".join(["x" * 200] * 2)  # each component fine, the whole over 255 bytes
+    assert path_problem(long) is None and path_problem("y" * 256) is not None
+
+
+def test_case_twins_in_a_large_set() -> None:
+    paths = [f"d/f{i}" for i in range(1000)]
+    assert case_twins(paths) == []
+    assert case_twins([*paths, "D/F7", "d/F7"]) == [["D/F7", "d/F7", "d/f7"]]
