@@ -20,7 +20,7 @@ MAX_PATH_BYTES = 4096
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # A backslash or a control character: a path without one, and without the odd shapes
 # `path_problem` looks for by substring (the common case), is fine.
-_ODD_CHAR = re.compile("[\\\\\x00-\x1f\x7f-\x9f]")
+ODD_CHAR = re.compile("[\\\\\x00-\x1f\x7f-\x9f]")
 
 
 def show(path: str) -> str:
@@ -64,7 +64,7 @@ def path_problem(path: str) -> str | None:
         and "/." not in path  # no "." or ".." component (nor any dot name: checked below)
         and "//" not in path
         and path[-1] != "/"
-        and _ODD_CHAR.search(path) is None
+        and ODD_CHAR.search(path) is None
     ):
         return None  # the common case
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:

@@ -20,7 +20,14 @@ import orjson
 import xxhash
 
 from .manifest import Entry, Manifest, atomic_write
-from .paths import case_twins, link_target_problem, name_problem, show
+from .paths import (
+    MAX_COMPONENT_BYTES,
+    ODD_CHAR,
+    case_twins,
+    link_target_problem,
+    name_problem,
+    show,
+)
 
 if TYPE_CHECKING:  # the agent hashes with this module without the client's config models
     from .config import ProjectConfig
@@ -217,7 +224,11 @@ def scan(
     problems: list[Problem] = []
     result = ScanResult(Manifest.empty(), problems)
     root_s = str(root)
+    # Locals for the loop below, which runs once per name in the tree.
     all_dirs = rules.all_dirs
+    ignored = rules.ignored
+    cached = cache.data.get
+    odd = ODD_CHAR.search
 
     def walk(dir_abs: str, prefix: str, in_data: bool) -> None:
         try:
@@ -232,9 +243,12 @@ def scan(
                 if name.startswith("."):
                     continue
                 rel = prefix + name
-                if rules.ignored(name, rel):
+                if ignored(name, rel):
                     continue
-                bad = name_problem(name)
+                # Plain ASCII names (the common case) need no closer look; names starting
+                # with "." never get here.
+                plain = name.isascii() and len(name) <= MAX_COMPONENT_BYTES and not odd(name)
+                bad = None if plain else name_problem(name)
                 data_here = in_data or all_dirs
                 try:
                     is_dir = de.is_dir(follow_symlinks=False)
@@ -263,8 +277,9 @@ def scan(
                         continue
                     entries.append(Entry(rel, 0, 0, None, target))
                 elif stat_mod.S_ISREG(mode):
-                    key = stat_key(st)
-                    digest = cache.lookup(rel, key)
+                    key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)  # stat_key
+                    hit = cached(rel)
+                    digest = hit[4] if hit is not None and hit[:4] == key else None
                     if digest is None:
                         try:
                             digest = hash_file(de.path)
