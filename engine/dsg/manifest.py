@@ -120,6 +120,7 @@ class Manifest:
     snapshot: str | None = None
     _paths: list[str] | None = field(default=None, repr=False)
     _digest: str | None = field(default=None, repr=False)  # known when read from bytes
+    _body: bytes | None = field(default=None, repr=False)  # built by digest(), for to_bytes()
 
     @classmethod
     def empty(cls) -> Manifest:
@@ -189,13 +190,14 @@ class Manifest:
     def digest(self) -> str:
         """SHA-256 of the canonical entry lines (manifests are never mutated in place)."""
         if self._digest is None:
-            self._digest = hashlib.sha256(self.body()).hexdigest()
+            self._body = self.body()  # a sync writes the manifest next (its new base)
+            self._digest = hashlib.sha256(self._body).hexdigest()
         return self._digest
 
     def to_bytes(self) -> bytes:
         """The file form; also remembers the digest, so a writer that serializes first does
         not build the entry lines a second time for `digest()`."""
-        body = self.body()
+        body, self._body = self._body or self.body(), None  # the file form holds it now
         self._digest = hashlib.sha256(body).hexdigest()
         header = {
             "format": FORMAT,

@@ -84,6 +84,10 @@ def start(root: Path, data: Any, *, lock: bool) -> None:
         code = 1
         try:
             os.close(r)
+            # Speculative work: it yields to the command's own start and to ssh's handshake
+            # (a 1% sync of 20,000 files over the lab SSH: 0.536 -> 0.518 s, median of 8).
+            with contextlib.suppress(OSError):
+                os.nice(10)
             # Keep only the pipe: the parent's ssh session and its lock stay the parent's.
             os.closerange(3, w)
             os.closerange(w + 1, 1 << 16)

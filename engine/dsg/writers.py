@@ -23,8 +23,10 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # loaded when first needed: most agent sessions never start threads
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 THREADS = 4
 MAX_QUEUED = 64  # writes waiting for a thread, data held in memory
@@ -70,6 +72,8 @@ class Writers:
         while len(self._queued) >= MAX_QUEUED:
             self._collect_oldest()
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix=self.name)
         self._queued.append((self._pool.submit(fn, *args), on_done))
 
