@@ -39,7 +39,7 @@ from .scan import (
     hash_file,
     read_upto,
     stat_key,
-    write_all,
+    write_new,
 )
 from .writers import Writers
 
@@ -300,13 +300,7 @@ class LocalApplier:
         """In a writer thread: one checked download to its temp name, then into place."""
         tmp = self._temp(p)
         try:
-            # descriptor calls, no file object: this runs once per small download
-            fd = os.open(tmp, _WRITE_NEW, 0o666)
-            try:
-                write_all(fd, data)
-                os.utime(fd, ns=(mtime, mtime))
-            finally:
-                os.close(fd)
+            write_new(tmp, data, mtime, _WRITE_NEW, 0o666)
             os.replace(tmp, p)
         except BaseException:
             with_suppress_unlink(tmp)

@@ -86,6 +86,22 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def write_new(
+    path: str, data: bytes, mtime_ns: int, flags: int, mode: int, final_mode: int | None = None
+) -> None:
+    """Write `data` to `path` opened with `flags` (creating it with `mode`), set its mtime,
+    and `final_mode` if given (fchmod: whatever the umask). Descriptor calls only, no file
+    object: this runs once per small file stored or downloaded."""
+    fd = os.open(path, flags, mode)
+    try:
+        write_all(fd, data)
+        if final_mode is not None:
+            os.fchmod(fd, final_mode)
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+    finally:
+        os.close(fd)
+
+
 def hash_bytes(data: bytes) -> bytes:
     return xxhash.xxh3_128_digest(data)
 

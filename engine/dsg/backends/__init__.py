@@ -25,7 +25,7 @@ from ..errors import IntegrityError, RepositoryError
 from ..manifest import Manifest, SnapshotRecord
 from ..paths import show
 from ..readahead import read_ahead
-from ..scan import copy_hashing, write_all
+from ..scan import copy_hashing, write_new
 
 if TYPE_CHECKING:  # the agent imports this package without the client's config models
     from ..config import ProjectConfig
@@ -111,17 +111,13 @@ def check_received(path: str, n: int, got: bytes, size: int, digest: bytes) -> N
         )
 
 
+_STORE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
 def write_bytes_verified(dest: str, data: bytes, path: str, mtime_ns: int) -> None:
-    """Store checked bytes as the new file `dest` (read-only, with the file's mtime).
-    Descriptor calls only: this runs once per small upload."""
+    """Store checked bytes as the new file `dest` (read-only, with the file's mtime)."""
     try:
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            write_all(fd, data)
-            os.fchmod(fd, 0o444)  # whatever the umask
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
-        finally:
-            os.close(fd)
+        write_new(dest, data, mtime_ns, _STORE_NEW, 0o600, 0o444)
     except OSError as e:
         raise _store_failed(e, dest, path) from e
 

@@ -218,6 +218,7 @@ class SshRepository(Repository):
 
     def _lost(self) -> DsgError:
         self.proc = None
+        self.pending = 0  # no answer will come
         self._drop_tx()
         return TransportError(
             f"the connection to {self.host} was lost",
@@ -354,14 +355,12 @@ class SshRepository(Repository):
             try:
                 self.tx.flush()  # the requests go out before their answers are awaited
             except (BrokenPipeError, OSError) as e:
-                self.pending = 0
                 raise self._lost() from e
         while self.pending > keep and self.proc is not None:
             self.pending -= 1
             try:
                 resp = recv_json(self.rx)
             except (EOFError, BrokenPipeError, OSError) as e:
-                self.pending = 0
                 raise self._lost() from e
             if not resp.get("ok") and first is None:
                 first = _error(resp)
