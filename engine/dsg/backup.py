@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from . import faults
 from .errors import IntegrityError, RepositoryError
+from .sshstart import SSH_OPTIONS
 from .zfsops import KeyState, Zfs, ZfsError, check_dataset_name, key_location_url
 
 SNAP_RE = re.compile(r"s([1-9][0-9]*)")
@@ -183,9 +184,7 @@ def receiver_zfs(host: str | None, prefix: str = "") -> Zfs | None:
     words = shlex.split(prefix)
     if host:
         ssh = shlex.split(os.environ.get("DSG_SSH_COMMAND", "ssh"))
-        opts = ["-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]  # fmt: skip
-        return Zfs([*ssh, *opts, "--", host, *words])
+        return Zfs([*ssh, *SSH_OPTIONS, "--", host, *words])
     return Zfs(words) if words else None
 
 

@@ -30,6 +30,17 @@ PROJECT_CONFIG = ".dsgconfig.yml"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 PROTOCOL_VERSION = 1  # protocol.py re-exports it; the agent checks it in the hello
 FRAME_HEAD = struct.Struct(">IB")  # every frame's header (length, type): see protocol.py
+# Every ssh dsg runs: no tty, never a prompt, host keys verified, a dead peer noticed within
+# a minute, an unreachable host given up after 30 s. Options in $DSG_SSH_COMMAND come first
+# and so win (ssh keeps the first value it is given).
+SSH_OPTIONS = (
+    "-T",
+    "-o", "BatchMode=yes",
+    "-o", "StrictHostKeyChecking=yes",
+    "-o", "ServerAliveInterval=15",
+    "-o", "ServerAliveCountMax=4",
+    "-o", "ConnectTimeout=30",
+)  # fmt: skip
 _HOST = re.compile(
     r"^(?:(?P<user>[^@:/\s]+)@)?(?P<host>[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$"
 )
@@ -66,15 +77,7 @@ def parse_host(spec: str) -> tuple[str | None, str, int | None]:
 
 
 def ssh_argv(host: str, user: str | None, port: int | None, remote_command: str) -> list[str]:
-    base = shlex.split(os.environ.get("DSG_SSH_COMMAND", "ssh"))
-    argv = [
-        *base,
-        "-T",
-        "-o", "BatchMode=yes",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "ServerAliveInterval=15",
-        "-o", "ServerAliveCountMax=4",
-    ]  # fmt: skip
+    argv = [*shlex.split(os.environ.get("DSG_SSH_COMMAND", "ssh")), *SSH_OPTIONS]
     if port:
         argv += ["-p", str(port)]
     if user:

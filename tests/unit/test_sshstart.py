@@ -155,3 +155,43 @@ def test_sync_and_status_load_only_their_own_commands(tmp_path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert helped.returncode == 0 and "backup" in helped.stdout, helped.stdout + helped.stderr
+
+
+def test_every_ssh_carries_the_safety_options_after_the_users_own() -> None:
+    os.environ.pop("DSG_SSH_COMMAND", None)
+    argv = sshstart.ssh_argv("h", "ann", 2200, "dsg serve")
+    for opt in ("BatchMode=yes", "StrictHostKeyChecking=yes", "ConnectTimeout=30"):
+        assert argv[argv.index(opt) - 1] == "-o"
+    from dsg.backup import receiver_zfs
+
+    zfs = receiver_zfs("h")
+    assert zfs is not None and "ConnectTimeout=30" in zfs.prefix
+
+
+def test_a_host_that_never_answers_is_given_up_with_a_clear_error(monkeypatch) -> None:
+    """A host that accepts the connection but never speaks SSH: the user's ConnectTimeout
+    (DSG_SSH_COMMAND, ahead of dsg's 30 s) ends it, reported as unreachable."""
+    import socket
+    import time
+
+    from dsg.errors import TransportError
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    port = silent.getsockname()[1]
+    monkeypatch.setenv("DSG_SSH_COMMAND", "ssh -F /dev/null -o ConnectTimeout=2")
+    repo = SshRepository(
+        f"ann@127.0.0.1:{port}", "proj", "/srv/dsg/proj", remote_command="dsg serve"
+    )
+    began = time.monotonic()
+    try:
+        with pytest.raises(
+            TransportError, match=r"cannot reach the dsg agent on 127\.0\.0\.1"
+        ) as e:
+            repo.head()
+        assert "timed out" in (e.value.hint or "") + str(e.value)
+        assert time.monotonic() - began < 15
+    finally:
+        repo.close()
+        silent.close()
