@@ -37,6 +37,9 @@ def main() -> None:
 
 
 def _exit_now(code: int) -> None:
+    prescan = sys.modules.get("dsg.prescan")
+    if prescan is not None:
+        prescan.discard()  # what atexit would have done: stop a child not taken
     with contextlib.suppress(OSError, ValueError):  # a closed or broken stdout
         sys.stdout.flush()
     with contextlib.suppress(OSError, ValueError):

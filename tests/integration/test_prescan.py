@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,32 @@ def test_dsg_sync_scans_in_a_child_and_syncs(ana: Researcher) -> None:
     scanned = [e for e in events if e.get("event") == "scanned"]
     assert scanned[-1]["prescanned"] is True and scanned[-1]["hashed"] == 2
     assert set(ana.states().values()) == {"sLCR__all_eq"}  # all in sync
+
+
+def test_the_child_holds_only_its_pipe(ana: Researcher, monkeypatch) -> None:
+    """The child keeps none of the parent's descriptors: not its ssh session or lock, nor
+    the terminal or a pipe the command's output goes to."""
+    monkeypatch.setattr(prescan, "_scan", lambda root, rules: b"x" * (4 << 20))  # blocks
+    prescan.start(ana.root, raw(ana), lock=True)
+    pid = prescan._child.pid
+    fds = Path(f"/proc/{pid}/fd")
+    deadline = time.monotonic() + 10
+    while len(list(fds.iterdir())) != 4 and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the child has closed what it inherited
+    assert sorted(int(f.name) for f in fds.iterdir())[:3] == [0, 1, 2]
+    assert len(list(fds.iterdir())) == 4  # 0, 1, 2 and the pipe
+    assert {os.readlink(fds / str(n)) for n in (0, 1, 2)} == {os.devnull}
+
+
+def test_a_scan_not_taken_is_stopped(ana: Researcher, monkeypatch) -> None:
+    """A command that ends before it scans (discard runs at exit) stops the child at once,
+    even in the middle of a long scan, and releases the lock."""
+    monkeypatch.setattr(prescan, "_scan", lambda root, rules: time.sleep(60) or b"")
+    prescan.start(ana.root, raw(ana), lock=True)
+    pid = prescan._child.pid
+    began = time.monotonic()
+    prescan.discard()
+    assert time.monotonic() - began < 10
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert prescan._child is None and lock_is_free(ana)
