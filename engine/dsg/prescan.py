@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .scan import DEFAULT_IGNORE_NAMES, DEFAULT_IGNORE_SUFFIXES, ScanResult, ScanRules
+from .scan import (
+    DEFAULT_DATA_DIRS,
+    DEFAULT_IGNORE_NAMES,
+    DEFAULT_IGNORE_SUFFIXES,
+    ScanResult,
+    ScanRules,
+)
 
 STATE_DIR = ".dsg"  # the working copy's own state (see workspace.py)
 _FORMAT = 1
@@ -49,7 +55,7 @@ def rules_from_raw(data: Any) -> ScanRules | None:
     guess: the validated configuration decides (see `take`)."""
     if not isinstance(data, dict):
         return None
-    dirs = data.get("data_dirs", ["input", "output", "frozen"])
+    dirs = data.get("data_dirs", list(DEFAULT_DATA_DIRS))
     ignore = data.get("ignore", {})
     if not isinstance(ignore, dict):
         return None
@@ -156,17 +162,17 @@ def _decode(payload: bytes) -> ScanResult | None:
 
     try:
         fmt, rows, problems, hashed_files, hashed_bytes = marshal.loads(payload)
-    except (EOFError, ValueError, TypeError):
+        if fmt != _FORMAT:
+            return None
+        return ScanResult(
+            Manifest([Entry(p, s, m, h, t) for p, s, m, h, t in rows]),
+            [Problem(*p) for p in problems],
+            hashed_files,
+            hashed_bytes,
+            prescanned=True,
+        )
+    except (EOFError, ValueError, TypeError):  # not what _scan sends: scan again
         return None
-    if fmt != _FORMAT:
-        return None
-    return ScanResult(
-        Manifest([Entry(p, s, m, h, t) for p, s, m, h, t in rows]),
-        [Problem(*p) for p in problems],
-        hashed_files,
-        hashed_bytes,
-        prescanned=True,
-    )
 
 
 def try_lock(state_dir: Path) -> int | None:
@@ -204,7 +210,8 @@ def discard() -> None:
     if child is not None:
         with contextlib.suppress(OSError):
             os.kill(child.pid, signal.SIGKILL)
-            os.close(child.fd)
+        os.close(child.fd)
+        with contextlib.suppress(OSError):
             os.waitpid(child.pid, 0)
     if _lock is not None:
         os.close(_lock[1])

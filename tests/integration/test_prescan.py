@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import marshal
 import os
 import signal
 import subprocess
@@ -98,8 +99,13 @@ def test_a_child_that_dies_falls_back(ana: Researcher) -> None:
     assert "task1/input/new.csv" in result.manifest.paths
 
 
-def test_a_damaged_answer_falls_back(ana: Researcher, monkeypatch) -> None:
-    monkeypatch.setattr(prescan, "_scan", lambda root, rules: b"\x00not marshal")
+@pytest.mark.parametrize(
+    "answer",
+    [b"\x00not marshal", marshal.dumps((1, [("short row",)], [], 0, 0)), marshal.dumps((9,))],
+    ids=["not-marshal", "wrong-rows", "wrong-shape"],
+)
+def test_a_damaged_answer_falls_back(ana: Researcher, monkeypatch, answer: bytes) -> None:
+    monkeypatch.setattr(prescan, "_scan", lambda root, rules: answer)
     prescan.start(ana.root, raw(ana), lock=False)
     result = ana.ws.scan()
     assert not result.prescanned and "task1/input/new.csv" in result.manifest.paths
