@@ -59,6 +59,8 @@ def _start_early(*, lock: bool) -> None:
         root, data = start_early()
     except Exception:  # reported again, in order, by the command itself
         return
+    if os.environ.get("DSG_PRESCAN", "1") == "0":  # the switch, should it ever be needed
+        return
     try:
         from . import prescan
 

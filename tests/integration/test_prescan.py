@@ -155,16 +155,25 @@ def test_a_held_lock_starts_no_prescan(ana: Researcher) -> None:
         os.close(fd)
 
 
+def last_scan(r: Researcher) -> dict:
+    events = [json.loads(ln) for ln in (r.root / ".dsg/log/dsg.jsonl").read_text().splitlines()]
+    return [e for e in events if e.get("event") == "scanned"][-1]
+
+
 def test_dsg_sync_scans_in_a_child_and_syncs(ana: Researcher) -> None:
     """The console script: the sync uses the child's scan (its log says so) and commits
     exactly the local changes."""
     proc = ana.cli("sync", "-m", "changes", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["committed"]["id"] == "s2"
-    events = [json.loads(ln) for ln in (ana.root / ".dsg/log/dsg.jsonl").read_text().splitlines()]
-    scanned = [e for e in events if e.get("event") == "scanned"]
-    assert scanned[-1]["prescanned"] is True and scanned[-1]["hashed"] == 2
+    assert last_scan(ana)["prescanned"] is True and last_scan(ana)["hashed"] == 2
     assert set(ana.states().values()) == {"sLCR__all_eq"}  # all in sync
+
+
+def test_dsg_prescan_0_turns_it_off(ana: Researcher) -> None:
+    proc = ana.cli("sync", "-m", "changes", "--json", env={"DSG_PRESCAN": "0"})
+    assert proc.returncode == 0, proc.stderr
+    assert last_scan(ana)["prescanned"] is False and last_scan(ana)["hashed"] == 2
 
 
 def test_the_child_holds_only_its_pipe(ana: Researcher, monkeypatch) -> None:
