@@ -33,23 +33,35 @@ if TYPE_CHECKING:  # the agent hashes with this module without the client's conf
     from .config import ProjectConfig
 
 CHUNK = 1 << 20
+FIRST_READ = 256 << 10  # hash_file reads a file of up to this many bytes at once
 CONFLICT_COPY = re.compile(r"\.dsg-conflict-\d{8}T\d{6}Z-")
 
 StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 
 
 def hash_file(path: str | os.PathLike[str]) -> bytes:
-    """xxh3-128 digest of a file's content."""
-    h = xxhash.xxh3_128()
-    with open(path, "rb", buffering=0) as f:
+    """xxh3-128 digest of a file's content.
+
+    Most files of a data tree are small: one read of up to FIRST_READ bytes and one more
+    that finds the end hash them, with no buffer or file object to set up (5 us a file
+    instead of 20 us, measured on 20,000 files of 3 KiB). A short read is not taken for
+    the end: only an empty one is (some filesystems, and pipes, return less than asked).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        first = os.read(fd, FIRST_READ)
+        more = os.read(fd, FIRST_READ) if first else b""
+        if not more:
+            return xxhash.xxh3_128_digest(first)
+        h = xxhash.xxh3_128(first)
+        h.update(more)
         buf = bytearray(CHUNK)
         view = memoryview(buf)
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
+        while n := os.readv(fd, (buf,)):
             h.update(view[:n])
-    return h.digest()
+        return h.digest()
+    finally:
+        os.close(fd)
 
 
 def copy_hashing(
