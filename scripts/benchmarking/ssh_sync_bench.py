@@ -14,7 +14,9 @@ files, a few large ones), then times, side by side in one run:
 each --rounds times (default 3), alternating which tool goes first, the page cache flushed
 of dirty data before every run, and prints the medians, their dsg/rsync ratio (target:
 within 1.5x) and each round's ratio. dsg also hashes everything it sends and verifies it
-at the receiver; rsync -rltO checks only size and mtime.
+at the receiver; rsync -rltO checks only size and mtime. Last, a control: a local `cp -r`
+of the tree onto the repositories' filesystem, timed in each round of the initial upload
+(with its kernel time), shows whether the disk was in one of its slow spells.
 """
 
 from __future__ import annotations
@@ -167,7 +169,11 @@ def main() -> None:
         d.append(times[0])
         r.append(times[1])
 
-    # Initial upload: a new project per round, from a hard-linked copy of the tree.
+    # Initial upload: a new project per round, from a hard-linked copy of the tree. Each
+    # round also times a local `cp -r` of the tree onto the repositories' filesystem: a
+    # control for the filesystem's state (file creation on the lab disk has spells ten
+    # times slower, all of it kernel time, that no tool here causes).
+    control: list[tuple[float, float]] = []
     for k, name in enumerate(names):
         src = work / f"alice{k}"
         subprocess.run(["cp", "-al", str(tree), str(src)], check=True)
@@ -180,6 +186,9 @@ def main() -> None:
                 k,
             ),
         )
+        sys_before = os.times().children_system
+        t_cp = timed(lambda src=src, k=k: subprocess.run(["cp", "-r", src, base / f"cp{k}"]))
+        control.append((t_cp, os.times().children_system - sys_before))
 
     # 1% changed: rounds of syncs on the first project, as the command a researcher runs
     # (`dsg sync` as a new process, CLI start-up included) and as ops.sync in this process.
@@ -240,6 +249,10 @@ def main() -> None:
     for what, (d, r) in results.items():
         each = " ".join(f"{x / y:.2f}" for x, y in zip(d, r, strict=True))
         print(f"{what:<22} {median(d):7.2f} {median(r):8.2f} {median(d) / median(r):5.2f}x  {each}")
+    print(
+        "control: local cp -r of the tree onto the repositories' filesystem, each round: "
+        + ", ".join(f"{t:.2f} s ({cpu:.2f} s kernel)" for t, cpu in control)
+    )
     shutil.rmtree(base, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
 
