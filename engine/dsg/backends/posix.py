@@ -49,6 +49,7 @@ from ..errors import (
 )
 from ..faults import crash_point, register
 from ..manifest import (
+    Entry,
     Manifest,
     SnapshotRecord,
     atomic_write,
@@ -430,6 +431,14 @@ class PosixTransaction(StagedTransaction):
         # uploads arrive, which mostly wait on the network.
         self._prefetch = threading.Thread(target=self._load_parent, daemon=True)
         self._prefetch.start()
+        # Format 2: the first upload of a content whose prefix directory (objects/<ab>) the
+        # repository lacks is staged under its object name, in <ab> of the transaction, and
+        # commit moves such a directory in whole: an initial upload of n files makes at most
+        # 256 renames, not n. Other uploads are numbered and stored one by one.
+        self._by_name = repo.layout == 2
+        self._repo_has: dict[str, bool] = {}  # prefix -> objects/<prefix> exists
+        self._named: set[str] = set()  # digests (hex) staged under their object name
+        self._whole: dict[str, set[str]] = {}  # prefix -> its named uploads staged so far
 
     def _load_parent(self) -> None:
         try:
@@ -445,6 +454,29 @@ class PosixTransaction(StagedTransaction):
             raise self._parent_error
         assert self._parent_manifest is not None
         return self._parent_manifest
+
+    def _upload_name(self, digest: bytes) -> str:
+        if not self._by_name:
+            return self._new_object()
+        hx = digest.hex()
+        prefix = hx[:2]
+        has = self._repo_has.get(prefix)
+        if has is None:
+            has = self._repo_has[prefix] = os.path.lexists(f"{self.repo.root}/objects/{prefix}")
+        if has or hx in self._named:
+            return self._new_object()
+        if prefix not in self._whole:
+            os.mkdir(f"{self._objects_s}/{prefix}")  # two hex digits: never a numbered one
+            self._whole[prefix] = set()
+        self._named.add(hx)
+        return f"{self._objects_s}/{prefix}/{hx[2:]}"
+
+    def _staged(self, path: str, obj: str, entry: Entry) -> None:
+        super()._staged(path, obj, entry)
+        if self._by_name and entry.hash is not None:
+            hx = entry.hash.hex()
+            if obj == f"{self._objects_s}/{hx[:2]}/{hx[2:]}":
+                self._whole[hx[:2]].add(obj)
 
     def restore(self, path: str, snapshot: str) -> None:
         entry = self._restored_entry(path, snapshot)
@@ -497,11 +529,33 @@ class PosixTransaction(StagedTransaction):
         return record
 
     def _store_objects(self) -> tuple[list[str], set[str]]:
-        """Move this transaction's uploads into objects/, by content (O(changed files)).
-        Returns the objects they became and the directories whose entries changed."""
+        """Move this transaction's uploads into objects/, by content (O(changed files);
+        O(prefix directories) for an initial upload). Returns the objects they became and
+        the directories whose entries changed."""
         made: set[str] = set()
         stored: list[str] = []
+        objects = f"{self.repo.root}/objects"
+        moved: set[str] = set()
+        cut = len(self._objects_s)
+        referenced = set(self.sources.values()) if self._whole else set()
+        for prefix, names in self._whole.items():
+            src_dir, dest_dir = f"{self._objects_s}/{prefix}", f"{objects}/{prefix}"
+            # Whole only if it holds exactly these uploads, each still wanted (a path put
+            # twice leaves its first upload behind) and the repository still lacks it.
+            if (
+                not names
+                or not names <= referenced
+                or len(os.listdir(src_dir)) != len(names)
+                or os.path.lexists(dest_dir)
+            ):
+                continue
+            os.rename(src_dir, dest_dir)
+            made.add(dest_dir)
+            moved |= names
+            stored.extend(objects + name[cut:] for name in names)
         for path, src in self.sources.items():
+            if src in moved:
+                continue
             entry = self.changes[path].entry
             assert entry is not None and entry.hash is not None
             dest = self.repo.object_path(entry.hash.hex())
@@ -524,7 +578,7 @@ class PosixTransaction(StagedTransaction):
             os.rename(src, dest)
             stored.append(dest)
         if made:
-            made.add(f"{self.repo.root}/objects")  # it may have gained a directory
+            made.add(objects)  # it may have gained a directory
         return stored, made
 
     def _build_tree(self, manifest: Manifest) -> None:

@@ -1,5 +1,6 @@
-"""What posix and zfs transactions share: staging verified uploads as numbered objects,
-recording the changes a commit applies, and building the new snapshot's record."""
+"""What posix and zfs transactions share: staging verified uploads (as numbered objects,
+unless a subclass names them, see `_upload_name`), recording the changes a commit applies,
+and building the new snapshot's record."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ SPREAD = 16
 
 
 class StagedTransaction(Transaction):
-    """Uploads land in `objects/<n>` (hash-verified); `changes` is what commit applies."""
+    """Uploads land in `objects/<n mod SPREAD>/<n>` or where `_upload_name` says
+    (hash-verified); `changes` is what commit applies."""
 
     crash_after_put = ""  # the crash point name a subclass registers
 
@@ -62,17 +64,25 @@ class StagedTransaction(Transaction):
             self._spread.add(k)
         return f"{d}/{self._n}"
 
+    def _upload_name(self, digest: bytes) -> str:
+        """Where an upload of content `digest` is staged (a subclass may name it by it)."""
+        return self._new_object()
+
     def put_file(self, path: str, src: BinaryIO, size: int, mtime_ns: int, digest: bytes) -> None:
         check_path(path)
-        obj = self._new_object()
         if size <= SMALL_OBJECT:
             data = read_upto(src, size)
             check_received(path, len(data), hash_bytes(data), size, digest)
+            obj = self._upload_name(digest)
             self._writers.submit(write_bytes_verified, obj, data, path, mtime_ns)
         else:
+            obj = self._upload_name(digest)
             write_verified(src, obj, path, size, mtime_ns, digest)
+        self._staged(path, obj, Entry(path, size, mtime_ns, digest))
+
+    def _staged(self, path: str, obj: str, entry: Entry) -> None:
         self.sources[path] = obj
-        self.changes[path] = Change(path, Entry(path, size, mtime_ns, digest))
+        self.changes[path] = Change(path, entry)
         crash_point(self.crash_after_put)
 
     def settle(self) -> None:
