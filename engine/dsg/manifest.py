@@ -456,6 +456,32 @@ def _libc_syncfs() -> Any:
     return fn
 
 
+@functools.cache
+def _libc_sync_file_range() -> Any:
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not Linux
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing `fd`'s dirty pages to the disk now, without waiting
+    for them (sync_file_range(2), SYNC_FILE_RANGE_WRITE): the commit's flush then finds a
+    large upload written or on its way, instead of writing all of it at the end. It makes
+    nothing durable (the flush does); a failure here is ignored and seen by the flush."""
+    fn = _libc_sync_file_range()
+    if fn is not None:
+        fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
 def sync_filesystem(path: Path) -> None:
     """Flush everything written to the filesystem holding `path` (syncfs(2)): one flush for a
     whole transaction instead of an fsync per file, without sync(2)'s flush of every

@@ -3,6 +3,9 @@ one syncfs of the filesystem for many."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
 from dsg import manifest
@@ -29,3 +32,24 @@ def test_many_files_get_one_flush_of_the_filesystem(tmp_path, monkeypatch) -> No
     many = [str(tmp_path / f"never-opened-{i}") for i in range(FSYNC_EACH_MAX + 1)]
     flush_written(many, [str(tmp_path)], tmp_path)
     assert synced == [str(tmp_path)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+def test_writeback_is_started_on_linux_and_errors_are_left_to_the_flush(tmp_path) -> None:
+    """start_writeback finds sync_file_range in libc (else the optimisation is silently
+    off), leaves the file's content as it is, and ignores a descriptor it cannot use (a
+    pipe): the commit's flush is what reports writeback errors."""
+    assert manifest._libc_sync_file_range() is not None
+    data = os.urandom(3 << 20)
+    p = tmp_path / "big"
+    with open(p, "wb") as f:
+        f.write(data)
+        f.flush()
+        manifest.start_writeback(f.fileno())
+    assert p.read_bytes() == data
+    r, w = os.pipe()
+    try:
+        manifest.start_writeback(r)  # ESPIPE, ignored
+    finally:
+        os.close(r)
+        os.close(w)

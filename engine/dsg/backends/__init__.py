@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import IntegrityError, RepositoryError
-from ..manifest import Manifest, SnapshotRecord
+from ..manifest import Manifest, SnapshotRecord, start_writeback
 from ..paths import show
 from ..readahead import read_ahead
 from ..scan import copy_hashing, write_new
@@ -91,6 +91,8 @@ def write_verified(
     try:
         with open(dest, "wb") as out:
             n, got = copy_hashing(src, out)
+            out.flush()
+            start_writeback(out.fileno())  # the commit's flush then has less left to write
     except OSError as e:
         raise _store_failed(e, dest, path) from e
     if n != size or got != digest:
