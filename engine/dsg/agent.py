@@ -464,6 +464,16 @@ class Agent:
         rec = txn.commit(req.message, req.author, req.author_name)
         self.txn = None
         self.log("committed", snapshot=rec.id, author=req.author, login=self.login)
+        replaced = getattr(txn, "replaced", None)
+        if replaced:
+            self.log(
+                "damaged-objects-replaced",
+                level="warning",
+                snapshot=rec.id,
+                objects=replaced,
+                hint="they did not hash to their names; check the disk (zpool status, SMART)",
+            )
+            self._audit("repo.objects-replaced", project=self.project, count=len(replaced))
         self.commits.append(rec.id)
         self._audit(
             "sync.commit",

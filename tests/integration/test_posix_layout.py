@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from dsg import ops
+from dsg.backends import posix as posix_backend
 from dsg.backends.posix import REPO_FORMAT, REPO_FORMAT_TREES, PosixRepository
 from dsg.errors import IntegrityError, RepositoryError
 from dsg.scan import hash_bytes
@@ -81,7 +82,7 @@ def test_view_of_a_snapshot_is_browsable(team: tuple[Researcher, Researcher]) ->
 
 
 def test_equal_hash_with_different_bytes_is_refused(
-    team: tuple[Researcher, Researcher],
+    team: tuple[Researcher, Researcher], monkeypatch
 ) -> None:
     alice, _ = team
     root = repo_root(alice)
@@ -89,13 +90,41 @@ def test_equal_hash_with_different_bytes_is_refused(
     digest = hash_bytes(content).hex()
     planted = root / "objects" / digest[:2] / digest[2:]
     planted.parent.mkdir(exist_ok=True)
-    planted.write_bytes(b"other bytes, same name\n")  # stands in for a hash collision
+    planted.write_bytes(b"other bytes, same name\n")
+    # A true collision: the stored object does hash to its name (no real one is known).
+    real = posix_backend._hash_path
+    monkeypatch.setattr(
+        posix_backend, "_hash_path", lambda p: digest if p == str(planted) else real(p)
+    )
     alice.write(B, content)
     with pytest.raises(IntegrityError, match="same xxh3-128"):
         alice.sync(message="must not merge with the planted object")
     with closing(alice.repo) as repo:
         assert repo.head() == "s1"
     assert alice.read(B) == content  # nothing lost locally
+
+
+def test_a_damaged_object_is_replaced_by_a_verified_upload(
+    team: tuple[Researcher, Researcher], make_researcher: Callable[..., Researcher]
+) -> None:
+    """An object that no longer hashes to its name (a crash before its flush, a failing
+    disk) does not block its content forever: the next upload of that content replaces it,
+    which mends the older snapshots that use it too."""
+    alice, _ = team
+    root = repo_root(alice)
+    content = alice.read(A)  # in s1 already
+    obj = root / "objects" / hash_bytes(content).hex()[:2] / hash_bytes(content).hex()[2:]
+    obj.chmod(0o644)
+    obj.write_bytes(b"")  # what a power cut before the flush can leave
+    obj.chmod(0o444)
+    alice.write("task1/input/same-again.csv", content)
+    alice.sync(message="the same content again")
+    assert obj.read_bytes() == content
+    assert obj.stat().st_mode & 0o222 == 0
+    carol = make_researcher("carol")
+    carol.clone()
+    assert carol.read(A) == content  # s1's file is whole again
+    assert carol.read("task1/input/same-again.csv") == content
 
 
 def test_missing_object_is_a_clear_error(

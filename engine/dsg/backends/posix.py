@@ -439,6 +439,7 @@ class PosixTransaction(StagedTransaction):
         self._repo_has: dict[str, bool] = {}  # prefix -> objects/<prefix> exists
         self._named: set[str] = set()  # digests (hex) staged under their object name
         self._whole: dict[str, set[str]] = {}  # prefix -> its named uploads staged so far
+        self.replaced: list[str] = []  # damaged objects a verified upload replaced
 
     def _load_parent(self) -> None:
         try:
@@ -562,11 +563,19 @@ class PosixTransaction(StagedTransaction):
             if os.path.exists(dest):
                 # Equal hashes must mean equal bytes: compare before sharing the object.
                 if not filecmp.cmp(src, dest, shallow=False):
-                    raise IntegrityError(
-                        f"{show(path)} has the same xxh3-128 as an object already in the "
-                        "repository but different bytes; refusing to store it",
-                        hint="nothing was committed; report this to the dsg maintainers",
-                    )
+                    if _hash_path(dest) == entry.hash.hex():  # a sound object: a collision
+                        raise IntegrityError(
+                            f"{show(path)} has the same xxh3-128 as an object already in "
+                            "the repository but different bytes; refusing to store it",
+                            hint="nothing was committed; report this to the dsg maintainers",
+                        )
+                    # The object no longer hashes to its name (a crash before its flush,
+                    # a failing disk): the verified upload replaces it, which also mends
+                    # every snapshot that uses it. The agent reports it.
+                    os.replace(src, dest)
+                    self.replaced.append(dest)
+                    stored.append(dest)
+                    continue
                 os.unlink(src)
                 # Flushed too: a writer that died after storing it may not have.
                 stored.append(dest)
