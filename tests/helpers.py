@@ -13,7 +13,7 @@ from dsg import ops
 from dsg.backends import Repository, open_repository
 from dsg.config import ProjectConfig, RepositoryConfig, UserConfig
 from dsg.manifest import Manifest
-from dsg.scan import hash_file
+from dsg.scan import hash_bytes, hash_file
 from dsg.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -189,3 +189,15 @@ def stored_file(repo: Repository, snapshot: str, path: str) -> Path:
         assert entry is not None and entry.hash is not None, path
         return Path(object_path(entry.hash.hex()))
     return repo.snapshot_path(snapshot) / path
+
+
+def empty_stored_object(repo_root: Path, content: bytes) -> Path:
+    """Empty the object that stores `content` in the format-2 repository at `repo_root`, as
+    a power cut before the commit's flush can, keeping its mode; returns its path."""
+    digest = hash_bytes(content).hex()
+    obj = repo_root / "objects" / digest[:2] / digest[2:]
+    mode = obj.stat().st_mode & 0o7777
+    obj.chmod(0o664)
+    obj.write_bytes(b"")
+    obj.chmod(mode)
+    return obj

@@ -17,7 +17,7 @@ from dsg.backends import posix as posix_backend
 from dsg.backends.posix import REPO_FORMAT, REPO_FORMAT_TREES, PosixRepository
 from dsg.errors import IntegrityError, RepositoryError
 from dsg.scan import hash_bytes
-from tests.helpers import Researcher, tree_content
+from tests.helpers import Researcher, empty_stored_object, tree_content
 
 pytestmark = pytest.mark.parametrize("backend", ["posix"])
 
@@ -113,10 +113,7 @@ def test_a_damaged_object_is_replaced_by_a_verified_upload(
     alice, _ = team
     root = repo_root(alice)
     content = alice.read(A)  # in s1 already
-    obj = root / "objects" / hash_bytes(content).hex()[:2] / hash_bytes(content).hex()[2:]
-    obj.chmod(0o644)
-    obj.write_bytes(b"")  # what a power cut before the flush can leave
-    obj.chmod(0o444)
+    obj = empty_stored_object(root, content)
     alice.write("task1/input/same-again.csv", content)
     alice.sync(message="the same content again")
     assert obj.read_bytes() == content

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dsg.errors import DsgError
+from tests.helpers import empty_stored_object
 from tests.lab_ssh.space import AGENT, A, repo_on_disk
 
 pytestmark = pytest.mark.ssh
@@ -146,23 +147,17 @@ def test_unwritable_audit_log_refuses_the_session_and_moves_nothing(ssh_space, s
 def test_a_replaced_damaged_object_is_reported(ssh_space, ssh_team) -> None:
     """A commit that replaces a stored object which no longer hashed to its name says so:
     a warning in the agent's log (with the object) and a count in the audit trail."""
-    from dsg.scan import hash_bytes
-
     audit = provision_like_the_role(ssh_space)
     try:
         _, bob = ssh_team
         content = bob.read(A)
-        digest = hash_bytes(content).hex()
-        obj = repo_on_disk(ssh_space).root / "objects" / digest[:2] / digest[2:]
-        obj.chmod(0o664)
-        obj.write_bytes(b"")  # what a power cut before the flush can leave
-        obj.chmod(0o444)
+        obj = empty_stored_object(repo_on_disk(ssh_space).root, content)
         bob.write("task1/input/same-again.csv", content)
         bob.sync(message="the same content again")
         assert obj.read_bytes() == content
         replaced = [r for r in audit_records(ssh_space) if r["action"] == "repo.objects-replaced"]
         assert [(r["login"], r["count"]) for r in replaced] == [("bob", 1)]
         logs = b"".join(p.read_bytes() for p in (ssh_space.base / "logs").iterdir() if p != audit)
-        assert b"damaged-objects-replaced" in logs and digest[2:].encode() in logs
+        assert b"damaged-objects-replaced" in logs and obj.name.encode() in logs
     finally:
         release(audit)
