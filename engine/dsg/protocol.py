@@ -41,7 +41,10 @@ class ProtocolError(TransportError):
 
 
 def _read_exact(f: BinaryIO, n: int) -> bytes:
-    buf = bytearray()
+    first = f.read(n)
+    if len(first) == n:  # nearly always (a buffered reader waits for all of it): no copy
+        return first
+    buf = bytearray(first)
     while len(buf) < n:
         chunk = f.read(n - len(buf))
         if not chunk:

@@ -58,6 +58,41 @@ def test_round_trip_messages_and_streams() -> None:
     assert recv_json(buf) == {"ok": True}, "the rest of the stream was drained"
 
 
+class Trickle(io.RawIOBase):
+    """A raw stream that hands out at most `step` bytes per read, as a pipe may."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.pos, self.step = data, 0, step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+        n = min(len(b), self.step, len(self.data) - self.pos)
+        b[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+@pytest.mark.parametrize("step", [1, 3, 4096])
+def test_frames_arriving_in_pieces_are_put_back_together(step: int) -> None:
+    buf = io.BytesIO()
+    send_json(buf, {"op": "head"})
+    payload = bytes(range(256)) * 40
+    send_stream(buf, io.BytesIO(payload))
+    wire = buf.getvalue()
+    f = Trickle(wire, step)
+    assert recv_json(f) == {"op": "head"}
+    with StreamReader(f) as r:
+        assert r.read() == payload
+    # cut anywhere inside a frame: a clear end of connection, never a short frame
+    for cut in (2, 7, len(wire) - 3):
+        with pytest.raises(EOFError):
+            g = Trickle(wire[:cut], step)
+            recv_json(g)
+            StreamReader(g).read()
+
+
 def test_oversize_and_unknown_frames_are_refused() -> None:
     with pytest.raises(ProtocolError, match="exceeds"):
         read_frame(io.BytesIO(struct.pack(">IB", MAX_JSON + 1, ord("J"))))

@@ -195,3 +195,37 @@ def test_a_host_that_never_answers_is_given_up_with_a_clear_error(monkeypatch) -
     finally:
         repo.close()
         silent.close()
+
+
+def _pipe_size(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ is Linux's")
+def test_the_pipes_to_and_from_ssh_are_widened(fake_ssh) -> None:
+    limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    argv = ["sh", "-c", "exec cat >/dev/null"]
+    session = sshstart.start(argv, {"op": "hello"})
+    try:
+        for pipe in (session.proc.stdin, session.proc.stdout):
+            assert _pipe_size(pipe.fileno()) == min(sshstart.PIPE_SIZE, limit)  # type: ignore[union-attr]
+    finally:
+        session.proc.stdin.close()  # type: ignore[union-attr]
+        session.proc.wait(timeout=10)
+        session.proc.stdout.close()  # type: ignore[union-attr]
+        session.stderr.close()
+
+
+def test_a_pipe_the_kernel_will_not_widen_keeps_its_size(tmp_path) -> None:
+    r, w = os.pipe()
+    try:
+        before = _pipe_size(r)
+        sshstart.widen_pipe(r, (1 << 31) + 1)  # over the kernel's limit, even for root
+        assert _pipe_size(r) == before
+        with open(tmp_path / "f", "wb") as f:
+            sshstart.widen_pipe(f.fileno())  # not a pipe: refused, not raised
+    finally:
+        os.close(r)
+        os.close(w)
