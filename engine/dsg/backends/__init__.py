@@ -15,7 +15,7 @@ import re
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -141,6 +141,9 @@ class Transaction(ABC):
     """Changes to the repository, invisible to readers until `commit` returns."""
 
     tx: str
+    # Stored objects that `commit` found damaged (no longer hashing to their names) and
+    # replaced with a verified upload of the same content; none where a backend cannot tell.
+    replaced: Sequence[str] = ()
 
     @abstractmethod
     def put_file(self, path: str, src: BinaryIO, size: int, mtime_ns: int, digest: bytes) -> None:

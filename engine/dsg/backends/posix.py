@@ -439,7 +439,7 @@ class PosixTransaction(StagedTransaction):
         self._repo_has: dict[str, bool] = {}  # prefix -> objects/<prefix> exists
         self._named: set[str] = set()  # digests (hex) staged under their object name
         self._whole: dict[str, set[str]] = {}  # prefix -> its named uploads staged so far
-        self.replaced: list[str] = []  # damaged objects a verified upload replaced
+        self.replaced: list[str] = []  # see Transaction.replaced
 
     def _load_parent(self) -> None:
         try:
@@ -458,14 +458,14 @@ class PosixTransaction(StagedTransaction):
 
     def _upload_name(self, digest: bytes) -> str:
         if not self._by_name:
-            return self._new_object()
+            return super()._upload_name(digest)
         hx = digest.hex()
         prefix = hx[:2]
         has = self._repo_has.get(prefix)
         if has is None:
             has = self._repo_has[prefix] = os.path.lexists(f"{self.repo.root}/objects/{prefix}")
         if has or hx in self._named:
-            return self._new_object()
+            return super()._upload_name(digest)
         if prefix not in self._whole:
             os.mkdir(f"{self._objects_s}/{prefix}")  # two hex digits: never a numbered one
             self._whole[prefix] = set()
