@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -617,3 +618,46 @@ def test_answers_held_for_a_window_reach_a_client_that_waits_with_its_pipe_open(
         proc.kill()
         proc.wait()
     assert repo_on_disk(ssh_space).head() == "s1"
+
+
+def test_commands_share_a_connection_ssh_keeps_open(ssh_space, ssh_team, monkeypatch) -> None:
+    """The user guide's tip: with ControlMaster/ControlPersist in the user's ssh settings,
+    commands after the first ride the connection ssh keeps open, and each still gets its
+    own agent session and transaction."""
+    import tempfile
+
+    alice, bob = ssh_team
+    sock_dir = tempfile.mkdtemp(prefix="dsg-cm-", dir="/tmp")  # short: a socket path <108
+    sock = f"{sock_dir}/%C"  # one per login and host: alice never rides bob's connection
+    ssh = f"ssh -F {ssh_space.lab.ssh_config}"
+    mux = f"-o ControlMaster=auto -o ControlPath={sock} -o ControlPersist=60"
+    monkeypatch.setenv("DSG_SSH_COMMAND", f"{ssh} {mux}")
+    log = ssh_space.base / "logs" / "agent.jsonl"
+
+    def sessions() -> int:
+        return sum(json.loads(ln).get("event") == "session" for ln in log.read_text().splitlines())
+
+    try:
+        bob.write("task1/input/one.csv", "1\n")
+        assert bob.sync(message="first").snapshot == "s2"
+        assert len(os.listdir(sock_dir)) == 1, "ssh left its shared connection open"
+        master = subprocess.run(
+            [*ssh.split(), "-o", f"ControlPath={sock}", "-O", "check", "lab-bob"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert master.returncode == 0, master.stderr
+        before = sessions()
+        bob.write("task1/input/two.csv", "2\n")
+        assert bob.sync(message="second").snapshot == "s3"
+        assert sessions() == before + 1
+        alice.sync()  # her own connection, as alice
+        assert alice.read("task1/input/two.csv") == b"2\n"
+        assert len(os.listdir(sock_dir)) == 2
+        assert repo_on_disk(ssh_space).head() == "s3"
+    finally:
+        for login in ("lab-alice", "lab-bob"):
+            subprocess.run(
+                [*ssh.split(), "-o", f"ControlPath={sock}", "-O", "exit", login],
+                capture_output=True, timeout=30,
+            )  # fmt: skip
+        shutil.rmtree(sock_dir, ignore_errors=True)
