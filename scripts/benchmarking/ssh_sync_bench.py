@@ -14,7 +14,9 @@ files, a few large ones), then times, side by side in one run:
 each --rounds times (default 3), alternating which tool goes first, the page cache flushed
 of dirty data before every run, and prints the medians, their dsg/rsync ratio (target:
 within 1.5x) and each round's ratio. dsg also hashes everything it sends and verifies it
-at the receiver; rsync -rltO checks only size and mtime. Last, a control: a local `cp -r`
+at the receiver; rsync -rltO checks only size and mtime. dsg's commit also flushes the
+new snapshot to disk before it returns, which rsync does not: a second initial-upload row
+compares dsg with rsync followed by `sync -f` of its copy. Last, a control: a local `cp -r`
 of the tree onto the repositories' filesystem, timed in each round of the initial upload
 (with its kernel time), shows whether the disk was in one of its slow spells.
 """
@@ -186,6 +188,16 @@ def main() -> None:
                 k,
             ),
         )
+        # The same upload as rsync followed by a flush of its copy (`sync -f`): the durability
+        # dsg's commit gives (its snapshot is on disk when `dsg init` returns), which plain
+        # rsync does not. Printed beside the target's row, not instead of it.
+        t_rf = timed(
+            lambda src=src, k=k: (
+                rsync(f"{src}/", f"lab-alice:{base}/rsync/flushed{k}/"),
+                subprocess.run(["sync", "-f", str(base / "rsync" / f"flushed{k}")], check=True),
+            )
+        )
+        record("  same, rsync + flush", (results["initial upload"][0][-1], t_rf))
         sys_before = os.times().children_system
         t_cp = timed(lambda src=src, k=k: subprocess.run(["cp", "-r", src, base / f"cp{k}"]))
         control.append((t_cp, os.times().children_system - sys_before))
