@@ -205,12 +205,13 @@ def _pipe_size(fd: int) -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ is Linux's")
 def test_the_pipes_to_and_from_ssh_are_widened(fake_ssh) -> None:
-    limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    if int(Path("/proc/sys/fs/pipe-max-size").read_text()) < sshstart.PIPE_SIZE and os.geteuid():
+        pytest.skip("this kernel's pipe-max-size is below PIPE_SIZE: no widening to check")
     argv = ["sh", "-c", "exec cat >/dev/null"]
     session = sshstart.start(argv, {"op": "hello"})
     try:
         for pipe in (session.proc.stdin, session.proc.stdout):
-            assert _pipe_size(pipe.fileno()) == min(sshstart.PIPE_SIZE, limit)  # type: ignore[union-attr]
+            assert _pipe_size(pipe.fileno()) == sshstart.PIPE_SIZE  # type: ignore[union-attr]
     finally:
         session.proc.stdin.close()  # type: ignore[union-attr]
         session.proc.wait(timeout=10)
