@@ -464,7 +464,7 @@ class Agent:
         rec = txn.commit(req.message, req.author, req.author_name)
         self.txn = None
         self.log("committed", snapshot=rec.id, author=req.author, login=self.login)
-        replaced = list(txn.replaced)
+        replaced = txn.replaced
         if replaced:
             self.log(
                 "damaged-objects-replaced",
