@@ -30,6 +30,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / ".venv-ansible"
 REQUIREMENTS = REPO / "requirements-ansible.txt"
+# The lab inventories' vault (inventories/lab/group_vars/all/vault.yml) is encrypted with this
+# public lab fixture password; every ansible command of the tests can decrypt it.
+LAB_VAULT_IDENTITY = f"lab@{REPO / 'inventories' / 'lab' / 'vault-password.txt'}"
 STAMP = VENV / ".dsg-requirements-installed"
 EXIT_MISSING_PREREQ = 2
 
@@ -128,6 +131,7 @@ def ansible_tools() -> AnsibleTools:
         ANSIBLE_FORCE_COLOR="0",
         PY_COLORS="0",
         NO_COLOR="1",
+        ANSIBLE_VAULT_IDENTITY_LIST=LAB_VAULT_IDENTITY,
     )
     env.pop("VIRTUAL_ENV", None)
     return AnsibleTools(VENV, env)
