@@ -27,6 +27,11 @@ def test_create_project_add_user_then_clone_and_sync(
     ansible_tools, ansible_lab, sshd_lab, tmp_path, monkeypatch
 ) -> None:
     inventory = str(Path(__file__).resolve().parents[2] / "inventories" / "lab")
+    # remote.playbook runs ansible-playbook with this process's environment: give it the lab
+    # vault's fixture password, as the ansible_tools runs have it.
+    monkeypatch.setenv(
+        "ANSIBLE_VAULT_IDENTITY_LIST", ansible_tools.env["ANSIBLE_VAULT_IDENTITY_LIST"]
+    )
     ap = str(ansible_tools.venv / "bin" / "ansible-playbook")
     cfg = remote.RemoteConfig(command_timeout=900, ansible_playbook=ap)
     dry_cfg = remote.RemoteConfig(command_timeout=900, ansible_playbook=ap, dry_run=True)
