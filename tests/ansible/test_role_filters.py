@@ -56,6 +56,38 @@ def test_present_and_active_users():
     assert access.dsg_access_project_members(PROJECTS[2], present) == []
 
 
+def test_project_group_holds_writers_and_read_group_readers():
+    present = access.dsg_access_present_users(USERS)
+    alpha = PROJECTS[0]
+    assert access.dsg_access_group_members(alpha, present) == ["alice"]
+    assert access.dsg_access_read_group(alpha) == "dsg-alpha-read"
+    assert access.dsg_access_read_members(alpha, present) == ["bob"]
+    # without ACLs the readers stay in the project group (the only way in)
+    assert access.dsg_access_group_members(alpha, present, False) == ["alice", "bob"]
+    named = {**alpha, "read_group": "alpha-readers"}
+    assert access.dsg_access_read_group(named) == "alpha-readers"
+    assert access.dsg_access_read_members(PROJECTS[2], present) == []  # absent project
+
+
+def test_absent_users_projects_and_duplicates():
+    assert access.dsg_access_absent_users(USERS) == ["gone"]
+    assert [p["name"] for p in access.dsg_access_present_projects(PROJECTS)] == ["alpha", "beta"]
+    assert access.dsg_access_duplicates(["a", "b", "a", "c", "b"]) == ["a", "b"]
+    assert access.dsg_access_duplicates(["a"]) == []
+
+
+@pytest.mark.parametrize("perm", ["snapshot", "rollback", "destroy", "userprop", "hold"])
+def test_delegations_refuse_write_permissions_for_readers(perm):
+    perms = {**PERMS, "read": ["send", perm]}
+    with pytest.raises(ValueError, match="the read role may only be delegated"):
+        access.dsg_access_delegations(PROJECTS, ["alice", "bob"], perms, "tank/dsg")
+    # read-only permissions are fine
+    ok = access.dsg_access_delegations(
+        PROJECTS, ["alice", "bob"], {**PERMS, "read": ["diff", "send"]}, "tank/dsg"
+    )
+    assert ok["tank/dsg/alpha"]["bob"] == ["diff", "send"]
+
+
 def test_delegations_per_role_and_retired_project():
     present = access.dsg_access_present_users(USERS)
     assert access.dsg_access_delegations(PROJECTS, present, PERMS, "tank/dsg") == {

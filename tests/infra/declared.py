@@ -113,6 +113,25 @@ def project_members(d: dict[str, Any], project: dict[str, Any]) -> list[str]:
     return access_filters.dsg_access_project_members(project, present_users(d))
 
 
+def group_members(d: dict[str, Any], project: dict[str, Any]) -> list[str]:
+    """Members of the project group (writers and admins; readers too without ACLs)."""
+    return access_filters.dsg_access_group_members(
+        project, present_users(d), d["access"].get("read_acl", True)
+    )
+
+
+def read_group(project: dict[str, Any]) -> str:
+    return access_filters.dsg_access_read_group(project)
+
+
+def read_members(d: dict[str, Any], project: dict[str, Any]) -> list[str]:
+    return access_filters.dsg_access_read_members(project, present_users(d))
+
+
+def absent_users(d: dict[str, Any]) -> list[str]:
+    return access_filters.dsg_access_absent_users(d["access"]["users"])
+
+
 def access_document(d: dict[str, Any]) -> dict[str, Any]:
     a = d["access"]
     return access_filters.dsg_access_document(

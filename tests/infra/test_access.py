@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.infra import declared as decl
@@ -28,9 +29,14 @@ def test_project_groups_have_exactly_their_members(host, declared):
         elif user.get("uid") is not None and int(entry[2]) != int(user["uid"]):
             problems.append(f"user {user['name']}: uid is {entry[2]}, expected {user['uid']}")
     groups = [
-        (p["group"], decl.project_members(declared, p), p.get("gid"), f"project {p['name']}")
+        (p["group"], decl.group_members(declared, p), p.get("gid"), f"project {p['name']}")
         for p in declared["access"]["projects"]
     ]
+    groups += [
+        (decl.read_group(p), decl.read_members(declared, p), p.get("read_gid"),
+         f"readers of {p['name']}")
+        for p in declared["access"]["projects"]
+    ]  # fmt: skip
     groups.append((declared["access"]["users_group"], decl.active_users(declared), None, "all"))
     for group, members, gid, why in groups:
         entry = getent(host, "group", group)
@@ -110,3 +116,59 @@ def test_access_file_matches_inventory(host, declared):
                     f"the inventory gives {json.dumps(want_p[name], sort_keys=True)}"
                 )
     report(problems, "the access file")
+
+
+def test_readers_enter_projects_by_acl_only(host, declared):
+    """The read group has r-x on its project's mountpoint and nothing else there; without
+    ACLs (dsg_access_read_acl false) readers are in the project group instead."""
+    need_group(declared, "dsg_servers")
+    access = declared["access"]
+    if not access["read_acl"]:
+        pytest.skip("dsg_access_read_acl is false on this host (no POSIX ACLs)")
+    root = access["mountpoint_root"].rstrip("/")
+    problems: list[str] = []
+    for project in access["projects"]:
+        if not decl.present(project):
+            continue
+        path = f"{root}/{project['name']}"
+        r = host.run("getfacl -cp -- %s", path)
+        if r.rc != 0:
+            problems.append(f"{path}: getfacl failed: {r.stderr.strip()[-200:]}")
+            continue
+        entries = {line.split("#")[0].strip() for line in r.stdout.splitlines()} - {""}
+        named = {e for e in entries if e.split(":")[1] and not e.startswith("default:")}
+        want = {f"group:{decl.read_group(project)}:r-x"}
+        if named != want:
+            problems.append(
+                f"{path}: named ACL entries are {sorted(named)}, expected {sorted(want)}"
+            )
+        if "other::---" not in entries:
+            problems.append(f"{path}: others may enter ({sorted(entries)})")
+    report(problems, "the read groups' ACLs")
+
+
+def test_offboarded_users_are_locked_without_keys(host, declared):
+    need_group(declared, "dsg_servers")
+    access = declared["access"]
+    if not access["offboard_accounts"]:
+        pytest.skip("dsg_access_offboard_accounts is false")
+    problems: list[str] = []
+    checked = 0
+    for name in decl.absent_users(declared):
+        entry = getent(host, "passwd", name)
+        if entry is None:
+            continue  # never had an account here
+        checked += 1
+        if entry[6] != access["offboard_shell"]:
+            problems.append(f"user {name}: shell {entry[6]}, expected {access['offboard_shell']}")
+        shadow = getent(host, "shadow", name) or []
+        if len(shadow) < 8 or not shadow[1].startswith("!"):
+            problems.append(f"user {name}: password not locked")
+        if len(shadow) < 8 or not shadow[7].isdigit() or int(shadow[7]) > 1:
+            problems.append(f"user {name}: account not expired (expiry {shadow[7:8]})")
+        for keys in ("authorized_keys", "authorized_keys2"):
+            if host.file(f"{entry[5]}/.ssh/{keys}").exists:
+                problems.append(f"user {name}: {entry[5]}/.ssh/{keys} still exists")
+    if not checked:
+        pytest.skip("no offboarded user has an account on this host")
+    report(problems, "offboarded accounts")

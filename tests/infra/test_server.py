@@ -85,9 +85,16 @@ def test_log_directory_and_logrotate(host, declared):
     srv = declared["server"]
     group, log_dir = srv["users_group"], srv["log_dir"].rstrip("/")
     problems: list[str] = []
-    check_path(problems, host, log_dir, "directory", "root", group, 0o2770)
+    # members append to the files; they cannot create, rename or delete any
+    check_path(problems, host, log_dir, "directory", "root", group, 0o750)
     for name in srv["log_files"]:
         check_path(problems, host, f"{log_dir}/{name}", "regular", "root", group, 0o660)
+    for name in srv["log_files"]:
+        if name == srv["audit_file"]:
+            continue  # test_audit_log_is_append_only
+        rotated = host.run("find %s -maxdepth 1 -name %s -perm /0222", log_dir, f"{name}.*")
+        for path in rotated.stdout.split():
+            problems.append(f"{path}: a rotated log is still writable (logrotate makes it 0440)")
     conf = "/etc/logrotate.d/dsg"
     check_path(problems, host, conf, "regular", "root", "root", 0o644)
     f = host.file(conf)
