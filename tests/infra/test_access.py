@@ -153,12 +153,11 @@ def test_offboarded_users_are_locked_without_keys(host, declared):
     if not access["offboard_accounts"]:
         pytest.skip("dsg_access_offboard_accounts is false")
     problems: list[str] = []
-    checked = 0
+    # A host with no offboarded user passes: there is nothing that could still log in.
     for name in decl.absent_users(declared):
         entry = getent(host, "passwd", name)
         if entry is None:
             continue  # never had an account here
-        checked += 1
         if entry[6] != access["offboard_shell"]:
             problems.append(f"user {name}: shell {entry[6]}, expected {access['offboard_shell']}")
         shadow = getent(host, "shadow", name) or []
@@ -169,6 +168,4 @@ def test_offboarded_users_are_locked_without_keys(host, declared):
         for keys in ("authorized_keys", "authorized_keys2"):
             if host.file(f"{entry[5]}/.ssh/{keys}").exists:
                 problems.append(f"user {name}: {entry[5]}/.ssh/{keys} still exists")
-    if not checked:
-        pytest.skip("no offboarded user has an account on this host")
     report(problems, "offboarded accounts")
