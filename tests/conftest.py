@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dsg.config import ProjectConfig
+from dsg.workcopy.config import ProjectConfig
 from tests.helpers import Researcher, project_config
 
 pytest_plugins = ["tests.fixtures.sshd_lab", "tests.fixtures.zfs_lab"]

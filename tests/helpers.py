@@ -9,12 +9,12 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsg import ops
 from dsg.backends import Repository, open_repository
-from dsg.config import ProjectConfig, RepositoryConfig, UserConfig
-from dsg.manifest import Manifest
-from dsg.scan import hash_bytes, hash_file
-from dsg.workspace import Workspace
+from dsg.core.manifest import Manifest
+from dsg.sync import ops
+from dsg.workcopy.config import ProjectConfig, RepositoryConfig, UserConfig
+from dsg.workcopy.scan import hash_bytes, hash_file
+from dsg.workcopy.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DSG = str(REPO_ROOT / ".venv" / "bin" / "dsg") if (REPO_ROOT / ".venv/bin/dsg").exists() else "dsg"

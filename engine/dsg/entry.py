@@ -13,7 +13,7 @@ import sys
 def main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["serve"] and not {"-h", "--help"} & set(args):
-        from .agent import main as agent_main
+        from dsg.server.agent import main as agent_main
 
         # The agent has closed all it opened (every log and audit record is one unbuffered
         # write); skip the interpreter's teardown, ~20 ms with pydantic loaded, which every
@@ -21,7 +21,7 @@ def main() -> None:
         _exit_now(agent_main(args[1:]))
     if args[:1] in (["sync"], ["status"]) and not {"-h", "--help"} & set(args):
         _start_early(lock=args[0] == "sync")
-        from .cli import main as cli_main
+        from dsg.cli import main as cli_main
 
         # These commands close what they open (the repository session is reaped, every
         # file is written under `with`) before returning; their exit skips the teardown
@@ -31,13 +31,13 @@ def main() -> None:
         except SystemExit as e:
             _exit_now(e.code if isinstance(e.code, int) else (1 if e.code else 0))
         _exit_now(0)
-    from .cli import main as cli_main
+    from dsg.cli import main as cli_main
 
     cli_main()
 
 
 def _exit_now(code: int) -> None:
-    prescan = sys.modules.get("dsg.prescan")
+    prescan = sys.modules.get("dsg.workcopy.prescan")
     if prescan is not None:
         prescan.discard()  # what atexit would have done: stop a child not taken
     with contextlib.suppress(OSError, ValueError):  # a closed or broken stdout
@@ -54,7 +54,7 @@ def _start_early(*, lock: bool) -> None:
     lock for it first). Any problem is left for the command itself to find and report, in
     its order."""
     try:
-        from .sshstart import start_early
+        from dsg.wire.sshstart import start_early
 
         root, data = start_early()
     except Exception:  # reported again, in order, by the command itself
@@ -62,7 +62,7 @@ def _start_early(*, lock: bool) -> None:
     if os.environ.get("DSG_PRESCAN", "1") == "0":  # the switch, should it ever be needed
         return
     try:
-        from . import prescan
+        from dsg.workcopy import prescan
 
         prescan.start(root, data, lock=lock)
     except Exception:  # the command scans as usual

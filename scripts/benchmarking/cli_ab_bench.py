@@ -32,9 +32,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from ssh_sync_bench import change_one_percent, generate, lab_up, timed  # noqa: E402
 
-from dsg import ops  # noqa: E402
 from dsg.backends import open_repository  # noqa: E402
-from dsg.config import ProjectConfig, RepositoryConfig, UserConfig  # noqa: E402
+from dsg.sync import ops  # noqa: E402
+from dsg.workcopy.config import ProjectConfig, RepositoryConfig, UserConfig  # noqa: E402
 
 
 def entry_script(engine: Path, where: Path) -> Path:

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "engine"))
 
 import orjson
 
-from dsg.manifest import Entry, Manifest
-from dsg.scan import hash_bytes
+from dsg.core.manifest import Entry, Manifest
+from dsg.workcopy.scan import hash_bytes
 
 
 def main() -> None:

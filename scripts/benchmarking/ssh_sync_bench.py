@@ -38,10 +38,10 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parents[2]
 sys.path.insert(0, str(REPO / "engine"))
 
-from dsg import ops  # noqa: E402
 from dsg.backends import open_repository  # noqa: E402
-from dsg.config import ProjectConfig, RepositoryConfig, UserConfig  # noqa: E402
-from dsg.workspace import Workspace  # noqa: E402
+from dsg.sync import ops  # noqa: E402
+from dsg.workcopy.config import ProjectConfig, RepositoryConfig, UserConfig  # noqa: E402
+from dsg.workcopy.workspace import Workspace  # noqa: E402
 
 
 def lab_up() -> dict[str, str]:

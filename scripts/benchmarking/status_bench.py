@@ -39,10 +39,10 @@ def generate(root: Path, n: int, size: int) -> None:
 
 
 def child(mode: str, root: str) -> None:
-    from dsg import ops
     from dsg.backends import open_repository
-    from dsg.config import load_project_config
-    from dsg.workspace import Workspace
+    from dsg.sync import ops
+    from dsg.workcopy.config import load_project_config
+    from dsg.workcopy.workspace import Workspace
 
     t = time.perf_counter()
     if mode == "walk":
@@ -105,9 +105,9 @@ def main() -> None:
         child(*args.child)
         return
 
-    from dsg import ops
     from dsg.backends import open_repository
-    from dsg.config import ProjectConfig, RepositoryConfig, UserConfig
+    from dsg.sync import ops
+    from dsg.workcopy.config import ProjectConfig, RepositoryConfig, UserConfig
 
     work = (args.dir or Path("/tmp")) / f"dsg-status-bench-{args.files}"
     shutil.rmtree(work, ignore_errors=True)

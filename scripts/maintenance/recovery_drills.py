@@ -35,7 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "engine"))
-from dsg.zfsops import Zfs  # noqa: E402
+from dsg.zfs.ops import Zfs  # noqa: E402
 
 DSG = str(REPO / ".venv" / "bin" / "dsg")
 

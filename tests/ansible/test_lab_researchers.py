@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dsg.config import ProjectConfig, RepositoryConfig
+from dsg.workcopy.config import ProjectConfig, RepositoryConfig
 from tests.ansible.test_lab_run import converge
 from tests.helpers import (
     Researcher,

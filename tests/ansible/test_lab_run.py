@@ -390,7 +390,7 @@ def test_lab_dsgconfig_template_renders(ansible_tools, tmp_path):
     assert cfg["repository"]["type"] == "zfs" and cfg["repository"]["pool"] == POOL
     assert cfg["data_dirs"] == ["input", "output", "frozen"]
     try:
-        from dsg.config import load_project_config
+        from dsg.workcopy.config import load_project_config
     except ImportError:  # the engine is not importable here: the YAML checks above suffice
         return
     assert load_project_config(dest).name == "lab-alpha"

@@ -260,7 +260,7 @@ def clean(lab) -> Iterator[Path]:
 
 
 def researcher(tmp: Path, lab_dir: Path, project: str):
-    from dsg.config import ProjectConfig, RepositoryConfig
+    from dsg.workcopy.config import ProjectConfig, RepositoryConfig
     from tests.helpers import Researcher
 
     cfg = ProjectConfig(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dsg import remote
-from dsg.config import ProjectConfig, RepositoryConfig
+from dsg.admin import remote
+from dsg.workcopy.config import ProjectConfig, RepositoryConfig
 from tests.ansible.test_lab_researchers import SUDOERS
 from tests.helpers import Researcher, skip_unless_lab_users_can_run, tree_content
 

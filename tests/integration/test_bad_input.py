@@ -8,7 +8,7 @@ import unicodedata
 
 import pytest
 
-from dsg.errors import PathError, ScanBlocked
+from dsg.core.errors import PathError, ScanBlocked
 from tests.helpers import manifest_content, tree_content
 
 # Name checks happen in the scanner, before any backend is involved.

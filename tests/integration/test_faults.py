@@ -12,10 +12,10 @@ import os
 
 import pytest
 
-from dsg import faults
 from dsg.backends import LockOwner
-from dsg.errors import ConflictsBlocked, DsgError
-from dsg.scan import hash_file
+from dsg.core import faults
+from dsg.core.errors import ConflictsBlocked, DsgError
+from dsg.workcopy.scan import hash_file
 from tests.helpers import manifest_content, tree_content
 
 A = "task1/input/a.csv"
@@ -137,9 +137,9 @@ TESTED_ELSEWHERE = {"backup.mid_stream": "tests/integration/test_backup.py"}
 
 
 def test_crash_points_are_all_registered() -> None:
+    import dsg.admin.backup
     import dsg.backends.zfs
-    import dsg.backup
-    import dsg.ops  # noqa: F401  (registers its points)
+    import dsg.sync.ops  # noqa: F401
 
     every = set(COMMON_POINTS).union(*BACKEND_POINTS.values(), TESTED_ELSEWHERE)
     assert every == set(faults.POINTS), "every crash point needs a test, every test a point"
@@ -259,7 +259,7 @@ def test_head_moves_into_a_conflict_stops_cleanly(team, hook) -> None:
 
 
 def test_commit_refuses_a_stale_parent(team) -> None:
-    from dsg.errors import HeadMoved
+    from dsg.core.errors import HeadMoved
 
     alice, bob = team
     repo = bob.repo

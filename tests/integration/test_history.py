@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from dsg.manifest import Entry, Manifest
-from dsg.scan import hash_bytes
+from dsg.core.manifest import Entry, Manifest
+from dsg.workcopy.scan import hash_bytes
 from tests.helpers import Researcher, stored_file, tree_content
 
 A = "task1/input/a.csv"

@@ -19,7 +19,7 @@ import pytest
 import xxhash
 
 from dsg.backends.posix import PosixRepository
-from dsg.errors import IntegrityError
+from dsg.core.errors import IntegrityError
 from tests.helpers import DSG, manifest_content, tree_content
 
 NFD_NAME = unicodedata.normalize("NFD", "café.csv")
@@ -505,8 +505,8 @@ def test_unreadable_parts_block_in_process(
 ) -> None:
     """Unreadable directories and files (simulated, so this also runs as root) are blocking
     problems; apply refuses and leaves no repository behind."""
-    from dsg import migrate
-    from dsg.config import ProjectConfig, RepositoryConfig
+    from dsg.admin import migrate
+    from dsg.workcopy.config import ProjectConfig, RepositoryConfig
 
     proj = build_snap(env["tmp"] / "snaproot")
     config = ProjectConfig(
@@ -544,9 +544,9 @@ def test_failure_during_write_removes_the_new_repository(
 ) -> None:
     """A source file changing between the plan and its upload fails the hash check at the
     receiver; the half-written repository is removed, so the import can simply be rerun."""
-    from dsg import migrate
+    from dsg.admin import migrate
     from dsg.backends.staging import StagedTransaction
-    from dsg.config import ProjectConfig, RepositoryConfig
+    from dsg.workcopy.config import ProjectConfig, RepositoryConfig
 
     proj = build_snap(env["tmp"] / "snaproot")
     config = ProjectConfig(

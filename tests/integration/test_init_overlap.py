@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import dsg.scan
-from dsg import ops
+import dsg.workcopy.scan
 from dsg.backends import open_repository
-from dsg.config import UserConfig
-from dsg.errors import RepositoryExists, TransportError
+from dsg.core.errors import RepositoryExists, TransportError
+from dsg.sync import ops
+from dsg.workcopy.config import UserConfig
 from tests.helpers import project_config
 
 USER = UserConfig(user_name="Ana", user_id="ana@hrdag.org")
@@ -28,13 +28,13 @@ def tree(root: Path, n: int) -> None:
 @pytest.fixture
 def hashed(monkeypatch) -> list[str]:
     seen: list[str] = []
-    real = dsg.scan.hash_file
+    real = dsg.workcopy.scan.hash_file
 
     def counting(path: str) -> bytes:
         seen.append(path)
         return real(path)
 
-    monkeypatch.setattr(dsg.scan, "hash_file", counting)
+    monkeypatch.setattr(dsg.workcopy.scan, "hash_file", counting)
     return seen
 
 
@@ -47,7 +47,7 @@ def test_the_exists_check_runs_beside_the_scan(tmp_path: Path, monkeypatch) -> N
     repo = open_repository(cfg)
     answered = threading.Event()
     scan_began_first: list[bool] = []
-    real_exists, real_scan = type(repo).exists, dsg.scan.scan
+    real_exists, real_scan = type(repo).exists, dsg.workcopy.scan.scan
 
     def slow_exists(self) -> bool:
         assert answered.wait(10), "the scan never ran while exists() was pending"
@@ -59,7 +59,7 @@ def test_the_exists_check_runs_beside_the_scan(tmp_path: Path, monkeypatch) -> N
         return real_scan(*a, **kw)
 
     monkeypatch.setattr(type(repo), "exists", slow_exists)
-    monkeypatch.setattr("dsg.workspace.scan", scan)
+    monkeypatch.setattr("dsg.workcopy.workspace.scan", scan)
     result = ops.init(root, cfg, repo, USER, "first")
     assert scan_began_first == [True]
     assert result.committed is not None and result.committed.entry_count == 50
@@ -106,7 +106,7 @@ def test_a_scan_error_does_not_wait_for_a_host_that_does_not_answer(
     Ctrl-C) init stops at once, not after the host's connect timeout."""
     import time
 
-    from dsg.errors import ScanBlocked
+    from dsg.core.errors import ScanBlocked
 
     cfg = project_config("proj", tmp_path / "repos")
     (tmp_path / "repos").mkdir()

@@ -18,9 +18,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from dsg.errors import ConflictsBlocked
-from dsg.manifest import SnapshotRecord
-from dsg.scan import hash_file
+from dsg.core.errors import ConflictsBlocked
+from dsg.core.manifest import SnapshotRecord
+from dsg.workcopy.scan import hash_file
 from tests.helpers import Researcher, manifest_content, project_config, tree_content
 
 USERS = ["alice", "bob", "carol"]

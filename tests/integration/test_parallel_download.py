@@ -1,4 +1,4 @@
-"""Downloads written in this thread or by writer threads (`dsg.writers`): every file arrives
+"""Downloads written in this thread or by writer threads (`dsg.fs.writers`): every file arrives
 whole with its mtime and a valid hash-cache entry; a damaged object or a full disk stops the
 run with a clear error, leaves no temp file and records no base, and the next run finishes."""
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from dsg import execute
-from dsg.errors import IntegrityError
-from dsg.scan import HashCache, stat_key
-from dsg.writers import MAX_QUEUED
+from dsg.core.errors import IntegrityError
+from dsg.fs.writers import MAX_QUEUED
+from dsg.sync import execute
+from dsg.workcopy.scan import HashCache, stat_key
 from tests.helpers import tree_content
 
 pytestmark = pytest.mark.parametrize("backend", ["posix"])
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.parametrize("backend", ["posix"])
 
 @pytest.fixture(autouse=True, params=["threads", "serial"])
 def writer_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways of writing (`dsg.writers`): this machine's disk decides `auto`."""
+    """Both ways of writing (`dsg.fs.writers`): this machine's disk decides `auto`."""
     monkeypatch.setenv("DSG_WRITERS", request.param)
     return request.param
 

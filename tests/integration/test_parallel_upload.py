@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from dsg.backends import LockOwner, open_repository, staging
-from dsg.errors import IntegrityError, RepositoryError
-from dsg.scan import hash_bytes
+from dsg.core.errors import IntegrityError, RepositoryError
+from dsg.workcopy.scan import hash_bytes
 from tests.helpers import Researcher, project_config, tree_content
 
 
 @pytest.fixture(autouse=True, params=["threads", "serial"])
 def writer_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways of writing (`dsg.writers`): this machine's disk decides `auto`."""
+    """Both ways of writing (`dsg.fs.writers`): this machine's disk decides `auto`."""
     monkeypatch.setenv("DSG_WRITERS", request.param)
     return request.param
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import dsg.workspace
-from dsg import prescan
-from dsg.scan import ScanResult, ScanRules
+import dsg.workcopy.workspace
+from dsg.workcopy import prescan
+from dsg.workcopy.scan import ScanResult, ScanRules
 from tests.helpers import Researcher, project_config
 
 
@@ -62,15 +62,17 @@ def no_scan(monkeypatch) -> None:
     def refuse(*a: object, **k: object) -> None:
         raise AssertionError("scanned in the parent")
 
-    monkeypatch.setattr(dsg.workspace, "scan", refuse)
+    monkeypatch.setattr(dsg.workcopy.workspace, "scan", refuse)
 
 
 def test_the_childs_scan_is_the_ordinary_scan(ana: Researcher, monkeypatch) -> None:
     prescan.start(ana.root, raw(ana), lock=False)
-    real_scan = dsg.workspace.scan
-    monkeypatch.setattr(dsg.workspace, "scan", lambda *a, **k: pytest.fail("parent scanned"))
+    real_scan = dsg.workcopy.workspace.scan
+    monkeypatch.setattr(
+        dsg.workcopy.workspace, "scan", lambda *a, **k: pytest.fail("parent scanned")
+    )
     early = ana.ws.scan()
-    monkeypatch.setattr(dsg.workspace, "scan", real_scan)
+    monkeypatch.setattr(dsg.workcopy.workspace, "scan", real_scan)
     assert early.prescanned
     assert early.hashed_files == 2  # the changed and the new file; the rest from the cache
     ordinary = ana.ws.scan()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from dsg.errors import ConflictsBlocked
+from dsg.core.errors import ConflictsBlocked
 from tests.helpers import manifest_content, tree_content
 
 A = "task1/input/a.csv"
@@ -246,7 +246,7 @@ def test_continue_from_conflicts_file(team) -> None:
 
 
 def test_conflicts_file_errors_name_the_line(team) -> None:
-    from dsg.errors import WorkingCopyError
+    from dsg.core.errors import WorkingCopyError
 
     _, bob, _path = make_conflict(team, "all_ne")
     text = bob.ws.conflicts_path.read_text()

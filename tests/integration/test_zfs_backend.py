@@ -7,8 +7,8 @@ import json
 import orjson
 import pytest
 
-from dsg import faults
-from dsg.errors import RepositoryError
+from dsg.core import faults
+from dsg.core.errors import RepositoryError
 from tests.helpers import Researcher, manifest_content, tree_content
 
 pytestmark = pytest.mark.zfs  # (the reader test also runs on posix)

@@ -1,4 +1,4 @@
-"""dsg.zfsops against real ZFS: the zfs-fuse lab pools (tests/fixtures/zfs_lab.py)."""
+"""dsg.zfs.ops against real ZFS: the zfs-fuse lab pools (tests/fixtures/zfs_lab.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dsg.zfsops import (
+from dsg.zfs.ops import (
     DatasetBusy,
     DatasetNotFound,
     RollbackRefused,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from dsg.config import ProjectConfig, RepositoryConfig
+from dsg.workcopy.config import ProjectConfig, RepositoryConfig
 from tests.helpers import REPO_ROOT, Researcher
 
 AGENT = REPO_ROOT / ".venv" / "bin" / "dsg"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dsg.errors import DsgError
+from dsg.core.errors import DsgError
 from tests.helpers import empty_stored_object
 from tests.lab_ssh.space import AGENT, A, repo_on_disk
 

@@ -84,7 +84,7 @@ def test_backup_pushed_over_ssh_then_drilled(sshd_lab, zfs_lab, tmp_path: Path) 
 def test_fabric_backup_and_restore_drill_tasks(sshd_lab, zfs_lab, tmp_path: Path) -> None:
     """The admin's Fabric tasks run `dsg admin backup` / `restore-drill` on the host (as
     dsgadmin, through sudo): dry runs change nothing, real runs back up and drill."""
-    from dsg import remote
+    from dsg.admin import remote
     from tests.helpers import REPO_ROOT, skip_unless_lab_users_can_run
 
     dsg_bin = str(REPO_ROOT / ".venv" / "bin" / "dsg")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dsg import remote
+from dsg.admin import remote
 from tests.helpers import REPO_ROOT, skip_unless_lab_users_can_run
 
 pytestmark = pytest.mark.ssh

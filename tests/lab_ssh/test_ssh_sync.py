@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from dsg.errors import ConflictsBlocked, PermissionDenied
+from dsg.core.errors import ConflictsBlocked, PermissionDenied
 from tests.helpers import (
     manifest_content,
     tree_content,
@@ -100,8 +100,8 @@ def test_read_only_user_can_clone_and_status_but_not_sync_up(ssh_space, ssh_team
 def test_connection_starts_before_the_scan(ssh_space, ssh_team, monkeypatch) -> None:
     """sync and status start ssh (handshake, agent start) before scanning the working
     copy, so the two overlap; the hello's answer is read only at the first request."""
-    from dsg import workspace
     from dsg.backends.ssh import SshRepository
+    from dsg.workcopy import workspace
 
     _, bob = ssh_team
     seen: list[tuple[bool, bool]] = []
@@ -446,7 +446,7 @@ def test_a_refused_upload_inside_a_full_window_aborts_cleanly(
     still reaches the agent, nothing is committed or left behind, and the next sync goes
     through."""
     from dsg.backends.ssh import PUT_WINDOW, SshTransaction
-    from dsg.errors import IntegrityError
+    from dsg.core.errors import IntegrityError
 
     _, bob = ssh_team
     n = 2 * PUT_WINDOW + 20
@@ -494,7 +494,7 @@ def test_downloads_span_pipelined_batches_and_an_agent_error_keeps_the_session(
     on in step (a stale answer would be taken for the next reply)."""
     from contextlib import closing
 
-    from dsg.errors import RepositoryError
+    from dsg.core.errors import RepositoryError
 
     bob, names, head = _batched_snapshot(ssh_team, monkeypatch)
     with closing(bob.repo) as repo:
@@ -541,7 +541,7 @@ def test_an_agent_that_dies_mid_upload_is_a_lost_connection_and_loses_nothing(
     "connection lost" (no hang on a buffer it can no longer send), nothing is committed, the
     working copy is untouched, and the next sync finishes without cleanup by hand."""
     from dsg.backends.ssh import SshTransaction
-    from dsg.errors import TransportError
+    from dsg.core.errors import TransportError
 
     alice, bob = ssh_team
     names = [f"task1/input/dies/f{i:03d}.csv" for i in range(300)]

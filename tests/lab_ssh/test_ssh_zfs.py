@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dsg.config import ProjectConfig, RepositoryConfig
+from dsg.workcopy.config import ProjectConfig, RepositoryConfig
 from tests.conftest import release_dsg_holds
 from tests.helpers import (
     REPO_ROOT,

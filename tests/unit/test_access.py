@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dsg.access import allows, load_access
-from dsg.errors import ConfigError
+from dsg.core.errors import ConfigError
+from dsg.server.access import allows, load_access
 
 GOOD = """\
 projects:
@@ -116,6 +116,6 @@ def test_no_file_says_who_provisions_it(tmp_path: Path) -> None:
 
 def test_the_agent_loads_without_pydantic() -> None:
     """The agent starts for every SSH session: it must not pay pydantic's ~0.1 s import."""
-    code = "import sys, dsg.agent; print(sorted(m for m in sys.modules if 'pydantic' in m))"
+    code = "import sys, dsg.server.agent; print(sorted(m for m in sys.modules if 'pydantic' in m))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsg.alerts import (
+from dsg.admin.alerts import (
     RUN_CHECK,
     SUBJECT_MAX,
     CheckState,
@@ -28,8 +28,7 @@ from dsg.alerts import (
     transitions,
     webhook_payload,
 )
-from dsg.errors import ConfigError
-from dsg.health import (
+from dsg.admin.health import (
     DEFAULT_SENDMAIL,
     EmailAlerts,
     HealthConfig,
@@ -37,7 +36,8 @@ from dsg.health import (
     Status,
     load_health_config,
 )
-from dsg.health import Check as C
+from dsg.admin.health import Check as C
+from dsg.core.errors import ConfigError
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsg.backup import BackupDiverged, SnapInfo, Step, plan_replication
+from dsg.admin.backup import BackupDiverged, SnapInfo, Step, plan_replication
 
 
 def snaps(*names: str, guid_of=lambda n: f"g-{n}") -> list[SnapInfo]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dsg.config import load_project_config, load_user_config
-from dsg.errors import ConfigError
+from dsg.core.errors import ConfigError
+from dsg.workcopy.config import load_project_config, load_user_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dsg.backup import BackupDiverged, check_raw_target
-from dsg.health import Status, evaluate_encryption, locked_snapshot_check
-from dsg.zfsops import KeyState, Zfs, key_location_url, no_encryption_property, parse_key_state
+from dsg.admin.backup import BackupDiverged, check_raw_target
+from dsg.admin.health import Status, evaluate_encryption, locked_snapshot_check
+from dsg.zfs.ops import KeyState, Zfs, key_location_url, no_encryption_property, parse_key_state
 
 DS = "tank/dsg/sealed"
 

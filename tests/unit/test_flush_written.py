@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from dsg import manifest
-from dsg.manifest import FSYNC_EACH_MAX, flush_written
+from dsg.core import manifest
+from dsg.core.manifest import FSYNC_EACH_MAX, flush_written
 
 
 def test_a_few_files_are_each_flushed(tmp_path, monkeypatch) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dsg.history import blame, check_link
-from dsg.manifest import Entry, Manifest, SnapshotRecord
-from dsg.scan import hash_bytes
+from dsg.core.manifest import Entry, Manifest, SnapshotRecord
+from dsg.sync.history import blame, check_link
+from dsg.workcopy.scan import hash_bytes
 
 P = "t/input/a.csv"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 
-from dsg.protocol import input_waiting
+from dsg.wire.protocol import input_waiting
 
 
 def test_a_pipe_with_and_without_data() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsg.execute import interleave_by_dir
+from dsg.sync.execute import interleave_by_dir
 
 
 def test_round_robin_over_directories_keeping_each_directorys_order() -> None:

@@ -7,9 +7,9 @@ import gzip
 import orjson
 import pytest
 
-from dsg.errors import ManifestError
-from dsg.manifest import Entry, Manifest, SnapshotRecord
-from dsg.scan import hash_bytes
+from dsg.core.errors import ManifestError
+from dsg.core.manifest import Entry, Manifest, SnapshotRecord
+from dsg.workcopy.scan import hash_bytes
 
 
 def sample() -> Manifest:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dsg.errors import ConfigError
-from dsg.health import (
+from dsg.admin.health import (
     Check,
     HealthConfig,
     Report,
@@ -28,8 +27,9 @@ from dsg.health import (
     threshold,
     worst,
 )
-from dsg.metrics import Family, format_value, render, write_atomic
-from dsg.zfsops import PoolStatus
+from dsg.admin.metrics import Family, format_value, render, write_atomic
+from dsg.core.errors import ConfigError
+from dsg.zfs.ops import PoolStatus
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -326,7 +326,7 @@ def test_write_atomic_failure_leaves_old_file(tmp_path: Path) -> None:
 
 
 def test_transaction_metrics_from_audit_records() -> None:
-    from dsg.metrics import render, transaction_families
+    from dsg.admin.metrics import render, transaction_families
 
     recs = [
         {"action": "session.open", "project": "p", "login": "a"},
@@ -374,7 +374,7 @@ errors: No known data errors
 
 
 def test_pool_status_parsing_for_scrub_and_data_errors() -> None:
-    from dsg.metrics import data_errors, scan_errors
+    from dsg.admin.metrics import data_errors, scan_errors
 
     assert (scan_errors(ZFS_FUSE_STATUS), data_errors(ZFS_FUSE_STATUS)) == (2, 3)
     assert (scan_errors(OPENZFS_STATUS), data_errors(OPENZFS_STATUS)) == (0, 0)
@@ -384,7 +384,7 @@ def test_pool_status_parsing_for_scrub_and_data_errors() -> None:
 
 
 def test_autosnap_freshness_per_retention_class() -> None:
-    from dsg.metrics import autosnap_freshness
+    from dsg.admin.metrics import autosnap_freshness
 
     snaps = [
         ("s1", 50),

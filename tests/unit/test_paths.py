@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dsg.errors import PathError
-from dsg.paths import case_twins, check_path, link_target_problem, path_problem
+from dsg.core.errors import PathError
+from dsg.core.paths import case_twins, check_path, link_target_problem, path_problem
 
 GOOD = [
     "a",
@@ -76,7 +76,7 @@ def test_case_twins() -> None:
 
 def _component_checks(path: str) -> str | None:
     """path_problem without its fast path: the length, then every component."""
-    from dsg.paths import MAX_PATH_BYTES, name_problem
+    from dsg.core.paths import MAX_PATH_BYTES, name_problem
 
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
         return "too long"

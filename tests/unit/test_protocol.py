@@ -9,8 +9,8 @@ from typing import get_args, get_type_hints
 import pytest
 
 from dsg.backends.ssh import parse_host
-from dsg.errors import TransportError
-from dsg.protocol import (
+from dsg.core.errors import TransportError
+from dsg.wire.protocol import (
     _BY_OP,
     MAX_JSON,
     REQUESTS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from dsg.scan import read_upto
+from dsg.workcopy.scan import read_upto
 
 
 class Trickle(io.RawIOBase):
@@ -42,8 +42,8 @@ def test_write_all_goes_on_after_short_writes(tmp_path, monkeypatch) -> None:
     until every byte is in."""
     import os
 
-    import dsg.scan
-    from dsg.scan import write_all
+    import dsg.workcopy.scan
+    from dsg.workcopy.scan import write_all
 
     real_write = os.write
     calls = []
@@ -52,7 +52,7 @@ def test_write_all_goes_on_after_short_writes(tmp_path, monkeypatch) -> None:
         calls.append(len(data))
         return real_write(fd, bytes(data[:1000]))
 
-    monkeypatch.setattr(dsg.scan.os, "write", short_write)
+    monkeypatch.setattr(dsg.workcopy.scan.os, "write", short_write)
     data = os.urandom(10_500)
     p = tmp_path / "f"
     fd = os.open(p, os.O_WRONLY | os.O_CREAT)

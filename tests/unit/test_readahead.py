@@ -1,4 +1,4 @@
-"""dsg.readahead: files in order, opened ahead, errors at their own turn, nothing leaked."""
+"""dsg.fs.readahead: files in order, opened ahead, errors at their own turn, nothing leaked."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dsg.readahead import read_ahead
+from dsg.fs.readahead import read_ahead
 
 
 def _files(tmp_path: Path, n: int) -> list[Path]:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dsg import sshstart
 from dsg.backends import open_repository
 from dsg.backends.ssh import SshRepository
-from dsg.config import load_project_config
-from dsg.manifest import Manifest
+from dsg.core.manifest import Manifest
+from dsg.wire import sshstart
+from dsg.workcopy.config import load_project_config
 
 CONFIG = """\
 name: proj
@@ -118,10 +118,10 @@ def test_the_cli_connects_once_and_before_loading_itself(tmp_path) -> None:
     start a second session; a host that cannot be reached is still reported clearly."""
     spy = (
         "import sys\n"
-        "from dsg import sshstart\n"
+        "from dsg.wire import sshstart\n"
         "real = sshstart.start\n"
         "def start(argv, msg):\n"
-        "    print('START', 'late' if 'dsg.cli' in sys.modules else 'early', file=sys.stderr)\n"
+        "    print('START', 'late' if 'dsg.cli.daily' in sys.modules else 'early', file=sys.stderr)\n"
         "    return real(argv, msg)\n"
         "sshstart.start = start\n"
     )
@@ -139,10 +139,10 @@ def test_sync_and_status_load_only_their_own_commands(tmp_path) -> None:
     command modules (~30 ms of each run); every other command still has them all."""
     spy = (
         "import sys\n"
-        "from dsg import ops\n"
+        "from dsg.sync import ops\n"
         "real = ops.status\n"
         "def status(*a, **k):\n"
-        "    mods = ('dsg.cli_admin', 'dsg.cli_backup', 'dsg.cli_history', 'dsg.cli_import')\n"
+        "    mods = ('dsg.cli.admin', 'dsg.cli.backup', 'dsg.cli.history', 'dsg.cli.imports')\n"
         "    print('LOADED', [m for m in mods if m in sys.modules], file=sys.stderr)\n"
         "    return real(*a, **k)\n"
         "ops.status = status\n"
@@ -162,7 +162,7 @@ def test_every_ssh_carries_the_safety_options_after_the_users_own() -> None:
     argv = sshstart.ssh_argv("h", "ann", 2200, "dsg serve")
     for opt in ("BatchMode=yes", "StrictHostKeyChecking=yes", "ConnectTimeout=30"):
         assert argv[argv.index(opt) - 1] == "-o"
-    from dsg.backup import receiver_zfs
+    from dsg.admin.backup import receiver_zfs
 
     zfs = receiver_zfs("h")
     assert zfs is not None and "ConnectTimeout=30" in zfs.prefix
@@ -174,7 +174,7 @@ def test_a_host_that_never_answers_is_given_up_with_a_clear_error(monkeypatch) -
     import socket
     import time
 
-    from dsg.errors import TransportError
+    from dsg.core.errors import TransportError
 
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))

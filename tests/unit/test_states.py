@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from dsg.compare import CONFLICT_STATES, SyncState, classify, merge3
-from dsg.manifest import Entry, Manifest
-from dsg.plan import Action, Resolution, fingerprint, make_plan, resolve_action
+from dsg.core.compare import CONFLICT_STATES, SyncState, classify, merge3
+from dsg.core.manifest import Entry, Manifest
+from dsg.core.plan import Action, Resolution, fingerprint, make_plan, resolve_action
 
 
 def f(content: str, path: str = "t/input/x") -> Entry:
-    from dsg.scan import hash_bytes
+    from dsg.workcopy.scan import hash_bytes
 
     return Entry(path, len(content), 1, hash_bytes(content.encode()))
 

@@ -1,4 +1,4 @@
-"""dsg.writers: when writes go to threads, what comes back, and errors."""
+"""dsg.fs.writers: when writes go to threads, what comes back, and errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dsg.writers import MAX_QUEUED, Writers
+from dsg.fs.writers import MAX_QUEUED, Writers
 
 
 def test_a_fast_filesystem_keeps_writes_in_this_thread(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dsg.config import ProjectConfig, RepositoryConfig
+from dsg.workcopy.config import ProjectConfig, RepositoryConfig
 from tests.ansible.conftest import AnsibleTools, ansible_tools  # noqa: F401 (fixture)
 from tests.helpers import Researcher, tree_content
 from tests.vm.conftest import LabVM, users_ssh_config
@@ -70,7 +70,7 @@ def test_engine_syncs_as_delegated_members_over_ssh(
         assert "not allowed" in sudo, sudo
     platform = lab_vm.sh(
         "runuser -u bob -- /opt/dsg/venv/bin/python -c "
-        "'from dsg.zfsops import Zfs, detect_platform; "
+        "'from dsg.zfs.ops import Zfs, detect_platform; "
         f'p = detect_platform(Zfs(), "{DATASET}"); print(p.snapshot_dir, p.allow, p.encryption)\''
     ).split()
     assert platform == ["True", "True", "True"], platform

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from dsg.config import ProjectConfig, RepositoryConfig
+from dsg.workcopy.config import ProjectConfig, RepositoryConfig
 from tests.ansible.conftest import AnsibleTools, ansible_tools  # noqa: F401 (fixture)
 from tests.helpers import Researcher
 from tests.vm.conftest import LabVM, users_ssh_config

@@ -21,14 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..errors import IntegrityError, RepositoryError
-from ..manifest import Manifest, SnapshotRecord, start_writeback
-from ..paths import show
-from ..readahead import read_ahead
-from ..scan import copy_hashing, write_new
+from dsg.core.errors import IntegrityError, RepositoryError
+from dsg.core.manifest import Manifest, SnapshotRecord, start_writeback
+from dsg.core.paths import show
+from dsg.fs.readahead import read_ahead
+from dsg.workcopy.scan import copy_hashing, write_new
 
 if TYPE_CHECKING:  # the agent imports this package without the client's config models
-    from ..config import ProjectConfig
+    from dsg.workcopy.config import ProjectConfig
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ class Repository(ABC):
     def begin(self, parent: str | None, tx: str) -> Transaction:
         """Start a transaction on top of `parent`; must hold the lock. HeadMoved if the
         head is not `parent`."""
-        from ..errors import HeadMoved
+        from dsg.core.errors import HeadMoved
 
         if not getattr(self, "_locked", False):
             raise RepositoryError("internal error: begin() without the repository lock")
@@ -280,7 +280,7 @@ def open_repository(config: ProjectConfig) -> Repository:
     """The repository a project config points at."""
     repo_cfg = config.repository
     if repo_cfg.transport == "ssh":
-        from .ssh import SshRepository
+        from dsg.backends.ssh import SshRepository
 
         return SshRepository(
             repo_cfg.host,
@@ -291,10 +291,10 @@ def open_repository(config: ProjectConfig) -> Repository:
             remote_command=repo_cfg.remote_command,
         )
     if repo_cfg.type == "posix":
-        from .posix import PosixRepository
+        from dsg.backends.posix import PosixRepository
 
         return PosixRepository(Path(config.repo_path), config.name)
-    from .zfs import ZfsRepository
+    from dsg.backends.zfs import ZfsRepository
 
     assert repo_cfg.pool is not None  # validated by the config model
     return ZfsRepository(Path(config.repo_path), config.name, repo_cfg.pool)

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import RepositoryError
-from ..paths import check_path, show
-from . import LockOwner, Repository
-from .locking import hold_lock
+from dsg.backends import LockOwner, Repository
+from dsg.backends.locking import hold_lock
+from dsg.core.errors import RepositoryError
+from dsg.core.paths import check_path, show
 
 
 class LocalRepository(Repository):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import orjson
 
-from ..errors import LockTimeout, RepositoryError
-from . import LockOwner
+from dsg.backends import LockOwner
+from dsg.core.errors import LockTimeout, RepositoryError
 
 
 def _read_holder(fd: int) -> str | None:

@@ -39,7 +39,10 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from ..errors import (
+from dsg.backends import LockOwner, Transaction, new_tag
+from dsg.backends.local import LocalRepository
+from dsg.backends.staging import StagedTransaction
+from dsg.core.errors import (
     HeadMoved,
     IntegrityError,
     ManifestError,
@@ -47,8 +50,8 @@ from ..errors import (
     RepositoryExists,
     RepositoryNotFound,
 )
-from ..faults import crash_point, register
-from ..manifest import (
+from dsg.core.faults import crash_point, register
+from dsg.core.manifest import (
     Entry,
     Manifest,
     SnapshotRecord,
@@ -59,11 +62,8 @@ from ..manifest import (
     snap_number,
     sync_filesystem,
 )
-from ..paths import check_path, show
-from ..plan import apply_changes
-from . import LockOwner, Transaction, new_tag
-from .local import LocalRepository
-from .staging import StagedTransaction
+from dsg.core.paths import check_path, show
+from dsg.core.plan import apply_changes
 
 REPO_FORMAT = "dsg-posix-repo/2"  # content-addressed objects, manifests per snapshot
 REPO_FORMAT_TREES = "dsg-posix-repo/1"  # a hard-linked tree per snapshot (still supported)
@@ -629,7 +629,7 @@ def _tree_leftovers(snapshot_dir: Path) -> list[Path]:
 
 
 def _hash_path(path: str) -> str:
-    from ..scan import hash_file
+    from dsg.workcopy.scan import hash_file
 
     return hash_file(path).hex()
 

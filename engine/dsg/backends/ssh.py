@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import (
+from dsg.backends import LockOwner, Repository, Transaction
+from dsg.core.errors import (
     ConfigError,
     ConflictsBlocked,
     DsgError,
@@ -36,8 +37,8 @@ from ..errors import (
     RepositoryNotFound,
     TransportError,
 )
-from ..manifest import Manifest, SnapshotRecord
-from ..protocol import (
+from dsg.core.manifest import Manifest, SnapshotRecord
+from dsg.wire.protocol import (
     PIPE_BUFFER,
     ProtocolError,
     StreamReader,
@@ -45,8 +46,7 @@ from ..protocol import (
     send_json,
     send_stream,
 )
-from ..sshstart import hello, parse_host, ssh_argv, start, take
-from . import LockOwner, Repository, Transaction
+from dsg.wire.sshstart import hello, parse_host, ssh_argv, start, take
 
 ERRORS: dict[str, type[DsgError]] = {
     cls.kind: cls

@@ -9,20 +9,20 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import PathError, RepositoryError
-from ..faults import crash_point
-from ..manifest import Entry, Manifest, SnapshotRecord
-from ..paths import check_path, link_target_problem, show
-from ..plan import Change
-from ..scan import hash_bytes, read_upto
-from ..writers import Writers
-from . import (
+from dsg.backends import (
     Repository,
     Transaction,
     check_received,
     write_bytes_verified,
     write_verified,
 )
+from dsg.core.errors import PathError, RepositoryError
+from dsg.core.faults import crash_point
+from dsg.core.manifest import Entry, Manifest, SnapshotRecord
+from dsg.core.paths import check_path, link_target_problem, show
+from dsg.core.plan import Change
+from dsg.fs.writers import Writers
+from dsg.workcopy.scan import hash_bytes, read_upto
 
 # Small uploads are checked as they arrive, then written through `Writers` (from a few
 # threads once the filesystem proves slow), into SPREAD directories of the transaction:

@@ -34,15 +34,19 @@ from pathlib import Path
 
 import orjson
 
-from ..errors import (
+from dsg.backends import LockOwner, Transaction, new_tag, write_verified
+from dsg.backends.local import LocalRepository
+from dsg.backends.posix import check_snapshot_id, utc_now
+from dsg.backends.staging import StagedTransaction
+from dsg.core.errors import (
     HeadMoved,
     ManifestError,
     RepositoryError,
     RepositoryExists,
     RepositoryNotFound,
 )
-from ..faults import crash_point, register
-from ..manifest import (
+from dsg.core.faults import crash_point, register
+from dsg.core.manifest import (
     Manifest,
     SnapshotRecord,
     atomic_write,
@@ -50,12 +54,8 @@ from ..manifest import (
     snap_number,
     sync_filesystem,
 )
-from ..plan import apply_changes
-from ..zfsops import Snapshot, Zfs
-from . import LockOwner, Transaction, new_tag, write_verified
-from .local import LocalRepository
-from .posix import check_snapshot_id, utc_now
-from .staging import StagedTransaction
+from dsg.core.plan import apply_changes
+from dsg.zfs.ops import Snapshot, Zfs
 
 REPO_FORMAT = "dsg-zfs-repo/1"
 HOLD_TAG = "dsg"

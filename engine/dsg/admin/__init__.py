@@ -1,0 +1,3 @@
+"""Layer 9: admin operations (health, alerts, metrics, backup, validation, import, Fabric
+tasks).
+"""

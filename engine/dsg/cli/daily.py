@@ -1,0 +1,494 @@
+"""The daily commands: init, clone, status, sync, resolve, log, list-files, tags,
+list-repos, snapfetch, snapmount, serve."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import closing
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from dsg.backends import open_repository
+from dsg.cli.common import (
+    JsonOpt,
+    out,
+    print_problems,
+    project,
+    project_relative,
+    run,
+    snapshot_arg,
+    stack,
+    transfer_progress,
+)
+from dsg.core.compare import DESCRIPTIONS
+from dsg.core.errors import ConfigError, UsageError
+from dsg.core.paths import show
+from dsg.core.plan import Action, Plan
+from dsg.sync import ops
+from dsg.workcopy.config import (
+    PROJECT_CONFIG,
+    IgnoreRules,
+    ProjectConfig,
+    RepositoryConfig,
+    load_project_config,
+    load_user_config,
+)
+
+commands = typer.Typer()
+
+ACTION_TITLES = {
+    Action.conflict: "Conflicts (sync is blocked until resolved)",
+    Action.upload: "To upload",
+    Action.delete_remote: "To delete in the repository",
+    Action.download: "To download",
+    Action.delete_local: "To delete locally (deleted in the repository)",
+    Action.restore: "To restore to the base version",
+    Action.none: "Nothing to transfer",
+}
+
+
+def print_plan(plan: Plan, *, show_unchanged: bool = False, header: str | None = None) -> None:
+    if header:
+        out.print(Text(header, style="bold"))
+    out.print(f"base: {plan.base_id or '(none)'}   repository head: {plan.remote_id or '(empty)'}")
+    groups: dict[Action, list] = {}
+    for it in plan.items:
+        groups.setdefault(it.action, []).append(it)
+    for action, title in ACTION_TITLES.items():
+        items = groups.get(action, [])
+        if action == Action.none and not show_unchanged:
+            items = []
+        if not items:
+            continue
+        style = "bold red" if action == Action.conflict else "bold"
+        out.print(Text(f"\n{title} ({len(items)}):", style=style))
+        for it in items:
+            note = DESCRIPTIONS[it.state]
+            if it.choice:
+                note += f"; resolved: use {it.choice}"
+            out.print(Text(f"  {it.action.value:<14} {show(it.path)}   [{it.state.value}] {note}"))
+    quiet = plan.unchanged + (0 if show_unchanged else len(groups.get(Action.none, [])))
+    if plan.is_noop:
+        out.print(Text(f"\nUp to date ({quiet} files unchanged).", style="green"))
+    else:
+        out.print(f"\n{quiet} other files unchanged.")
+    if plan.stale_resolutions:
+        out.print(
+            Text(
+                f"{len(plan.stale_resolutions)} resolution(s) no longer apply (files changed "
+                "since); resolve again.",
+                style="yellow",
+            )
+        )
+
+
+@commands.command()
+def init(
+    repo_type: Annotated[str, typer.Option("--repo-type", help="posix (alias xfs) or zfs")] = "",
+    host: Annotated[str, typer.Option("--host", help="repository host")] = "localhost",
+    repo_path: Annotated[str, typer.Option("--repo-path", help="base directory (mountpoint)")] = "",
+    repo_name: Annotated[str, typer.Option("--repo-name", help="repository name")] = "",
+    pool: Annotated[str, typer.Option("--pool", help="ZFS pool (zfs only)")] = "",
+    data_dirs: Annotated[
+        str, typer.Option("--data-dirs", help="comma-separated data directory names")
+    ] = "input,output,frozen",
+    message: Annotated[str, typer.Option("-m", "--message", help="message for s1")] = "",
+    interactive: Annotated[
+        bool, typer.Option("--interactive/--no-interactive", help="prompt for missing values")
+    ] = True,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Create the repository from this project's data and commit snapshot s1."""
+
+    def body() -> dict[str, Any]:
+        root = Path.cwd()
+        cfg_path = root / PROJECT_CONFIG
+        if cfg_path.exists() and not (repo_type or repo_path or repo_name):
+            config = load_project_config(cfg_path)
+        else:
+            values = {"repo_type": repo_type, "repo_path": repo_path, "repo_name": repo_name}
+            for key, label in (
+                ("repo_type", "repository type (posix/zfs)"),
+                ("repo_path", "repository base path"),
+                ("repo_name", "repository name"),
+            ):
+                if not values[key]:
+                    if interactive and not json_mode and sys.stdin.isatty():
+                        values[key] = typer.prompt(
+                            label, default=root.name if key == "repo_name" else None
+                        )
+                    else:
+                        raise UsageError(
+                            f"--{key.replace('_', '-')} is required with --no-interactive"
+                        )
+            try:
+                config = ProjectConfig(
+                    name=values["repo_name"],
+                    repository=RepositoryConfig.model_validate(
+                        {
+                            "type": values["repo_type"],
+                            "host": host,
+                            "mountpoint": values["repo_path"],
+                            **({"pool": pool} if pool else {}),
+                        }
+                    ),
+                    data_dirs=[d.strip() for d in data_dirs.split(",") if d.strip()],
+                    ignore=IgnoreRules(),
+                )
+            except ValueError as e:
+                raise ConfigError(f"invalid init options: {e}") from e
+            if cfg_path.exists():
+                existing = load_project_config(cfg_path)
+                if existing != config:
+                    raise ConfigError(
+                        f"{PROJECT_CONFIG} already exists with different settings",
+                        hint="run 'dsg init' without options to use it, or remove it",
+                    )
+        user = load_user_config()
+        repo = stack.enter_context(closing(open_repository(config)))
+        result = ops.init(root, config, repo, user, message or None)
+        if not json_mode:
+            n = result.committed.entry_count if result.committed else 0
+            out.print(f"Created repository {config.name} at {repo.location}: s1 with {n} entries.")
+            print_problems(result.problems)
+        return {"repository": repo.location, **result.to_dict()}
+
+    run("init", json_mode, body)
+
+
+@commands.command()
+def clone(json_mode: JsonOpt = False) -> None:
+    """Fetch the repository's head snapshot into this project (after 'git clone')."""
+
+    def body() -> dict[str, Any]:
+        ws, config = project()
+        user = load_user_config()
+        repo = stack.enter_context(closing(open_repository(config)))
+        with transfer_progress(not json_mode, "downloading") as prog:
+            result = ops.clone(ws, repo, user, prog)
+        if not json_mode:
+            n = len(result.plan.by_action(Action.download))
+            out.print(f"Cloned {config.name} at {result.snapshot}: {n} files downloaded.")
+            print_problems(result.problems)
+        return result.to_dict()
+
+    run("clone", json_mode, body)
+
+
+@commands.command()
+def status(
+    all_files: Annotated[bool, typer.Option("--all", help="also list unchanged files")] = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Show what a sync would do, file by file (three-way: local, base, repository)."""
+
+    def body() -> dict[str, Any]:
+        ws, _ = project()
+        repo = stack.enter_context(closing(open_repository(ws.config)))
+        result = ops.status(ws, repo, keep_unchanged=json_mode or all_files)
+        if not json_mode:
+            print_plan(result.plan, show_unchanged=all_files)
+            if result.problems:
+                out.print(Text("\nProblems:", style="bold"))
+                print_problems(result.problems)
+        return result.to_dict()
+
+    run("status", json_mode, body)
+
+
+@commands.command()
+def sync(
+    message: Annotated[str, typer.Option("-m", "--message", help="snapshot message")] = "",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the plan; change nothing")
+    ] = False,
+    continue_: Annotated[
+        bool, typer.Option("--continue", help="apply choices from .dsg/conflicts.txt first")
+    ] = False,
+    allow_mass_delete: Annotated[
+        bool, typer.Option("--allow-mass-delete", help="allow deleting most local files")
+    ] = False,
+    lock_timeout: Annotated[
+        float | None, typer.Option("--lock-timeout", help="seconds to wait for the repository lock")
+    ] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Upload local changes and download the repository's, as one new snapshot."""
+
+    def body() -> dict[str, Any]:
+        ws, config = project()
+        user = load_user_config()
+        repo = stack.enter_context(closing(open_repository(config)))
+        with transfer_progress(not json_mode, "syncing") as prog:
+            result = ops.sync(
+                ws,
+                repo,
+                user,
+                message=message or None,
+                dry_run=dry_run,
+                continue_=continue_,
+                allow_mass_delete=allow_mass_delete,
+                lock_timeout=lock_timeout,
+                progress=prog,
+            )
+        if not json_mode:
+            if dry_run:
+                print_plan(result.plan, header="Dry run: this is what 'dsg sync' would do.")
+            elif result.plan.is_noop:
+                out.print(f"Up to date at {result.snapshot or '(empty)'}.")
+            else:
+                c = result.plan.counts()
+                summary = ", ".join(f"{v} {k}" for k, v in c.items() if k != "none")
+                made = f"committed {result.committed.id}" if result.committed else "no new snapshot"
+                out.print(f"Synced: {summary}; {made}; now at {result.snapshot}.")
+            for b in result.backups:
+                out.print(Text(f"  kept your version as {show(b)}", style="yellow"))
+            print_problems(result.problems)
+        return result.to_dict()
+
+    run("sync", json_mode, body)
+
+
+@commands.command()
+def resolve(
+    paths: Annotated[list[str], typer.Argument(help="conflicted paths (relative to the project)")],
+    use: Annotated[str, typer.Option("--use", help="local, remote or base")],
+    json_mode: JsonOpt = False,
+) -> None:
+    """Record which side wins for conflicted paths; the next 'dsg sync' applies it."""
+
+    def body() -> dict[str, Any]:
+        if use not in ("local", "remote", "base"):
+            raise UsageError("--use must be local, remote or base")
+        ws, _ = project()
+        repo = stack.enter_context(closing(open_repository(ws.config)))
+        rels = [project_relative(ws.root, p) for p in paths]
+        items = ops.resolve(ws, repo, rels, use)
+        if not json_mode:
+            for it in items:
+                out.print(Text(f"{show(it.path)}: will use {use} on the next 'dsg sync'"))
+        return {"resolved": [{"path": it.path, "use": use} for it in items]}
+
+    run("resolve", json_mode, body)
+
+
+@commands.command("log")
+def log_cmd(
+    limit: Annotated[int, typer.Option("-n", "--limit", help="how many snapshots")] = 20,
+    json_mode: JsonOpt = False,
+) -> None:
+    """The repository's snapshots, newest first."""
+
+    def body() -> dict[str, Any]:
+        _, config = project()
+        repo = stack.enter_context(closing(open_repository(config)))
+        recs = ops.log_records(repo, limit if limit > 0 else None)
+        if not json_mode:
+            for r in recs:
+                out.print(
+                    Text(f"{r.id:<6} {r.created_at}  {r.author_name} <{r.author}>", style="bold")
+                )
+                out.print(Text(f"       {r.message}  ({r.entry_count} entries)"))
+        return {
+            "snapshots": [
+                {
+                    "id": r.id,
+                    "parent": r.parent,
+                    "author": r.author,
+                    "author_name": r.author_name,
+                    "message": r.message,
+                    "created_at": r.created_at,
+                    "entry_count": r.entry_count,
+                    "total_bytes": r.total_bytes,
+                    "manifest_digest": r.manifest_digest,
+                    "chain": r.chain,
+                }
+                for r in recs
+            ]
+        }
+
+    run("log", json_mode, body)
+
+
+@commands.command("list-files")
+def list_files(json_mode: JsonOpt = False) -> None:
+    """Files of the snapshot this working copy is at, with who last changed each."""
+
+    def body() -> dict[str, Any]:
+        ws, _ = project()
+        base = ws.base()
+        if not json_mode:
+            for e in base:
+                kind = f"-> {show(e.target or '')}" if e.is_link else f"{e.size:>12}"
+                out.print(Text(f"{kind}  s{e.snap:<5} {e.user:<24} {show(e.path)}"))
+        return {"snapshot": base.snapshot, "files": [e.to_dict() for e in base]}
+
+    run("list-files", json_mode, body)
+
+
+@commands.command()
+def tag(
+    name: Annotated[str, typer.Argument(help="tag name, e.g. v1.0")],
+    message: Annotated[str, typer.Option("-m", "--message", help="why this snapshot")] = "",
+    snapshot: Annotated[
+        str, typer.Option("--snapshot", "-s", help="snapshot to tag (default: the head)")
+    ] = "",
+    json_mode: JsonOpt = False,
+) -> None:
+    """Name a snapshot (tags never move)."""
+
+    def body() -> dict[str, Any]:
+        _, config = project()
+        user = load_user_config()
+        repo = stack.enter_context(closing(open_repository(config)))
+        snap = snapshot_arg(snapshot) if snapshot else repo.head()
+        if snap is None:
+            raise UsageError("the repository has no snapshot to tag yet")
+        info = repo.add_tag(name, snap, message, user.user_id)
+        if not json_mode:
+            out.print(Text(f"tagged {snap} as {name}"))
+        return {"tag": name, **info}
+
+    run("tag", json_mode, body)
+
+
+@commands.command()
+def tags(json_mode: JsonOpt = False) -> None:
+    """The repository's tags."""
+
+    def body() -> dict[str, Any]:
+        _, config = project()
+        repo = stack.enter_context(closing(open_repository(config)))
+        found = repo.tags()
+        if not json_mode:
+            for name, t in sorted(found.items(), key=lambda kv: kv[1]["created_at"]):
+                out.print(Text(f"{name:<20} {t['snapshot']:<7} {t['created_at']}  {t['message']}"))
+        return {"tags": [{"name": n, **t} for n, t in sorted(found.items())]}
+
+    run("tags", json_mode, body)
+
+
+@commands.command("list-repos")
+def list_repos(
+    host: Annotated[str, typer.Option("--host", help="repository host")] = "localhost",
+    access_file: Annotated[
+        str, typer.Option("--access-file", help="local access file (host localhost)")
+    ] = "/etc/dsg/access.yml",
+    remote_command: Annotated[
+        str, typer.Option("--remote-command", help="the agent on the host")
+    ] = "dsg serve",
+    json_mode: JsonOpt = False,
+) -> None:
+    """The repositories you can see on a host: head, size and last sync."""
+
+    def body() -> dict[str, Any]:
+        from dsg.workcopy.config import is_local_host
+
+        if is_local_host(host):
+            from dsg.server.access import load_access
+            from dsg.server.agent import login_name
+            from dsg.server.listing import list_projects
+
+            repos = list_projects(load_access(Path(access_file)), login_name())
+        else:
+            from dsg.backends.ssh import list_remote_repos
+
+            repos = list_remote_repos(host, remote_command)
+        if not json_mode:
+            for r in repos:
+                what = r.get("error") or (
+                    f"{r.get('head') or 'empty':<6} {r.get('files', 0):>8} files "
+                    f"{r.get('bytes', 0) / 2**20:>10.1f} MiB  last sync {r.get('last_sync', '-')}"
+                )
+                out.print(Text(f"{r['name']:<24} {r['role']:<6} {what}"))
+        return {"host": host, "repos": repos}
+
+    run("list-repos", json_mode, body)
+
+
+@commands.command()
+def snapfetch(
+    path: Annotated[str, typer.Argument(help="file path (relative to the project or cwd)")],
+    snapshot: Annotated[str, typer.Option("--snapshot", "-s", help="snapshot id, e.g. s12")],
+    output: Annotated[str, typer.Option("-o", "--output", help="where to write it")] = "",
+    force: Annotated[bool, typer.Option("--force", help="overwrite --output")] = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Fetch a file as it was in a past snapshot (hash-checked against that snapshot)."""
+
+    def body() -> dict[str, Any]:
+        snap = snapshot_arg(snapshot)
+        ws, config = project()
+        repo = stack.enter_context(closing(open_repository(config)))
+        rel = project_relative(ws.root, path)
+        stem, _, ext = Path(rel).name.rpartition(".")
+        default = f"{stem}.{snap}.{ext}" if stem else f"{Path(rel).name}.{snap}"
+        out_path = Path(output or default).absolute()
+        entry = ops.snapfetch(repo, snap, rel, out_path, force)
+        if not json_mode:
+            out.print(Text(f"{show(rel)} from {snap} (changed in s{entry.snap} by {entry.user})"))
+            out.print(Text(f"  -> {out_path}"))
+        return {"path": rel, "snapshot": snap, "output": str(out_path), "entry": entry.to_dict()}
+
+    run("snapfetch", json_mode, body)
+
+
+@commands.command()
+def snapmount(
+    snapshot: Annotated[str, typer.Option("--snapshot", "-s", help="snapshot id, e.g. s12")],
+    mountpoint: Annotated[
+        str, typer.Option("--mountpoint", help="directory to show it at (default .dsg/mnt/sN)")
+    ] = "",
+    json_mode: JsonOpt = False,
+) -> None:
+    """Browse a past snapshot read-only (undo with 'dsg snapumount')."""
+
+    def body() -> dict[str, Any]:
+        snap = snapshot_arg(snapshot)
+        ws, config = project()
+        repo = stack.enter_context(closing(open_repository(config)))
+        where = Path(mountpoint).absolute() if mountpoint else ws.dir / "mnt" / snap
+        ops.snapmount(repo, snap, where)
+        if not json_mode:
+            out.print(f"{snap} is at {where} (read-only). 'dsg snapumount {where}' when done.")
+        return {"snapshot": snap, "mountpoint": str(where)}
+
+    run("snapmount", json_mode, body)
+
+
+@commands.command()
+def snapumount(
+    mountpoint: Annotated[str, typer.Argument(help="the directory snapmount used")],
+    json_mode: JsonOpt = False,
+) -> None:
+    """Remove a snapshot view made by 'dsg snapmount'."""
+
+    def body() -> dict[str, Any]:
+        _, config = project()
+        repo = stack.enter_context(closing(open_repository(config)))
+        where = Path(mountpoint).absolute()
+        ops.snapumount(repo, where)
+        if not json_mode:
+            out.print(f"unmounted {where}")
+        return {"mountpoint": str(where)}
+
+    run("snapumount", json_mode, body)
+
+
+@commands.command()
+def serve(
+    access_file: Annotated[
+        str, typer.Option("--access-file", help="default /etc/dsg/access.yml")
+    ] = "",
+    log_dir: Annotated[str, typer.Option("--log-dir", help="default /var/log/dsg")] = "",
+) -> None:
+    """(On the repository host) the agent that 'dsg' talks to over SSH, on stdin/stdout."""
+    from dsg.server.agent import serve as serve_agent
+
+    code = serve_agent(
+        Path(access_file) if access_file else None, Path(log_dir) if log_dir else None
+    )
+    raise typer.Exit(code)

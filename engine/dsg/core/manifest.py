@@ -1,0 +1,534 @@
+"""Manifests (what a snapshot holds) and snapshot records (the history chain).
+
+A manifest is a sorted list of entries, one per file or symlink, paths NFC and unique.
+On disk it is gzip-compressed text: a JSON header line, then one compact JSON array per
+entry, in path order:
+
+    {"format": "dsg-manifest/1", "snapshot": "s3", "count": 2, "digest": "<sha256>"}
+    ["task/input/a.csv", "f", 1200, 1732900000000000000, "<xxh3-128 hex>", 3, "alice@x.org"]
+    ["task/output/l", "l", "../input/a.csv", 1, "bob@x.org"]
+
+The digest is the SHA-256 of the entry lines exactly as stored, so a manifest is checked
+on every load and its identity does not depend on the machine that wrote it. Each entry
+records the snapshot number and user that last changed it (blame is a lookup).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import operator
+import os
+from bisect import bisect_left
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import chain, islice, pairwise
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from dsg.core.errors import ManifestError
+from dsg.core.paths import link_target_problem, path_problem, show
+
+FORMAT = "dsg-manifest/1"
+_PATH = operator.attrgetter("path")
+RECORD_FORMAT = "dsg-snapshot/1"
+
+
+class Entry:
+    """One file (`target is None`) or symlink. `snap`/`user`: who last changed it."""
+
+    __slots__ = ("hash", "mtime", "path", "size", "snap", "target", "user")
+
+    def __init__(
+        self,
+        path: str,
+        size: int = 0,
+        mtime: int = 0,
+        hash: bytes | None = None,
+        target: str | None = None,
+        snap: int = 0,
+        user: str = "",
+    ) -> None:
+        self.path = path
+        self.size = size
+        self.mtime = mtime
+        self.hash = hash
+        self.target = target
+        self.snap = snap
+        self.user = user
+
+    @property
+    def is_link(self) -> bool:
+        return self.target is not None
+
+    @property
+    def hash_hex(self) -> str | None:
+        return self.hash.hex() if self.hash is not None else None
+
+    def same_content(self, other: Entry | None) -> bool:
+        """Equal content: files by hash, links by target. mtime and attribution don't count."""
+        if other is None:
+            return False
+        if self.target is not None or other.target is not None:
+            return self.target == other.target
+        return self.hash == other.hash and self.hash is not None
+
+    def with_attribution(self, snap: int, user: str) -> Entry:
+        return Entry(self.path, self.size, self.mtime, self.hash, self.target, snap, user)
+
+    def row(self) -> list[Any]:
+        if self.target is not None:
+            return [self.path, "l", self.target, self.snap, self.user]
+        return [self.path, "f", self.size, self.mtime, self.hash_hex, self.snap, self.user]
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": self.path, "type": "link" if self.is_link else "file"}
+        if self.is_link:
+            d["target"] = self.target
+        else:
+            d.update(size=self.size, mtime_ns=self.mtime, hash=self.hash_hex)
+        if self.snap:
+            d.update(snapshot=f"s{self.snap}", user=self.user)
+        return d
+
+    def __repr__(self) -> str:
+        kind = f"->{self.target}" if self.is_link else f"{self.size}B {self.hash_hex}"
+        return f"Entry({self.path!r} {kind} s{self.snap} {self.user})"
+
+
+def entry_problem(e: Entry) -> str | None:
+    problem = path_problem(e.path)
+    if problem:
+        return problem
+    if e.target is not None:
+        return link_target_problem(e.path, e.target)
+    if e.hash is None or len(e.hash) != 16:
+        return "file entry without a 128-bit hash"
+    if e.size < 0:
+        return "negative size"
+    return None
+
+
+@dataclass
+class Manifest:
+    """Entries sorted by path. `snapshot` is the snapshot id this manifest belongs to."""
+
+    entries: list[Entry]
+    snapshot: str | None = None
+    _paths: list[str] | None = field(default=None, repr=False)
+    _digest: str | None = field(default=None, repr=False)  # known when read from bytes
+    _body: bytes | None = field(default=None, repr=False)  # built by digest(), for to_bytes()
+
+    @classmethod
+    def empty(cls) -> Manifest:
+        return cls([])
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[Entry], snapshot: str | None = None) -> Manifest:
+        items = sorted(entries, key=lambda e: e.path)
+        for a, b in pairwise(items):
+            if a.path == b.path:
+                raise ManifestError(f"duplicate path {show(a.path)!r} in manifest")
+        clash = path_clash(items)
+        if clash:
+            raise ManifestError(clash)
+        return cls(items, snapshot)
+
+    @classmethod
+    def with_added(
+        cls, kept: list[Entry], added: list[Entry], snapshot: str | None = None
+    ) -> Manifest:
+        """A valid manifest's entries `kept` in their order (some dropped, some replaced by an
+        entry of the same path), plus `added` entries at new paths: checked as
+        `from_entries` checks, in one pass over `kept` and a lookup per added path (a sync
+        changes a few paths of a large manifest)."""
+        items = kept
+        if added:
+            items = kept + added
+            items.sort(key=_PATH)  # two sorted runs: one merge
+        paths = list(map(_PATH, items))
+        if not all(map(operator.lt, paths, islice(paths, 1, None))):
+            dup = next(a for a, b in pairwise(paths) if not a < b)
+            raise ManifestError(f"duplicate or unsorted path {show(dup)!r} in manifest")
+        for e in added:
+            clash = _clash_at(paths, e.path)
+            if clash:
+                raise ManifestError(clash)
+        return cls(items, snapshot, _paths=paths)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.entries)
+
+    @property
+    def paths(self) -> list[str]:
+        if self._paths is None:
+            self._paths = [e.path for e in self.entries]
+        return self._paths
+
+    def get(self, path: str) -> Entry | None:
+        paths = self.paths
+        i = bisect_left(paths, path)
+        if i < len(paths) and paths[i] == path:
+            return self.entries[i]
+        return None
+
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.entries)
+
+    # --- serialization --------------------------------------------------------------
+
+    def body(self) -> bytes:
+        dumps = orjson.dumps
+        return b"".join(dumps(e.row()) + b"\n" for e in self.entries)
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical entry lines (manifests are never mutated in place)."""
+        if self._digest is None:
+            self._body = self.body()  # a sync writes the manifest next (its new base)
+            self._digest = hashlib.sha256(self._body).hexdigest()
+        return self._digest
+
+    def to_bytes(self) -> bytes:
+        """The file form; also remembers the digest, so a writer that serializes first does
+        not build the entry lines a second time for `digest()`."""
+        body, self._body = self._body or self.body(), None  # the file form holds it now
+        self._digest = hashlib.sha256(body).hexdigest()
+        header = {
+            "format": FORMAT,
+            "snapshot": self.snapshot,
+            "count": len(self.entries),
+            "digest": self._digest,
+        }
+        # Level 1: a third of level 6's time for 6% more bytes (20,000 entries: 15 vs 43 ms).
+        return gzip.compress(orjson.dumps(header) + b"\n" + body, compresslevel=1, mtime=0)
+
+    @staticmethod
+    def verified_digest(
+        data: bytes, *, origin: str = "manifest"
+    ) -> tuple[bytes, dict[str, Any], str | None]:
+        """Check a stored manifest's integrity without parsing its entries.
+        Returns (body, header, snapshot id); raises ManifestError on any defect."""
+        try:
+            raw = gzip.decompress(data)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise ManifestError(f"{origin} is corrupt (not a readable gzip stream: {e})") from e
+        nl = raw.find(b"\n")
+        if nl < 0:
+            raise ManifestError(f"{origin} is corrupt (no header line)")
+        try:
+            header = orjson.loads(raw[:nl])
+        except orjson.JSONDecodeError as e:
+            raise ManifestError(f"{origin} is corrupt (header is not JSON)") from e
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise ManifestError(f"{origin}: unknown manifest format {header!r:.80}")
+        body = raw[nl + 1 :]
+        if hashlib.sha256(body).hexdigest() != header.get("digest"):
+            raise ManifestError(f"{origin} is corrupt (content does not match its digest)")
+        snap = header.get("snapshot")
+        return body, header, snap if isinstance(snap, str) else None
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, origin: str = "manifest") -> Manifest:
+        """Parse and fully validate. Any defect raises ManifestError; never returns empty
+        for unreadable input."""
+        body, header, snap = cls.verified_digest(data, origin=origin)
+        try:
+            rows = orjson.loads(b"[" + body.rstrip(b"\n").replace(b"\n", b",") + b"]")
+        except orjson.JSONDecodeError as e:
+            raise ManifestError(f"{origin} is corrupt (entry is not JSON: {e})") from e
+        if len(rows) != header.get("count"):
+            raise ManifestError(f"{origin} is corrupt (entry count mismatch)")
+        entries = [_entry_from_row(r, origin) for r in rows]
+        _check_sorted(entries, origin)
+        return cls(entries, snap, _digest=header["digest"])
+
+    def write(self, path: Path) -> None:
+        atomic_write(path, self.to_bytes())
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as e:
+            raise ManifestError(f"manifest {path} is missing") from e
+        except OSError as e:
+            raise ManifestError(f"cannot read manifest {path}: {e.strerror}") from e
+        return cls.from_bytes(data, origin=f"manifest {path}")
+
+
+_interned: dict[str, str] = {}
+_intern = _interned.setdefault
+
+
+def _entry_from_row(r: Any, origin: str) -> Entry:
+    try:
+        kind = r[1]
+        if kind == "f":
+            path, _, size, mtime, hx, snap, user = r
+            e = Entry(path, size, mtime, bytes.fromhex(hx), None, snap, _intern(user, user))
+            ok = type(size) is int and type(mtime) is int and len(e.hash) == 16  # type: ignore[arg-type]
+        elif kind == "l":
+            path, _, target, snap, user = r
+            e = Entry(path, 0, 0, None, target, snap, _intern(user, user))
+            ok = type(target) is str
+        else:
+            ok = False
+        ok = ok and type(path) is str and type(snap) is int and type(user) is str
+    except (TypeError, ValueError, IndexError):
+        ok = False
+    if not ok:
+        raise ManifestError(f"{origin} is corrupt (malformed entry {str(r)[:120]})")
+    problem = path_problem(e.path)
+    if problem is None and (e.size < 0 or e.snap < 0):
+        problem = "negative size or snapshot number"
+    if problem is None and e.target is not None:
+        problem = link_target_problem(e.path, e.target)
+    if problem:
+        raise ManifestError(f"{origin} holds an invalid entry {show(e.path)!r}: {problem}")
+    return e
+
+
+def _check_sorted(entries: list[Entry], origin: str) -> None:
+    for a, b in pairwise(entries):
+        if not a.path < b.path:
+            raise ManifestError(
+                f"{origin} is corrupt (paths not strictly sorted at {show(b.path)!r})"
+            )
+    clash = path_clash(entries)
+    if clash:
+        raise ManifestError(f"{origin} is corrupt ({clash})")
+
+
+def _clash_at(paths: list[str], path: str) -> str | None:
+    """A clash of `path` with the sorted `paths` (which hold it): one of its directories is
+    a file or link, or it is a file or link with entries inside."""
+    i = path.find("/")
+    while i > 0:
+        d = path[:i]
+        j = bisect_left(paths, d)
+        if j < len(paths) and paths[j] == d:
+            return f"{show(d)!r} is a file or link but {show(path)!r} is inside it"
+        i = path.find("/", i + 1)
+    j = bisect_left(paths, path + "/")
+    if j < len(paths) and paths[j].startswith(path + "/"):
+        return f"{show(path)!r} is a file or link but {show(paths[j])!r} is inside it"
+    return None
+
+
+def path_clash(entries: list[Entry]) -> str | None:
+    """A file or link that is also used as a directory by another entry, if any."""
+    leaves = {e.path for e in entries}
+    dirs: set[str] = set()
+    for e in entries:
+        p = e.path
+        i = p.rfind("/")
+        while i > 0:
+            p = p[:i]
+            if p in dirs:
+                break
+            if p in leaves:
+                return f"{show(p)!r} is a file or link but {show(e.path)!r} is inside it"
+            dirs.add(p)
+            i = p.rfind("/")
+    return None
+
+
+# --- snapshot records ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """One link of the history chain."""
+
+    id: str
+    parent: str | None
+    author: str
+    author_name: str
+    message: str
+    created_at: str
+    manifest_digest: str
+    entry_count: int
+    total_bytes: int
+    tx: str
+    chain: str
+
+    @staticmethod
+    def compute_chain(
+        parent_chain: str | None,
+        id: str,
+        parent: str | None,
+        author: str,
+        message: str,
+        created_at: str,
+        manifest_digest: str,
+    ) -> str:
+        payload = orjson.dumps(
+            [parent_chain or "", id, parent, author, message, created_at, manifest_digest]
+        )
+        return hashlib.sha256(payload).hexdigest()
+
+    def expected_chain(self, parent_chain: str | None) -> str:
+        return self.compute_chain(
+            parent_chain,
+            self.id,
+            self.parent,
+            self.author,
+            self.message,
+            self.created_at,
+            self.manifest_digest,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": RECORD_FORMAT, **self.__dict__}
+
+    @classmethod
+    def from_dict(cls, d: Any, *, origin: str = "snapshot record") -> SnapshotRecord:
+        if not isinstance(d, dict) or d.get("format") != RECORD_FORMAT:
+            raise ManifestError(f"{origin} is not a dsg snapshot record")
+        try:
+            rec = cls(**{k: v for k, v in d.items() if k != "format"})
+        except TypeError as e:
+            raise ManifestError(f"{origin} is malformed: {e}") from e
+        if snap_number(rec.id) < 1:
+            raise ManifestError(f"{origin} has an invalid id {rec.id!r}")
+        return rec
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2) + b"\n"
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, origin: str = "snapshot record") -> SnapshotRecord:
+        try:
+            d = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise ManifestError(f"{origin} is corrupt (not JSON)") from e
+        return cls.from_dict(d, origin=origin)
+
+    @property
+    def number(self) -> int:
+        return snap_number(self.id)
+
+
+def snap_number(snap_id: str | None) -> int:
+    """'s12' -> 12; anything else -> 0."""
+    if not snap_id or not snap_id.startswith("s") or not snap_id[1:].isdigit():
+        return 0
+    return int(snap_id[1:])
+
+
+def snap_id(n: int) -> str:
+    return f"s{n}"
+
+
+# --- file helpers ----------------------------------------------------------------------
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write via a temp file in the same directory, fsync, then rename(2) over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.chmod(mode)
+    tmp.replace(path)
+    fsync_dir(path.parent)
+
+
+@functools.cache
+def _libc_syncfs() -> Any:
+    """libc's syncfs, looked up on first use (the agent starts for every session and most
+    sessions never commit; ctypes.util.find_library would also run a subprocess)."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).syncfs  # the process's own libc
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+@functools.cache
+def _libc_sync_file_range() -> Any:
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not Linux
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing `fd`'s dirty pages to the disk now, without waiting
+    for them (sync_file_range(2), SYNC_FILE_RANGE_WRITE): the commit's flush then finds a
+    large upload written or on its way, instead of writing all of it at the end. It makes
+    nothing durable (the flush does); a failure here is ignored and seen by the flush."""
+    fn = _libc_sync_file_range()
+    if fn is not None:
+        fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush everything written to the filesystem holding `path` (syncfs(2)): one flush for a
+    whole transaction instead of an fsync per file, without sync(2)'s flush of every
+    filesystem on the machine. A writeback error is raised (Linux reports it since 5.8)."""
+    syncfs = _libc_syncfs()
+    if syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if syncfs(fd) != 0:
+            import ctypes
+
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs failed: {os.strerror(err)}", str(path))
+    finally:
+        os.close(fd)
+
+
+FSYNC_EACH_MAX = 128  # above this many files, one syncfs(2) is cheaper than an fsync each
+
+
+def flush_written(files: Collection[str], dirs: Collection[str], fs_path: Path) -> None:
+    """Make durable what a transaction wrote. A few files and directories get an fsync each:
+    a small commit then neither waits for nor flushes other writers' dirty data on a shared
+    filesystem (measured here: 60-140 ms of someone else's writeback, against 2-8 ms for its
+    own 50 files). Many get one syncfs(2) of `fs_path`'s filesystem, which is far cheaper
+    than thousands of fsyncs. A writeback error is raised either way."""
+    if len(files) > FSYNC_EACH_MAX:
+        sync_filesystem(fs_path)
+        return
+    for name in chain(files, dirs):  # O_RDONLY opens a directory too
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

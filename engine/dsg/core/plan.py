@@ -1,0 +1,237 @@
+"""Plan: turn sync states (and the user's conflict resolutions) into actions.
+
+The plan is a plain value. `dsg sync --dry-run` prints it; `dsg sync` executes the very
+same object. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from dsg.core.compare import CONFLICT_STATES, S, SyncState, classify, merge3
+from dsg.core.manifest import Entry, Manifest
+
+Choice = Literal["local", "remote", "base"]
+CHOICES: tuple[Choice, ...] = ("local", "remote", "base")
+
+
+class Action(StrEnum):
+    none = "none"
+    upload = "upload"
+    download = "download"
+    delete_local = "delete_local"
+    delete_remote = "delete_remote"
+    conflict = "conflict"
+    restore = "restore"  # a conflict resolved with --use base: both sides return to the base
+
+
+STATE_ACTIONS: dict[SyncState, Action] = {
+    S.sLCR__all_eq: Action.none,
+    S.sLCR__L_eq_C_ne_R: Action.download,
+    S.sLCR__L_eq_R_ne_C: Action.none,
+    S.sLCR__C_eq_R_ne_L: Action.upload,
+    S.sLCR__all_ne: Action.conflict,
+    S.sxLCR__C_eq_R: Action.delete_remote,
+    S.sxLCR__C_ne_R: Action.conflict,
+    S.sLxCR__L_eq_R: Action.none,
+    S.sLxCR__L_ne_R: Action.conflict,
+    S.sLCxR__L_eq_C: Action.delete_local,
+    S.sLCxR__L_ne_C: Action.conflict,
+    S.sxLCxR__only_R: Action.download,
+    S.sxLCRx__only_C: Action.none,
+    S.sLxCxR__only_L: Action.upload,
+    S.sxLxCxR__none: Action.none,
+}
+
+REMOTE_ACTIONS = frozenset({Action.upload, Action.delete_remote, Action.restore})
+
+
+def fingerprint(e: Entry | None) -> str:
+    if e is None:
+        return "-"
+    return f"l:{e.target}" if e.is_link else f"f:{e.hash_hex}"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A user's choice for a conflicted path, valid only for the triple it was made on."""
+
+    path: str
+    choice: Choice
+    local: str
+    base: str
+    remote: str
+
+    def matches(self, l: Entry | None, c: Entry | None, r: Entry | None) -> bool:  # noqa: E741
+        return (self.local, self.base, self.remote) == (
+            fingerprint(l),
+            fingerprint(c),
+            fingerprint(r),
+        )
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+
+@dataclass(slots=True)
+class Item:
+    path: str
+    state: SyncState
+    action: Action
+    local: Entry | None
+    base: Entry | None
+    remote: Entry | None
+    choice: Choice | None = None
+    backup: bool = False  # make a conflict copy of the local file before replacing it
+
+    def base_matches_remote(self) -> bool:
+        if self.base is None:
+            return self.remote is None
+        return self.base.same_content(self.remote)
+
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {
+            "path": self.path,
+            "state": self.state.value,
+            "action": self.action.value,
+        }
+        if self.choice:
+            d["resolution"] = self.choice
+        if self.backup:
+            d["backup"] = True
+        return d
+
+
+def resolve_action(
+    choice: Choice,
+    l: Entry | None,  # noqa: E741
+    c: Entry | None,
+    r: Entry | None,
+) -> tuple[Action, bool]:
+    """The action a conflict resolution leads to, and whether the local file is backed up."""
+    if choice == "local":
+        return (Action.upload if l is not None else Action.delete_remote), False
+    if choice == "remote":
+        return (Action.download if r is not None else Action.delete_local), l is not None
+    return Action.restore, l is not None and not l.same_content(c)
+
+
+@dataclass
+class Plan:
+    base_id: str | None
+    remote_id: str | None
+    items: list[Item] = field(default_factory=list)
+    unchanged: int = 0
+    stale_resolutions: list[str] = field(default_factory=list)
+
+    def by_action(self, *actions: Action) -> list[Item]:
+        return [it for it in self.items if it.action in actions]
+
+    @property
+    def conflicts(self) -> list[Item]:
+        return self.by_action(Action.conflict)
+
+    @property
+    def changes_remote(self) -> bool:
+        return any(it.action in REMOTE_ACTIONS for it in self.items)
+
+    @property
+    def changes_local(self) -> bool:
+        return any(
+            it.action in (Action.download, Action.delete_local, Action.restore) for it in self.items
+        )
+
+    @property
+    def is_noop(self) -> bool:
+        return all(it.action == Action.none for it in self.items)
+
+    def counts(self) -> dict[str, int]:
+        c: Counter[str] = Counter(it.action.value for it in self.items)
+        c["none"] += self.unchanged
+        return dict(sorted(c.items()))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "base": self.base_id,
+            "remote_head": self.remote_id,
+            "counts": self.counts(),
+            "files": [it.to_dict() for it in self.items],
+            "stale_resolutions": self.stale_resolutions,
+        }
+
+
+def make_plan(
+    local: Manifest,
+    base: Manifest,
+    remote: Manifest,
+    resolutions: dict[str, Resolution] | None = None,
+    keep_unchanged: bool = False,
+) -> Plan:
+    """Classify every path and choose its action. Unchanged paths are only counted,
+    unless `keep_unchanged` (for listings that show every file)."""
+    resolutions = resolutions or {}
+    plan = Plan(base.snapshot, remote.snapshot)
+    for path, le, ce, re_ in merge3(local, base, remote):
+        state = classify(le, ce, re_)
+        if state is S.sLCR__all_eq and not keep_unchanged:
+            plan.unchanged += 1
+            continue
+        action = STATE_ACTIONS[state]
+        item = Item(path, state, action, le, ce, re_)
+        if state in CONFLICT_STATES:
+            res = resolutions.get(path)
+            if res is not None:
+                if res.matches(le, ce, re_):
+                    item.choice = res.choice
+                    item.action, item.backup = resolve_action(res.choice, le, ce, re_)
+                else:
+                    plan.stale_resolutions.append(path)
+        plan.items.append(item)
+    return plan
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change a transaction makes to the repository: put an entry, or delete a path."""
+
+    path: str
+    entry: Entry | None  # None = delete
+
+
+def remote_changes(plan: Plan) -> list[Change]:
+    """The repository side of a plan, in path order."""
+    out: list[Change] = []
+    for it in plan.items:
+        if it.action == Action.upload:
+            assert it.local is not None
+            out.append(Change(it.path, it.local))
+        elif it.action == Action.delete_remote:
+            out.append(Change(it.path, None))
+        elif it.action == Action.restore and not it.base_matches_remote():
+            out.append(Change(it.path, it.base))
+    return out
+
+
+def apply_changes(parent: Manifest, changes: Iterable[Change], snap: int, user: str) -> Manifest:
+    """The manifest after `changes`: changed entries are attributed to (snap, user), the
+    rest carried forward unchanged. Deterministic: client and server compute the same."""
+    entries = list(parent.entries)
+    paths = parent.paths
+    dropped: set[int] = set()
+    added: list[Entry] = []
+    for c in {c.path: c for c in changes}.values():  # the last change of a path counts
+        i = bisect_left(paths, c.path)
+        if i < len(paths) and paths[i] == c.path:
+            if c.entry is None:
+                dropped.add(i)
+            else:
+                entries[i] = c.entry.with_attribution(snap, user)
+        elif c.entry is not None:
+            added.append(c.entry.with_attribution(snap, user))
+    out = [e for i, e in enumerate(entries) if i not in dropped] if dropped else entries
+    return Manifest.with_added(out, added, snapshot=f"s{snap}")

@@ -1,0 +1,484 @@
+"""The operations behind the `dsg` commands: init, clone, status, sync, resolve, log.
+
+Each is scan -> compare -> plan -> execute -> record, composed from the pure stages and
+a repository backend. The CLI only parses arguments and prints what these return.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from dsg.backends import LockOwner, Repository
+from dsg.core.compare import S
+from dsg.core.errors import (
+    ConflictsBlocked,
+    DsgError,
+    IntegrityError,
+    ManifestError,
+    PathError,
+    RepositoryError,
+    RepositoryExists,
+    ScanBlocked,
+    WorkingCopyError,
+)
+from dsg.core.faults import crash_point, register
+from dsg.core.manifest import Entry, Manifest, SnapshotRecord, snap_number
+from dsg.core.paths import show
+from dsg.core.plan import Action, Item, Plan, apply_changes, make_plan, remote_changes
+from dsg.fs.log import EventLog, new_tx
+from dsg.sync.execute import LocalApplier, Progress, run_local, run_remote
+from dsg.workcopy.config import PROJECT_CONFIG, ProjectConfig, UserConfig
+from dsg.workcopy.scan import Problem, ScanResult
+from dsg.workcopy.workspace import Workspace
+
+register("sync.after_plan")
+
+T = TypeVar("T")
+
+MASS_DELETE_MIN = 10
+MASS_DELETE_FRACTION = 0.5
+
+
+@dataclass
+class Result:
+    """What an operation did; the CLI renders it as text or JSON."""
+
+    plan: Plan
+    snapshot: str | None = None  # the snapshot the working copy is at afterwards
+    committed: SnapshotRecord | None = None
+    backups: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    dry_run: bool = False
+    recovered: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        d = self.plan.to_dict()
+        d.update(
+            snapshot=self.snapshot,
+            committed=self.committed.to_dict() if self.committed else None,
+            backups=self.backups,
+            problems=[p.to_dict() for p in self.problems],
+            dry_run=self.dry_run,
+        )
+        if self.recovered:
+            d["recovered"] = self.recovered
+        return d
+
+
+def event_log(ws: Workspace, command: str, tx: str | None = None) -> EventLog:
+    path = ws.dir / "log" / "dsg.jsonl" if ws.dir.is_dir() else None
+    return EventLog(path, tx or new_tx(), command)
+
+
+def _in_background(fn: Callable[[], T], name: str) -> Future[T]:
+    """Run `fn` in a daemon thread: an interrupt (Ctrl-C) or an error of the caller never
+    waits for it (it may be blocked on a host that does not answer)."""
+    fut: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(fn())
+        except BaseException as e:  # handed to whoever asks for the result
+            fut.set_exception(e)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return fut
+
+
+def checked_scan(ws: Workspace, progress: Callable[[int], None] | None = None) -> ScanResult:
+    result = ws.scan(progress)
+    if result.blocking:
+        shown = "\n".join(f"  {p}" for p in result.blocking[:50])
+        more = f"\n  ... and {len(result.blocking) - 50} more" if len(result.blocking) > 50 else ""
+        raise ScanBlocked(
+            f"{len(result.blocking)} path(s) cannot be synced as they are:\n{shown}{more}",
+            hint="rename or remove them (nothing was changed)",
+            details=[p.to_dict() for p in result.blocking],
+        )
+    return result
+
+
+def read_remote(repo: Repository, base: Manifest | None = None) -> tuple[str | None, Manifest]:
+    """The repository head and its manifest. Any failure is an error, never 'empty'.
+
+    When the head is the snapshot of `base` (nobody synced since), the base manifest is
+    reused after checking its digest against the repository's record of that snapshot."""
+    head = repo.head()
+    if head is None:
+        return None, Manifest.empty()
+    if base is not None and base.snapshot == head:
+        digest = base.digest()
+        if repo.record(head).manifest_digest == digest == repo.manifest_digest(head):
+            return head, base
+    return head, repo.manifest(head)
+
+
+def check_history(ws: Workspace, repo: Repository, base: Manifest, head: str | None) -> None:
+    """The base this copy synced to must be in the repository's chain, unchanged."""
+    if base.snapshot is None:
+        return
+    if snap_number(base.snapshot) > snap_number(head):
+        raise RepositoryError(
+            f"the repository's head ({head or 'empty'}) is older than this working copy's "
+            f"base ({base.snapshot}); it may have been restored from a backup",
+            hint="nothing was changed; ask your admin before syncing",
+        )
+    mine = ws.base_record()
+    if mine is None:
+        return
+    theirs = repo.record(base.snapshot)
+    if theirs != mine:
+        raise RepositoryError(
+            f"the repository's snapshot {base.snapshot} is not the one this working copy "
+            "synced to (history differs)",
+            hint="nothing was changed; run 'dsg validate-chain' and ask your admin",
+        )
+
+
+def status(ws: Workspace, repo: Repository, keep_unchanged: bool = False) -> Result:
+    repo.warm()
+    base = ws.base()  # first: it is read while a prescan (prescan.py) may still be scanning
+    scan_result = ws.scan()
+    head, remote = read_remote(repo, base)
+    check_history(ws, repo, base, head)
+    plan = make_plan(scan_result.manifest, base, remote, ws.resolutions(), keep_unchanged)
+    return Result(plan, snapshot=base.snapshot, problems=scan_result.problems)
+
+
+def default_message(plan: Plan) -> str:
+    c = plan.counts()
+    parts = [
+        f"{c[k]} {k.replace('_', ' ')}" for k in ("upload", "delete_remote", "restore") if c.get(k)
+    ]
+    return "sync: " + ", ".join(parts) if parts else "sync"
+
+
+def _block_on_conflicts(ws: Workspace, plan: Plan, user: UserConfig) -> None:
+    conflicts = plan.conflicts
+    if not conflicts:
+        return
+    path = ws.write_conflicts(conflicts, user.user_id)
+    stale = (
+        f"\n{len(plan.stale_resolutions)} earlier resolution(s) no longer apply because the "
+        "files changed since; resolve them again."
+        if plan.stale_resolutions
+        else ""
+    )
+    listing = "\n".join(f"  {show(it.path)}  ({it.state.value})" for it in conflicts[:50])
+    raise ConflictsBlocked(
+        f"{len(conflicts)} conflict(s) block the sync; nothing was changed:\n{listing}{stale}",
+        hint="choose a side per file with 'dsg resolve PATH --use local|remote|base', "
+        f"or edit {path} and run 'dsg sync --continue'; then run 'dsg sync'",
+        details=[it.to_dict() for it in conflicts],
+    )
+
+
+def _guard_mass_delete(plan: Plan, base: Manifest, allow: bool) -> None:
+    n = len(plan.by_action(Action.delete_local))
+    if allow or n < MASS_DELETE_MIN or n <= MASS_DELETE_FRACTION * max(len(base), 1):
+        return
+    raise DsgError(
+        f"this sync would delete {n} of the {len(base)} files in your working copy because "
+        "they were deleted in the repository",
+        hint="check 'dsg status' and 'dsg log'; if that is intended, run 'dsg sync "
+        "--allow-mass-delete' (the files stay in the repository's history)",
+    )
+
+
+def _check_tree_shape(plan: Plan, remote: Manifest) -> None:
+    """Refuse before any transfer a result where a file would also be a directory."""
+    try:
+        apply_changes(remote, remote_changes(plan), 0, "")
+    except ManifestError as e:
+        raise PathError(
+            f"this sync cannot be applied: {e.message}",
+            hint="a file and a directory share a name between your copy and the repository; "
+            "rename one of them (nothing was changed)",
+        ) from e
+
+
+def sync(
+    ws: Workspace,
+    repo: Repository,
+    user: UserConfig,
+    *,
+    message: str | None = None,
+    dry_run: bool = False,
+    continue_: bool = False,
+    allow_mass_delete: bool = False,
+    lock_timeout: float | None = None,
+    progress: Progress | None = None,
+) -> Result:
+    tx = new_tx()
+    log = event_log(ws, "sync", tx)
+    repo.warm()
+    with ws.lock():
+        if continue_:
+            _apply_conflicts_file(ws, repo)
+        base = ws.base()  # first: see status()
+        scan_result = checked_scan(ws)
+        local = scan_result.manifest
+        log(
+            "scanned",
+            files=len(local),
+            hashed=scan_result.hashed_files,
+            hashed_bytes=scan_result.hashed_bytes,
+            prescanned=scan_result.prescanned,
+        )
+        head, remote = read_remote(repo, base)
+        check_history(ws, repo, base, head)
+        resolutions = ws.resolutions()
+        plan = make_plan(local, base, remote, resolutions)
+        log("planned", base=base.snapshot, head=head, counts=plan.counts())
+        if dry_run:
+            return Result(plan, snapshot=base.snapshot, problems=scan_result.problems, dry_run=True)
+        _block_on_conflicts(ws, plan, user)
+        _guard_mass_delete(plan, base, allow_mass_delete)
+        _check_tree_shape(plan, remote)
+        crash_point("sync.after_plan")
+
+        result = Result(plan, problems=scan_result.problems)
+        new_head, final = head, remote
+        if plan.changes_remote:
+            owner = LockOwner(user=user.user_id, tx=tx, operation="sync")
+            timeout = user.lock_timeout if lock_timeout is None else lock_timeout
+            with repo.lock(owner, timeout):
+                result.recovered = getattr(repo, "recovered", [])
+                latest = repo.head()
+                if latest != head:
+                    # Someone committed between our plan and the lock: plan again on top.
+                    log("replan", old_head=head, new_head=latest)
+                    head, remote = read_remote(repo)
+                    plan = make_plan(local, base, remote, resolutions)
+                    result.plan = plan
+                    _block_on_conflicts(ws, plan, user)
+                    _guard_mass_delete(plan, base, allow_mass_delete)
+                if plan.changes_remote:
+                    record = run_remote(
+                        repo,
+                        plan,
+                        ws.root,
+                        tx,
+                        message or default_message(plan),
+                        user.user_id,
+                        user.user_name,
+                        progress,
+                    )
+                    log("committed", snapshot=record.id, parent=record.parent)
+                    result.committed = record
+                    new_head = record.id
+                    final = apply_changes(remote, remote_changes(plan), record.number, user.user_id)
+                    if final.digest() != record.manifest_digest:
+                        final = repo.manifest(record.id)
+                else:
+                    new_head, final = head, remote
+        applier = LocalApplier(ws.root, repo, ws.hash_cache(), user.user_id, tx, progress)
+        run_local(applier, plan, new_head)
+        result.backups = applier.backups
+        crash_point("execute.before_base")
+        rec = result.committed or (repo.record(new_head) if new_head else None)
+        ws.set_base(final, rec)
+        ws.hash_cache().save()
+        _forget_used_resolutions(ws, plan)
+        result.snapshot = new_head
+        log("synced", snapshot=new_head, backups=len(applier.backups))
+        return result
+
+
+def _forget_used_resolutions(ws: Workspace, plan: Plan) -> None:
+    ws.conflicts_path.unlink(missing_ok=True)
+    ws.save_resolutions({})
+
+
+def _apply_conflicts_file(ws: Workspace, repo: Repository) -> None:
+    """`sync --continue`: turn the edited conflicts file into recorded resolutions."""
+    choices = ws.read_conflicts_file()
+    if not choices:
+        raise WorkingCopyError(
+            f"{ws.conflicts_path} resolves nothing (every 'use:' is still '?')",
+            hint="write local, remote or base after 'use:' for each conflict",
+        )
+    current = status(ws, repo).plan
+    items = {it.path: it for it in current.items if it.state.value in _CONFLICT_NAMES}
+    for path, choice in choices.items():
+        it = items.get(path)
+        if it is None:
+            raise WorkingCopyError(f"{show(path)} in conflicts.txt is not in conflict any more")
+        ws.record_resolution(it, choice)
+
+
+_CONFLICT_NAMES = {
+    S.sLCR__all_ne.value,
+    S.sxLCR__C_ne_R.value,
+    S.sLxCR__L_ne_R.value,
+    S.sLCxR__L_ne_C.value,
+}
+
+
+def resolve(ws: Workspace, repo: Repository, paths: list[str], choice: str) -> list[Item]:
+    with ws.lock():
+        plan = status(ws, repo).plan
+        items = {it.path: it for it in plan.items if it.state.value in _CONFLICT_NAMES}
+        done = []
+        for p in paths:
+            it = items.get(p)
+            if it is None:
+                raise WorkingCopyError(
+                    f"{show(p)} is not in conflict",
+                    hint="'dsg status' lists conflicts; use paths relative to the project root",
+                )
+            ws.record_resolution(it, choice)
+            done.append(it)
+        return done
+
+
+def init(
+    root: Path,
+    config: ProjectConfig,
+    repo: Repository,
+    user: UserConfig,
+    message: str | None = None,
+) -> Result:
+    ws = Workspace(root, config)
+    if ws.has_base:
+        raise WorkingCopyError(f"{root} is already a dsg working copy (.dsg/ exists)")
+
+    def refuse_if_exists(exists: bool) -> None:
+        if exists:
+            raise RepositoryExists(
+                f"a repository named {config.name} already exists at {repo.location}",
+                hint="use 'dsg clone' to get a working copy of it, or pick another --repo-name",
+            )
+
+    # The first answer over SSH waits for the connection and the agent's start: ask it
+    # while the tree is scanned. The scan stops at its next progress tick if the answer
+    # is "exists" or an error, so a refused init does not hash a large tree first.
+    exists = _in_background(repo.exists, "dsg-exists")
+
+    def stop_early(_: int) -> None:
+        if exists.done():
+            refuse_if_exists(exists.result())
+
+    scan_result = checked_scan(ws, stop_early)
+    refuse_if_exists(exists.result())
+    local = scan_result.manifest
+    plan = make_plan(local, Manifest.empty(), Manifest.empty())
+    tx = new_tx()
+    repo.create()
+    try:
+        with repo.lock(LockOwner(user=user.user_id, tx=tx, operation="init"), 30):
+            record = run_remote(
+                repo, plan, root, tx, message or "initial snapshot", user.user_id, user.user_name
+            )
+    except BaseException:
+        destroy = getattr(repo, "destroy_new", None)
+        if destroy is not None:
+            destroy()
+        raise
+    final = apply_changes(Manifest.empty(), remote_changes(plan), record.number, user.user_id)
+    cfg_path = root / PROJECT_CONFIG
+    if not cfg_path.exists():
+        cfg_path.write_text(config.to_yaml(), encoding="utf-8")
+    ws.ensure_dir()
+    ws.set_base(final, record)
+    ws.hash_cache().save()
+    event_log(ws, "init", tx)("committed", snapshot=record.id, files=len(final))
+    return Result(plan, snapshot=record.id, committed=record, problems=scan_result.problems)
+
+
+def clone(
+    ws: Workspace, repo: Repository, user: UserConfig, progress: Progress | None = None
+) -> Result:
+    if ws.has_base:
+        raise WorkingCopyError(
+            f"{ws.root} is already a dsg working copy",
+            hint="use 'dsg sync' to bring it up to date",
+        )
+    head, remote = read_remote(repo)
+    if head is None:
+        raise RepositoryError(f"repository {repo.name} has no snapshots yet")
+    ws.ensure_dir()
+    with ws.lock():
+        scan_result = checked_scan(ws)
+        plan = make_plan(scan_result.manifest, Manifest.empty(), remote)
+        clashes = [it for it in plan.items if it.state == S.sLxCR__L_ne_R]
+        if clashes:
+            listing = "\n".join(f"  {show(it.path)}" for it in clashes[:50])
+            raise ConflictsBlocked(
+                f"{len(clashes)} local file(s) differ from the repository's copy:\n{listing}",
+                hint="move them out of the data directories and clone again (nothing changed)",
+                details=[it.to_dict() for it in clashes],
+            )
+        tx = new_tx()
+        applier = LocalApplier(ws.root, repo, ws.hash_cache(), user.user_id, tx, progress)
+        run_local(applier, plan, head)
+        ws.set_base(remote, repo.record(head))
+        ws.hash_cache().save()
+        event_log(ws, "clone", tx)("cloned", snapshot=head, files=len(remote))
+        return Result(plan, snapshot=head, problems=scan_result.problems)
+
+
+def log_records(repo: Repository, limit: int | None = None) -> list[SnapshotRecord]:
+    out = []
+    for rec in repo.history():
+        out.append(rec)
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def snapfetch(repo: Repository, snapshot: str, path: str, out: Path, force: bool = False) -> Entry:
+    """Copy `path` as it was in `snapshot` to `out`, checked against that snapshot's hash."""
+    from dsg.sync.execute import with_suppress_unlink
+    from dsg.workcopy.scan import hash_file
+
+    entry = repo.manifest(snapshot).get(path)
+    if entry is None:
+        raise WorkingCopyError(
+            f"{show(path)} is not in snapshot {snapshot}",
+            hint="'dsg list-files' shows paths; 'dsg log' lists snapshots",
+        )
+    if os.path.lexists(out) and not force:
+        raise WorkingCopyError(f"{out} exists; choose another -o or pass --force")
+    tmp = out.with_name(f".{out.name}.dsg-tmp")
+    if entry.is_link:
+        with_suppress_unlink(tmp)
+        os.symlink(entry.target or "", tmp)
+        os.replace(tmp, out)
+        return entry
+    try:
+        with repo.open_file(snapshot, path) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        if hash_file(tmp) != entry.hash:
+            raise IntegrityError(
+                f"{show(path)} in {snapshot} does not match its manifest",
+                hint="run 'dsg validate-snapshot' and tell your admin",
+            )
+        os.utime(tmp, ns=(entry.mtime, entry.mtime))
+        os.replace(tmp, out)
+    except BaseException:
+        with_suppress_unlink(tmp)
+        raise
+    return entry
+
+
+def snapmount(repo: Repository, snapshot: str, mountpoint: Path) -> Path:
+    """Make `mountpoint` show the read-only tree of `snapshot`."""
+    repo.record(snapshot)  # exists?
+    if os.path.lexists(mountpoint):
+        raise WorkingCopyError(f"{mountpoint} already exists", hint="pick another --mountpoint")
+    mountpoint.parent.mkdir(parents=True, exist_ok=True)
+    return repo.mount_snapshot(snapshot, mountpoint)
+
+
+def snapumount(repo: Repository, mountpoint: Path) -> None:
+    if not os.path.lexists(mountpoint):
+        raise WorkingCopyError(f"nothing is mounted at {mountpoint}")
+    repo.unmount_snapshot(mountpoint)

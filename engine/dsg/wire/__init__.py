@@ -1,0 +1,1 @@
+"""Layer 4: the client-agent protocol and starting an agent over SSH."""

@@ -1,0 +1,230 @@
+"""Configuration: the project's `.dsgconfig.yml` and the user's `dsg.yml`.
+
+`.dsgconfig.yml` lives at the project root and is committed to git. It uses the
+repository-centric format of the original dsg:
+
+    name: my-project
+    repository: {type: posix, host: localhost, mountpoint: /var/repos/dsg}
+    data_dirs: [input, output, frozen]
+    ignore: {names: [.DS_Store], suffixes: [.tmp], paths: [task1/input/secret.csv]}
+
+The legacy form `transport: ssh` + `ssh: {host, path, name, type}` (and a `project:` wrapper)
+is read and converted. Unknown keys are errors that name the field and its line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dsg.core.errors import ConfigError
+from dsg.fs.yamlfile import explain, load_yaml
+from dsg.wire.sshstart import LOCAL_HOSTS as LOCAL_HOSTS  # these live where the CLI starts early
+from dsg.wire.sshstart import PROJECT_CONFIG as PROJECT_CONFIG
+from dsg.wire.sshstart import find_project_root as find_project_root
+from dsg.wire.sshstart import is_local_host as is_local_host
+from dsg.workcopy.scan import DEFAULT_DATA_DIRS, DEFAULT_IGNORE_NAMES, DEFAULT_IGNORE_SUFFIXES
+
+USER_CONFIG = "dsg.yml"
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IgnoreRules(_Strict):
+    names: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE_NAMES))
+    suffixes: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE_SUFFIXES))
+    paths: list[str] = Field(default_factory=list)
+
+    @field_validator("paths")
+    @classmethod
+    def _strip_paths(cls, v: list[str]) -> list[str]:
+        return [p.strip("/") for p in v if p.strip("/")]
+
+
+class RepositoryConfig(_Strict):
+    type: Literal["posix", "zfs"]
+    host: str = "localhost"
+    mountpoint: str
+    pool: str | None = None
+    user: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    remote_command: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") == "xfs":
+            data = {**data, "type": "posix"}
+        return data
+
+    @field_validator("mountpoint")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("mountpoint must be an absolute path on the repository host")
+        return v.rstrip("/") or "/"
+
+    @model_validator(mode="after")
+    def _zfs_needs_pool(self) -> RepositoryConfig:
+        if self.type == "zfs" and not self.pool:
+            raise ValueError("repository type zfs needs 'pool'")
+        return self
+
+    @property
+    def transport(self) -> Literal["local", "ssh"]:
+        return "local" if is_local_host(self.host) else "ssh"
+
+
+class ProjectConfig(_Strict):
+    name: str
+    repository: RepositoryConfig
+    data_dirs: list[str] = Field(default_factory=lambda: list(DEFAULT_DATA_DIRS))
+    ignore: IgnoreRules = Field(default_factory=IgnoreRules)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _SAFE_NAME.match(v):
+            raise ValueError(
+                "name must start with a letter or digit and use only letters, digits, '.', '_', '-'"
+            )
+        return v
+
+    @field_validator("data_dirs")
+    @classmethod
+    def _dirs(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("data_dirs must list at least one directory name (or '*')")
+        for d in v:
+            if d != "*" and ("/" in d or d in (".", "..") or not d):
+                raise ValueError(f"data_dirs entry {d!r} must be a single directory name or '*'")
+        return v
+
+    @property
+    def repo_path(self) -> str:
+        """The repository's directory on its host: `<mountpoint>/<name>`."""
+        return f"{self.repository.mountpoint.rstrip('/')}/{self.name}"
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(exclude_none=True)
+        if self.ignore == IgnoreRules():
+            del data["ignore"]  # defaults apply; keep the file short
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+class UserConfig(_Strict):
+    user_name: str
+    user_id: str
+    lock_timeout: float = Field(default=600.0, ge=0)
+    backup_on_conflict: bool = True
+
+    @field_validator("user_id")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        if not _EMAIL.match(v):
+            raise ValueError("user_id must be an email address, e.g. alice@hrdag.org")
+        return v
+
+
+def _from_legacy(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Convert the original dsg's legacy forms; returns new data and a key map for errors."""
+    data = dict(data)
+    key_map: dict[str, str] = {}
+    project = data.pop("project", None)
+    if isinstance(project, dict):
+        for k in ("data_dirs", "ignore"):
+            if k in project and k not in data:
+                data[k] = project[k]
+    transport = data.pop("transport", None)
+    if transport is None:
+        return data, key_map
+    if transport != "ssh":
+        raise ConfigError(
+            f"transport {transport!r} is not supported (rclone and ipfs were never implemented); "
+            "use a 'repository:' section"
+        )
+    if "repository" in data:
+        raise ConfigError("give either 'repository:' or the legacy 'transport:'/'ssh:', not both")
+    ssh = data.pop("ssh", None)
+    if not isinstance(ssh, dict):
+        raise ConfigError("legacy 'transport: ssh' needs an 'ssh:' section (host, path, type)")
+    ssh = dict(ssh)
+    if "name" in ssh and "name" not in data:
+        data["name"] = ssh.pop("name")
+    else:
+        ssh.pop("name", None)
+    repo: dict[str, Any] = {}
+    for old, new in (("host", "host"), ("path", "mountpoint"), ("type", "type"), ("pool", "pool")):
+        if old in ssh:
+            repo[new] = ssh.pop(old)
+            key_map[new] = old
+    if repo.get("type") == "zfs" and "pool" not in repo:
+        raise ConfigError(
+            "legacy ssh config with type zfs has no pool; add 'pool: <zfs pool>' under 'ssh:' "
+            "or convert to a 'repository:' section"
+        )
+    repo.update(ssh)  # leftovers are reported as unknown keys
+    data["repository"] = repo
+    return data, {"repository": "ssh", **key_map}
+
+
+def load_project_config(path: Path) -> ProjectConfig:
+    data, text = load_yaml(path)
+    data, key_map = _from_legacy(data)
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as e:
+        raise explain(path, text, e, key_map) from e
+
+
+def user_config_dirs() -> list[Path]:
+    """Directories searched for dsg.yml, lowest precedence first."""
+    dirs = [Path("/etc/dsg"), Path.home() / ".config" / "dsg"]
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    if xdg:
+        dirs.append(Path(xdg) / "dsg")
+    dsg_home = os.environ.get("DSG_CONFIG_HOME")
+    if dsg_home:
+        dirs.append(Path(dsg_home))
+    out: list[Path] = []
+    for d in dirs:
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def load_user_config() -> UserConfig:
+    merged: dict[str, Any] = {}
+    found: list[Path] = []
+    for d in user_config_dirs():
+        f = d / USER_CONFIG
+        if not f.is_file():
+            continue
+        data, _text = load_yaml(f)
+        if d == Path("/etc/dsg") and ({"user_name", "user_id"} & data.keys()):
+            raise ConfigError(
+                f"{f} must not hold personal fields (user_name, user_id); "
+                "put them in ~/.config/dsg/dsg.yml"
+            )
+        merged.update(data)
+        found.append(f)
+    if not found:
+        raise ConfigError(
+            "no dsg.yml user config found",
+            hint="create ~/.config/dsg/dsg.yml with 'user_name: Your Name' and "
+            "'user_id: you@example.org' (or set DSG_CONFIG_HOME)",
+        )
+    try:
+        return UserConfig.model_validate(merged)
+    except ValidationError as e:
+        raise explain(found[-1], found[-1].read_text(encoding="utf-8"), e, {}) from e

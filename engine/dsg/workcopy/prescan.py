@@ -1,0 +1,221 @@
+"""Scanning the working copy in a forked child while the command loads.
+
+`dsg sync` and `dsg status` spend ~0.1 s loading typer, rich, pydantic and the engine before
+they can scan, and the scan is one core's work too (20,000 files: ~0.15 s). On a machine with
+a second core the two can overlap: `start` forks a child right after the command starts,
+which scans with the rules it reads from the raw `.dsgconfig.yml` and sends the result back
+through a pipe. `Workspace.scan` then `take`s it, but only if the child ran with exactly the
+rules of the validated configuration for the same directory; anything else (another
+configuration form, a child that failed or was killed, a different project) falls back to an
+ordinary scan, so the prescan can make a command faster but never change its result.
+
+`dsg sync` takes the working copy's lock before forking, so the scan it uses is taken under
+the lock as always; `Workspace.lock` adopts that lock (`adopt_lock`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import fcntl
+import marshal
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dsg.workcopy.scan import (
+    DEFAULT_DATA_DIRS,
+    DEFAULT_IGNORE_NAMES,
+    DEFAULT_IGNORE_SUFFIXES,
+    ScanResult,
+    ScanRules,
+)
+
+STATE_DIR = ".dsg"  # the working copy's own state (see workspace.py)
+_FORMAT = 1
+
+
+@dataclass
+class _Child:
+    pid: int
+    fd: int
+    root: Path
+    rules: ScanRules
+
+
+_child: _Child | None = None
+_lock: tuple[Path, int] | None = None  # (state dir, descriptor) of a lock taken early
+
+
+def rules_from_raw(data: Any) -> ScanRules | None:
+    """The scan rules a plain `.dsgconfig.yml` asks for, or None for anything unusual. Only a
+    guess: the validated configuration decides (see `take`)."""
+    if not isinstance(data, dict):
+        return None
+    dirs = data.get("data_dirs", list(DEFAULT_DATA_DIRS))
+    ignore = data.get("ignore", {})
+    if not isinstance(ignore, dict):
+        return None
+    names = ignore.get("names", list(DEFAULT_IGNORE_NAMES))
+    suffixes = ignore.get("suffixes", list(DEFAULT_IGNORE_SUFFIXES))
+    paths = ignore.get("paths", [])
+    lists = (dirs, names, suffixes, paths)
+    if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists):
+        return None
+    return ScanRules(
+        frozenset(dirs),
+        frozenset(names),
+        tuple(suffixes),
+        frozenset(p.strip("/") for p in paths if p.strip("/")),
+    )
+
+
+def start(root: Path, data: Any, *, lock: bool) -> None:
+    """Fork a child that scans the working copy at `root` (taking its lock first when `lock`).
+    Does nothing where a prescan cannot help: no working copy, no rules, a held lock."""
+    global _child, _lock
+    rules = rules_from_raw(data)
+    state = root / STATE_DIR
+    if _child is not None or rules is None or not state.is_dir() or not hasattr(os, "fork"):
+        return
+    if lock:
+        fd = try_lock(state)
+        if fd is None:
+            return  # another command runs here: Workspace.lock reports it
+        _lock = (state, fd)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: scan, send, and leave without running any exit handler
+        code = 1
+        try:
+            os.close(r)
+            # Nothing of the parent's stays open here but the pipe: not its ssh session or
+            # lock, nor its terminal or output (a `dsg sync | ...` pipeline ends with the
+            # parent even if the child were still scanning).
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, w)
+            os.closerange(w + 1, 1 << 16)
+            # Speculative work: it yields to the command's own start and to ssh's handshake
+            # (a 1% sync of 20,000 files over the lab SSH: 0.536 -> 0.518 s, median of 8).
+            with contextlib.suppress(OSError):
+                os.nice(10)
+            _send(w, _scan(root, rules))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    _child = _Child(pid, r, root, rules)
+
+
+def _scan(root: Path, rules: ScanRules) -> bytes:
+    from dsg.workcopy.scan import HashCache, scan
+
+    cache = HashCache.load(root / STATE_DIR / "hashcache.gz")
+    result = scan(root, rules, cache)
+    cache.save()  # before sending: the parent reads the cache again only after this
+    m = result.manifest
+    return marshal.dumps(
+        (
+            _FORMAT,
+            [(e.path, e.size, e.mtime, e.hash, e.target) for e in m.entries],
+            [(p.path, p.message, p.blocking) for p in result.problems],
+            result.hashed_files,
+            result.hashed_bytes,
+        )
+    )
+
+
+def _send(fd: int, payload: bytes) -> None:
+    from dsg.workcopy.scan import write_all
+
+    write_all(fd, payload)
+    os.close(fd)
+
+
+def take(root: Path, rules: ScanRules) -> ScanResult | None:
+    """The child's scan of `root`, if one was started with exactly these rules and finished
+    well; None otherwise. Waits for the child; a second call returns None."""
+    global _child
+    child, _child = _child, None
+    if child is None:
+        return None
+    chunks = []
+    try:
+        while chunk := os.read(child.fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(child.fd)
+        _, status = os.waitpid(child.pid, 0)
+    if status != 0 or child.root != root or child.rules != rules:
+        return None
+    return _decode(b"".join(chunks))
+
+
+def _decode(payload: bytes) -> ScanResult | None:
+    from dsg.core.manifest import Entry, Manifest
+    from dsg.workcopy.scan import Problem
+
+    try:
+        fmt, rows, problems, hashed_files, hashed_bytes = marshal.loads(payload)
+        if fmt != _FORMAT:
+            return None
+        return ScanResult(
+            Manifest([Entry(p, s, m, h, t) for p, s, m, h, t in rows]),
+            [Problem(*p) for p in problems],
+            hashed_files,
+            hashed_bytes,
+            prescanned=True,
+        )
+    except (EOFError, ValueError, TypeError):  # not what _scan sends: scan again
+        return None
+
+
+def try_lock(state_dir: Path) -> int | None:
+    """Take the working copy's lock (flock on `.dsg/lock`): its descriptor, to be closed to
+    release it, or None when another process holds it."""
+    fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            return None
+        raise
+    return fd
+
+
+def adopt_lock(state_dir: Path) -> int | None:
+    """The descriptor of the lock `start` took on `state_dir`, now the caller's to close;
+    None if none was taken there (an early lock on another directory is released)."""
+    global _lock
+    held, _lock = _lock, None
+    if held is None:
+        return None
+    if held[0] == state_dir:
+        return held[1]
+    os.close(held[1])
+    return None
+
+
+def discard() -> None:
+    """Forget a started prescan: stop a child whose scan was not taken (a command that ended
+    before scanning: it has no use for it), release an early lock. Run at exit."""
+    global _child, _lock
+    child, _child = _child, None
+    if child is not None:
+        with contextlib.suppress(OSError):
+            os.kill(child.pid, signal.SIGKILL)
+        os.close(child.fd)
+        with contextlib.suppress(OSError):
+            os.waitpid(child.pid, 0)
+    if _lock is not None:
+        os.close(_lock[1])
+        _lock = None
+
+
+atexit.register(discard)

@@ -1,0 +1,247 @@
+"""The working copy's own state, kept in `<project>/.dsg/`.
+
+    base.manifest.gz   the manifest of the snapshot this copy last synced to (C)
+    base.json          that snapshot's record (its chain hash proves the history)
+    hashcache.gz       path -> (size, mtime_ns, ctime_ns, inode, hash)
+    resolutions.json   conflict choices recorded by `dsg resolve`
+    conflicts.txt      the conflicts of the last blocked sync, editable for --continue
+    lock               flock(2): one dsg command at a time per working copy
+    log/dsg.jsonl      structured log
+
+The base manifest is replaced atomically and only after every local change of a sync is
+done, so an interrupted sync is simply re-planned from the same base next time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from dsg.core.errors import ManifestError, WorkingCopyError
+from dsg.core.manifest import Manifest, SnapshotRecord, atomic_write
+from dsg.core.paths import show
+from dsg.core.plan import CHOICES, Item, Resolution, fingerprint
+from dsg.workcopy import prescan
+from dsg.workcopy.config import PROJECT_CONFIG, ProjectConfig, load_project_config
+from dsg.workcopy.scan import HashCache, ScanResult, ScanRules, scan
+
+STATE_DIR = prescan.STATE_DIR
+
+
+class Workspace:
+    def __init__(self, root: Path, config: ProjectConfig | None = None) -> None:
+        self.root = Path(root).absolute()
+        self.dir = self.root / STATE_DIR
+        self._config = config
+        self._cache: HashCache | None = None
+
+    @property
+    def config(self) -> ProjectConfig:
+        if self._config is None:
+            self._config = load_project_config(self.root / PROJECT_CONFIG)
+        return self._config
+
+    def ensure_dir(self) -> None:
+        self.dir.mkdir(exist_ok=True)
+        (self.dir / "log").mkdir(exist_ok=True)
+
+    # --- lock -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        self.ensure_dir()
+        fd = prescan.adopt_lock(self.dir)  # taken before a prescan, if there was one
+        if fd is None:
+            fd = self._take_lock()
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    def _take_lock(self) -> int:
+        fd = prescan.try_lock(self.dir)
+        if fd is None:
+            raise WorkingCopyError(
+                f"another dsg command is running in {self.root}", hint="wait for it to finish"
+            )
+        return fd
+
+    # --- base ------------------------------------------------------------------------
+    @property
+    def has_base(self) -> bool:
+        return (self.dir / "base.manifest.gz").is_file()
+
+    def base(self) -> Manifest:
+        if not self.has_base:
+            raise WorkingCopyError(
+                f"{self.root} is not a dsg working copy yet",
+                hint="run 'dsg clone' to fetch the repository (or 'dsg init' to create one)",
+            )
+        try:
+            return Manifest.read(self.dir / "base.manifest.gz")
+        except ManifestError as e:
+            raise WorkingCopyError(
+                f"the working copy's base manifest is damaged: {e.message}",
+                hint="move .dsg/ aside and run 'dsg clone' again; your data files are untouched",
+            ) from e
+
+    def base_record(self) -> SnapshotRecord | None:
+        try:
+            data = (self.dir / "base.json").read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return SnapshotRecord.from_bytes(data, origin=".dsg/base.json")
+        except ManifestError:
+            return None
+
+    def set_base(self, manifest: Manifest, record: SnapshotRecord | None) -> None:
+        self.ensure_dir()
+        manifest.write(self.dir / "base.manifest.gz")
+        if record is not None:
+            atomic_write(self.dir / "base.json", record.to_bytes())
+
+    # --- scanning ----------------------------------------------------------------------
+    def hash_cache(self) -> HashCache:
+        if self._cache is None:
+            self._cache = HashCache.load(self.dir / "hashcache.gz")
+        return self._cache
+
+    def scan(self, progress: Callable[[int], None] | None = None) -> ScanResult:
+        """The working copy now; `progress(n)` is called every 1,000 files (it may raise
+        to stop the scan)."""
+        rules = ScanRules.of(self.config)
+        early = prescan.take(self.root, rules)
+        if early is not None:  # the same scan, done by a child while the command loaded
+            self._cache = None  # the child saved it: read it again if it is needed
+            return early
+        result = scan(self.root, rules, self.hash_cache(), progress)
+        if self.dir.is_dir():
+            self.hash_cache().save()
+        return result
+
+    # --- resolutions ---------------------------------------------------------------------
+    def resolutions(self) -> dict[str, Resolution]:
+        try:
+            raw = orjson.loads((self.dir / "resolutions.json").read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, orjson.JSONDecodeError) as e:
+            raise WorkingCopyError(
+                ".dsg/resolutions.json is damaged; delete it and resolve again"
+            ) from e
+        out = {}
+        for d in raw:
+            if d.get("choice") not in CHOICES:
+                continue
+            r = Resolution(**d)
+            out[r.path] = r
+        return out
+
+    def save_resolutions(self, res: dict[str, Resolution]) -> None:
+        self.ensure_dir()
+        path = self.dir / "resolutions.json"
+        if not res:
+            path.unlink(missing_ok=True)
+            return
+        data = [r.to_dict() for r in sorted(res.values(), key=lambda r: r.path)]
+        atomic_write(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+
+    def record_resolution(self, item: Item, choice: str) -> Resolution:
+        if choice not in CHOICES:
+            raise WorkingCopyError(f"unknown choice {choice!r}; use local, remote or base")
+        res = Resolution(
+            item.path,
+            choice,  # type: ignore[arg-type]
+            fingerprint(item.local),
+            fingerprint(item.base),
+            fingerprint(item.remote),
+        )
+        all_res = self.resolutions()
+        all_res[item.path] = res
+        self.save_resolutions(all_res)
+        return res
+
+    # --- conflicts file ---------------------------------------------------------------------
+    @property
+    def conflicts_path(self) -> Path:
+        return self.dir / "conflicts.txt"
+
+    def write_conflicts(self, items: list[Item], user: str) -> Path:
+        self.ensure_dir()
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        lines = [
+            "# dsg conflicts -- edit and run 'dsg sync --continue'",
+            f"# written {now} for {user}",
+            "#",
+            "# Each conflict has a 'use:' line. Replace '?' with one of:",
+            "#   local   keep your version (it is uploaded; a deletion is propagated)",
+            "#   remote  take the repository's version (yours is kept as a conflict copy)",
+            "#   base    go back to the version you last synced (yours is kept as a copy)",
+            "# Lines starting with '#' are ignored. Conflicts left at '?' stay unresolved.",
+            "",
+        ]
+        for it in items:
+            lines.append(f"path: {orjson.dumps(it.path).decode()}")
+            lines.append(f"# {it.state.value}: {describe_sides(it)}")
+            lines.append("use: ?")
+            lines.append("")
+        atomic_write(self.conflicts_path, "\n".join(lines).encode())
+        return self.conflicts_path
+
+    def read_conflicts_file(self) -> dict[str, str]:
+        """Parse conflicts.txt into {path: choice}. Errors name the line."""
+        try:
+            text = self.conflicts_path.read_text(encoding="utf-8")
+        except FileNotFoundError as e:
+            raise WorkingCopyError(
+                "no conflicts file to continue from (.dsg/conflicts.txt)",
+                hint="run 'dsg sync' first; it writes the file when conflicts block it",
+            ) from e
+        choices: dict[str, str] = {}
+        current: str | None = None
+        for n, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.partition(":")
+            value = value.strip()
+            if not sep:
+                raise WorkingCopyError(f"conflicts.txt line {n}: expected 'path:' or 'use:'")
+            if key == "path":
+                try:
+                    current = orjson.loads(value)
+                except orjson.JSONDecodeError as e:
+                    raise WorkingCopyError(f"conflicts.txt line {n}: path must be quoted") from e
+            elif key == "use":
+                if current is None:
+                    raise WorkingCopyError(f"conflicts.txt line {n}: 'use:' before any 'path:'")
+                if value == "?":
+                    continue
+                if value not in CHOICES:
+                    raise WorkingCopyError(
+                        f"conflicts.txt line {n}: {value!r} is not local, remote or base"
+                    )
+                choices[current] = value
+            else:
+                raise WorkingCopyError(f"conflicts.txt line {n}: unknown key {key!r}")
+        return choices
+
+
+def describe_sides(it: Item) -> str:
+    def side(name: str, e: object) -> str:
+        if e is None:
+            return f"{name}: absent"
+        from dsg.core.manifest import Entry
+
+        assert isinstance(e, Entry)
+        if e.is_link:
+            return f"{name}: link -> {show(e.target or '')}"
+        who = f" (s{e.snap} {e.user})" if e.snap else ""
+        return f"{name}: {e.size} bytes{who}"
+
+    return "; ".join((side("local", it.local), side("base", it.base), side("remote", it.remote)))
