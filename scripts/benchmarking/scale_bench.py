@@ -130,16 +130,18 @@ TIME = shutil.which("time", path="/usr/bin:/bin")
 
 
 def run(argv: list[str], *, cwd: Path | None = None, env: dict | None = None) -> tuple:
-    """Run argv as a new process: (seconds, peak RSS in bytes, stdout).
+    """Run argv as a new process: (seconds, peak RSS in bytes, stdout, CPU seconds).
 
     The peak RSS is GNU time's %M (ru_maxrss of the command and its reaped descendants),
     measured by a fresh /usr/bin/time per command: RUSAGE_CHILDREN is a maximum over every
     child this script ever had, and even wait4 on one child counts this script's own
     memory, which the child inherited (fork, or vfork before exec) until it exec'd. Without
-    GNU time, wait4 is used and the figure has this script's RSS as its floor."""
+    GNU time, wait4 is used and the figure has this script's RSS as its floor. The CPU
+    seconds (user + system, with its descendants) are what the command cost however busy
+    the machine was; wall time on a shared machine includes waiting for a core."""
     with tempfile.TemporaryDirectory() as tmp:
         rss_file = Path(tmp, "rss")
-        cmd = [TIME, "-f", "%M", "-o", str(rss_file), *argv] if TIME else argv
+        cmd = [TIME, "-f", "%M %U %S", "-o", str(rss_file), *argv] if TIME else argv
         with open(Path(tmp, "out"), "w+b") as out, open(Path(tmp, "err"), "w+b") as err:
             t = time.perf_counter()
             p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err)
@@ -154,8 +156,12 @@ def run(argv: list[str], *, cwd: Path | None = None, env: dict | None = None) ->
                 raise Failed(
                     f"{' '.join(map(str, argv))} exited {p.returncode}:\n{stdout[-2000:]}{tail}"
                 )
-        rss_kib = int(rss_file.read_text().split()[-1]) if TIME else ru.ru_maxrss
-    return elapsed, rss_kib * 1024, stdout
+        if TIME:  # the last line (GNU time writes "Command exited ..." before it)
+            rss_kib, user, system = rss_file.read_text().splitlines()[-1].split()
+            rss, cpu = int(rss_kib) * 1024, float(user) + float(system)
+        else:
+            rss, cpu = ru.ru_maxrss * 1024, ru.ru_utime + ru.ru_stime
+    return elapsed, rss, stdout, cpu
 
 
 def quiet(argv: list[str], **kw) -> None:
@@ -168,10 +174,12 @@ class Row:
     tool: str
     seconds: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
 
     def add(self, m: tuple) -> None:
         self.seconds.append(m[0])
         self.rss.append(m[1])
+        self.cpu.append(m[3])
 
     @property
     def median(self) -> float:
@@ -386,7 +394,7 @@ class Bench:
         serve = f"{self.dsg} serve --access-file {base}/access.yml --log-dir {base}/logs"
         self.project_config(self.sproj, "scale", base / "repos", "lab-alice", serve)
         self.senv = {**self.env, "DSG_SSH_COMMAND": self.rsh}
-        t, rss, _ = run([str(self.dsg), "init", "-m", "s1"], cwd=self.sproj, env=self.senv)
+        t, rss, _, _ = run([str(self.dsg), "init", "-m", "s1"], cwd=self.sproj, env=self.senv)
         self.say(f"dsg init over SSH: {t:.1f} s, {rss / 2**20:.0f} MB (one run, for setup)")
         quiet(self.ssh_rsync())
 
@@ -440,6 +448,7 @@ class Bench:
             if not (d and r):
                 continue
             ratio = d.median / r.median
+            cpu_ratio = median(d.cpu) / max(median(r.cpu), 1e-3)
             rss_mb = max(d.rss) / 2**20
             judged = g.rss_limit_mb is not None and self.args.files >= RSS_AT
             out.append(
@@ -450,6 +459,7 @@ class Bench:
                     "ratio": ratio,
                     "limit": g.limit,
                     "met": ratio <= g.limit,
+                    "cpu_ratio": cpu_ratio,
                     "peak_rss_mb": rss_mb,
                     "rss_limit_mb": g.rss_limit_mb,
                     "rss_met": (rss_mb <= g.rss_limit_mb) if judged else None,
@@ -463,19 +473,23 @@ class Bench:
             f"\n{a.files:,} files, {self.total_bytes / 2**20:,.0f} MiB, {a.rounds} rounds, "
             f"{os.cpu_count()} CPUs, {platform.node()}"
         )
-        print(f"{'operation':<24} {'tool':<20} {'median s':>9} {'min-max s':>15} {'peak RSS':>9}")
+        print(
+            f"{'operation':<24} {'tool':<20} {'median s':>9} {'min-max s':>15} {'peak RSS':>9}"
+            f" {'CPU s':>7}"
+        )
         for row in self.rows.values():
             span = f"{min(row.seconds):.3f}-{max(row.seconds):.3f}"
             print(
                 f"{row.op:<24} {row.tool:<20} {row.median:9.3f} {span:>15} "
-                f"{max(row.rss) / 2**20:7.0f}MB"
+                f"{max(row.rss) / 2**20:7.0f}MB {median(row.cpu):7.2f}"
             )
         print("\ngoals (issue 23): dsg / reference, medians")
         goals = self.goals()
         for g in goals:
             mark = "met" if g["met"] else "NOT met"
             line = (
-                f"  {g['op']:<24} {g['ratio']:5.2f}x {g['reference']:<20} <= {g['limit']}x {mark}"
+                f"  {g['op']:<24} {g['ratio']:5.2f}x {g['reference']:<20} <= {g['limit']}x "
+                f"{mark:<7} (CPU {g['cpu_ratio']:.2f}x)"
             )
             if g["rss_limit_mb"] is not None:
                 rss = f"{g['peak_rss_mb']:.0f} MB"
@@ -509,6 +523,8 @@ class Bench:
                         "min": min(r.seconds),
                         "max": max(r.seconds),
                         "peak_rss": max(r.rss),
+                        "cpu": r.cpu,
+                        "cpu_median": median(r.cpu),
                     }
                     for r in self.rows.values()
                 ],
