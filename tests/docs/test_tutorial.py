@@ -62,7 +62,9 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DSG_", "XDG_", "GIT_"))}
     env.update(HOME=str(home), PATH=f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}",
-               GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull)  # fmt: skip
+               GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull,
+               GIT_AUTHOR_NAME="Your Name", GIT_AUTHOR_EMAIL="you@example.org",
+               GIT_COMMITTER_NAME="Your Name", GIT_COMMITTER_EMAIL="you@example.org")  # fmt: skip
     proc = subprocess.run(
         ["bash", "-c", script()], env=env, capture_output=True, text=True, timeout=600
     )
@@ -71,7 +73,13 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
     # what the tutorial tells the reader they will see
     assert "s1 with 2 entries" in out, out
     assert "committed s2" in out and "no new snapshot; now at s2" in out, out
-    assert re.search(r"To delete in the repository \(1\):\n.*task1/frozen/codebook.csv", out)
+    # mistake 1: status shows the typo's effect on the codebook (as a deletion, or, since
+    # a change of rules is no longer a deletion, as a path no longer synced)
+    assert re.search(
+        r"To delete in the repository \(1\):\n.*task1/frozen/codebook.csv"
+        r"|not synced here:.*\(task1/frozen/codebook.csv\)",
+        out,
+    ), out
     assert re.search(r"To delete in the repository \(1\):\n.*task1/input/interviews.csv", out)
     assert out.count("Up to date") >= 3, out
     assert "1 conflict(s) block the sync; nothing was changed" in out and "exit 3" in out, out
