@@ -64,7 +64,9 @@ def check_host(lab_dir: Path) -> None:
         st = (mnt_root / name).stat()
         assert grp.getgrgid(st.st_gid).gr_name == group
         assert stat.S_IMODE(st.st_mode) == 0o2770, oct(st.st_mode)
+        # zfs-fuse has no ACLs (dsg_access_read_acl false): readers stay in the project group
         assert members(group) == set(users)
+        assert members(f"{group}-read") == {u for u, r in users.items() if r == "read"}
         lock = mnt_root / ".dsg-locks" / f"{name}.lock"
         st = lock.stat()
         assert grp.getgrgid(st.st_gid).gr_name == group and stat.S_IMODE(st.st_mode) == 0o660
@@ -98,7 +100,7 @@ def check_host(lab_dir: Path) -> None:
     assert version.returncode == 0 and version.stdout.startswith("dsg "), version
     assert Path("/etc/logrotate.d/dsg").is_file()
     log_dir = Path("/var/log/dsg").stat()
-    assert stat.S_IMODE(log_dir.st_mode) == 0o2770
+    assert stat.S_IMODE(log_dir.st_mode) == 0o750  # members append, delete nothing
     agent_log = Path("/var/log/dsg/agent.jsonl").stat()
     assert grp.getgrgid(agent_log.st_gid).gr_name == "dsg-users"
     assert stat.S_IMODE(agent_log.st_mode) == 0o660
