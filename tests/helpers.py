@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,11 +10,12 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsg.backends import Repository, open_repository
+from dsg.backends.base import Repository
+from dsg.backends.registry import open_repository
 from dsg.core.manifest import Manifest
+from dsg.fs.files import hash_bytes, hash_file
 from dsg.sync import ops
 from dsg.workcopy.config import ProjectConfig, RepositoryConfig, UserConfig
-from dsg.workcopy.scan import hash_bytes, hash_file
 from dsg.workcopy.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +45,11 @@ class Researcher:
         self.root.mkdir(parents=True, exist_ok=True)
         self.cfg_home.mkdir(parents=True, exist_ok=True)
         self.user = UserConfig(user_name=self.name.title(), user_id=f"{self.name}@hrdag.org")
+        # The agent command lives in the user's dsg.yml: dsg ignores it in a project file.
+        cmd = self.config.repository.remote_command
         (self.cfg_home / "dsg.yml").write_text(
             f"user_name: {self.user.user_name}\nuser_id: {self.user.user_id}\n"
+            + (f"remote_command: {json.dumps(cmd)}\n" if cmd else "")
         )
         (self.root / ".dsgconfig.yml").write_text(self.config.to_yaml())
 

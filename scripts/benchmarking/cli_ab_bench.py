@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from ssh_sync_bench import change_one_percent, generate, lab_up, timed  # noqa: E402
 
-from dsg.backends import open_repository  # noqa: E402
+from dsg.backends.registry import open_repository  # noqa: E402
 from dsg.sync import ops  # noqa: E402
 from dsg.workcopy.config import ProjectConfig, RepositoryConfig, UserConfig  # noqa: E402
 
@@ -88,11 +88,13 @@ def main() -> None:
     alice = UserConfig(user_name="Alice", user_id="alice@hrdag.org")
     trees: dict[str, Path] = {}
     try:
+        serves: dict[str, str] = {}
         for v in engines:
             tree = work / v
             tree.mkdir(parents=True)
             generate(tree, args.small, 0, 0)
             serve = f"{dsg[v]} serve --access-file {base}/access.yml --log-dir {base}/logs"
+            serves[v] = serve  # the CLI takes it from the environment, not the project file
             cfg = ProjectConfig(
                 name=v,
                 repository=RepositoryConfig(
@@ -119,7 +121,11 @@ def main() -> None:
                 times[v].append(
                     timed(
                         lambda argv=argv, v=v: subprocess.run(
-                            argv, cwd=trees[v], env=cenv, check=True, stdout=subprocess.DEVNULL
+                            argv,
+                            cwd=trees[v],
+                            env={**cenv, "DSG_REMOTE_COMMAND": serves[v]},
+                            check=True,
+                            stdout=subprocess.DEVNULL,
                         )
                     )
                 )

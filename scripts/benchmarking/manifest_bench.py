@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "engine"))
 import orjson
 
 from dsg.core.manifest import Entry, Manifest
-from dsg.workcopy.scan import hash_bytes
+from dsg.fs.files import hash_bytes
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parents[2]
 sys.path.insert(0, str(REPO / "engine"))
 
-from dsg.backends import open_repository  # noqa: E402
+from dsg.backends.registry import open_repository  # noqa: E402
 from dsg.sync import ops  # noqa: E402
 from dsg.workcopy.config import ProjectConfig, RepositoryConfig, UserConfig  # noqa: E402
 from dsg.workcopy.workspace import Workspace  # noqa: E402
@@ -217,7 +217,9 @@ def main() -> None:
     conf_home = work / "conf"
     conf_home.mkdir()
     (conf_home / "dsg.yml").write_text("user_name: Alice\nuser_id: alice@hrdag.org\n")
-    cli_env = {**os.environ, "DSG_CONFIG_HOME": str(conf_home)}
+    # The agent command is the user's (dsg ignores one in a project file).
+    serve = cfg("alice", names[0]).repository.remote_command or "dsg serve"
+    cli_env = {**os.environ, "DSG_CONFIG_HOME": str(conf_home), "DSG_REMOTE_COMMAND": serve}
 
     def dsg_cli() -> None:
         r = subprocess.run(

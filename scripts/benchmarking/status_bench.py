@@ -39,7 +39,7 @@ def generate(root: Path, n: int, size: int) -> None:
 
 
 def child(mode: str, root: str) -> None:
-    from dsg.backends import open_repository
+    from dsg.backends.registry import open_repository
     from dsg.sync import ops
     from dsg.workcopy.config import load_project_config
     from dsg.workcopy.workspace import Workspace
@@ -105,7 +105,7 @@ def main() -> None:
         child(*args.child)
         return
 
-    from dsg.backends import open_repository
+    from dsg.backends.registry import open_repository
     from dsg.sync import ops
     from dsg.workcopy.config import ProjectConfig, RepositoryConfig, UserConfig
 

@@ -27,7 +27,7 @@ import orjson
 import pytest
 from aiosmtpd.controller import Controller
 
-from dsg.backends import LockOwner
+from dsg.backends.base import LockOwner
 from tests.conftest import RepoSpace
 from tests.helpers import Researcher
 from tests.integration.test_health import NO_SCRUB, access_for, dsg, health, lock_file

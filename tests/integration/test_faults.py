@@ -12,10 +12,10 @@ import os
 
 import pytest
 
-from dsg.backends import LockOwner
+from dsg.backends.base import LockOwner
 from dsg.core import faults
 from dsg.core.errors import ConflictsBlocked, DsgError
-from dsg.workcopy.scan import hash_file
+from dsg.fs.files import hash_file
 from tests.helpers import manifest_content, tree_content
 
 A = "task1/input/a.csv"

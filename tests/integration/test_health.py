@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from dsg.backends import LockOwner
+from dsg.backends.base import LockOwner
 from tests.conftest import RepoSpace
 from tests.helpers import DSG, Researcher
 from tests.unit.test_metrics import assert_valid_exposition

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from dsg.core.manifest import Entry, Manifest
-from dsg.workcopy.scan import hash_bytes
+from dsg.fs.durable import read_manifest
+from dsg.fs.files import hash_bytes
 from tests.helpers import Researcher, stored_file, tree_content
 
 A = "task1/input/a.csv"
@@ -224,7 +225,7 @@ def test_edited_manifest_breaks_the_chain(team: tuple[Researcher, Researcher]) -
     assert alice.cli("validate-chain").returncode == 0
     with closing(alice.repo) as repo:
         mpath = writable(repo.snapshot_path("s2") / ".dsg" / "manifest.gz")
-    m = Manifest.read(mpath)
+    m = read_manifest(mpath)
     forged = [
         Entry(e.path, e.size, e.mtime, hash_bytes(b"forged"), None, e.snap, e.user)
         if e.path == A
@@ -232,7 +233,7 @@ def test_edited_manifest_breaks_the_chain(team: tuple[Researcher, Researcher]) -
         for e in m
     ]
     mpath.write_bytes(Manifest.from_entries(forged, "s2").to_bytes())  # self-consistent
-    assert Manifest.read(mpath).get(A).hash == hash_bytes(b"forged")
+    assert read_manifest(mpath).get(A).hash == hash_bytes(b"forged")
     proc = alice.cli("validate-chain", "--json")
     assert proc.returncode == 1
     err = js(proc)["error"]

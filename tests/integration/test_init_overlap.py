@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import dsg.workcopy.scan
-from dsg.backends import open_repository
+from dsg.backends.registry import open_repository
 from dsg.core.errors import RepositoryExists, TransportError
 from dsg.sync import ops
 from dsg.workcopy.config import UserConfig

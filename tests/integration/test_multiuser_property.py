@@ -20,7 +20,7 @@ from hypothesis.stateful import (
 
 from dsg.core.errors import ConflictsBlocked
 from dsg.core.manifest import SnapshotRecord
-from dsg.workcopy.scan import hash_file
+from dsg.fs.files import hash_file
 from tests.helpers import Researcher, manifest_content, project_config, tree_content
 
 USERS = ["alice", "bob", "carol"]

@@ -14,7 +14,7 @@ import pytest
 from dsg.core.errors import IntegrityError
 from dsg.fs.writers import MAX_QUEUED
 from dsg.sync import execute
-from dsg.workcopy.scan import HashCache, stat_key
+from dsg.workcopy.hashcache import HashCache, stat_key
 from tests.helpers import tree_content
 
 pytestmark = pytest.mark.parametrize("backend", ["posix"])

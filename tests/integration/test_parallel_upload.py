@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dsg.backends import LockOwner, open_repository, staging
+from dsg.backends import staging
+from dsg.backends.base import LockOwner
+from dsg.backends.registry import open_repository
 from dsg.core.errors import IntegrityError, RepositoryError
-from dsg.workcopy.scan import hash_bytes
+from dsg.fs.files import hash_bytes
 from tests.helpers import Researcher, project_config, tree_content
 
 

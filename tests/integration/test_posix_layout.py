@@ -15,8 +15,8 @@ import pytest
 from dsg.backends import posix as posix_backend
 from dsg.backends.posix import REPO_FORMAT, REPO_FORMAT_TREES, PosixRepository
 from dsg.core.errors import IntegrityError, RepositoryError
+from dsg.fs.files import hash_bytes
 from dsg.sync import ops
-from dsg.workcopy.scan import hash_bytes
 from tests.helpers import Researcher, empty_stored_object, tree_content
 
 pytestmark = pytest.mark.parametrize("backend", ["posix"])

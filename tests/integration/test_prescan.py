@@ -20,7 +20,8 @@ import yaml
 
 import dsg.workcopy.workspace
 from dsg.workcopy import prescan
-from dsg.workcopy.scan import ScanResult, ScanRules
+from dsg.workcopy.rules import ScanRules
+from dsg.workcopy.scan import ScanResult
 from tests.helpers import Researcher, project_config
 
 

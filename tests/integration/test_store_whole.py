@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from dsg.backends import LockOwner
 from dsg.backends import posix as posix_backend
+from dsg.backends.base import LockOwner
 from dsg.backends.posix import PosixRepository
 from dsg.backends.staging import SMALL_OBJECT
 from dsg.core.errors import IntegrityError
-from dsg.workcopy.scan import hash_bytes, hash_file
+from dsg.fs.files import hash_bytes, hash_file
 
 OWNER = LockOwner(user="alice@hrdag.org", tx="tx-0000aaaa", operation="sync")
 

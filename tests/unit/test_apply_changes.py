@@ -9,9 +9,9 @@ import random
 
 import pytest
 
+from dsg.core.changes import Change, apply_changes
 from dsg.core.errors import ManifestError
 from dsg.core.manifest import Entry, Manifest
-from dsg.core.plan import Change, apply_changes
 
 NAMES = ["a", "b", "a.csv", "a-b", "a0", "b/c"]  # "a-b" and "a0" sort either side of "a/"
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from dsg.core import manifest
-from dsg.core.manifest import FSYNC_EACH_MAX, flush_written
+from dsg.fs import durable
+from dsg.fs.durable import FSYNC_EACH_MAX, flush_written
 
 
 def test_a_few_files_are_each_flushed(tmp_path, monkeypatch) -> None:
@@ -19,7 +19,7 @@ def test_a_few_files_are_each_flushed(tmp_path, monkeypatch) -> None:
         f.write_bytes(b"x")
         files.append(str(f))
     synced: list[str] = []
-    monkeypatch.setattr(manifest, "sync_filesystem", lambda p: synced.append(str(p)))
+    monkeypatch.setattr(durable, "sync_filesystem", lambda p: synced.append(str(p)))
     flush_written(files, [str(tmp_path)], tmp_path)
     assert synced == []
     with pytest.raises(FileNotFoundError):  # each file is opened and flushed itself
@@ -28,7 +28,7 @@ def test_a_few_files_are_each_flushed(tmp_path, monkeypatch) -> None:
 
 def test_many_files_get_one_flush_of_the_filesystem(tmp_path, monkeypatch) -> None:
     synced: list[str] = []
-    monkeypatch.setattr(manifest, "sync_filesystem", lambda p: synced.append(str(p)))
+    monkeypatch.setattr(durable, "sync_filesystem", lambda p: synced.append(str(p)))
     many = [str(tmp_path / f"never-opened-{i}") for i in range(FSYNC_EACH_MAX + 1)]
     flush_written(many, [str(tmp_path)], tmp_path)
     assert synced == [str(tmp_path)]
@@ -39,17 +39,17 @@ def test_writeback_is_started_on_linux_and_errors_are_left_to_the_flush(tmp_path
     """start_writeback finds sync_file_range in libc (else the optimisation is silently
     off), leaves the file's content as it is, and ignores a descriptor it cannot use (a
     pipe): the commit's flush is what reports writeback errors."""
-    assert manifest._libc_sync_file_range() is not None
+    assert durable._libc_sync_file_range() is not None
     data = os.urandom(3 << 20)
     p = tmp_path / "big"
     with open(p, "wb") as f:
         f.write(data)
         f.flush()
-        manifest.start_writeback(f.fileno())
+        durable.start_writeback(f.fileno())
     assert p.read_bytes() == data
     r, w = os.pipe()
     try:
-        manifest.start_writeback(r)  # ESPIPE, ignored
+        durable.start_writeback(r)  # ESPIPE, ignored
     finally:
         os.close(r)
         os.close(w)

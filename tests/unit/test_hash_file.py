@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from dsg.workcopy.scan import CHUNK, FIRST_READ, hash_file
+from dsg.fs.files import CHUNK, FIRST_READ, hash_file
 
 SIZES = [
     0,

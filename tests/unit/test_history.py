@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dsg.core.manifest import Entry, Manifest, SnapshotRecord
+from dsg.fs.files import hash_bytes
 from dsg.sync.history import blame, check_link
-from dsg.workcopy.scan import hash_bytes
 
 P = "t/input/a.csv"
 

@@ -9,7 +9,8 @@ import pytest
 
 from dsg.core.errors import ManifestError
 from dsg.core.manifest import Entry, Manifest, SnapshotRecord
-from dsg.workcopy.scan import hash_bytes
+from dsg.fs.durable import read_manifest
+from dsg.fs.files import hash_bytes
 
 
 def sample() -> Manifest:
@@ -87,7 +88,7 @@ def test_garbage_is_an_error_not_empty(data: bytes) -> None:
 
 def test_missing_manifest_is_an_error(tmp_path) -> None:
     with pytest.raises(ManifestError, match="missing"):
-        Manifest.read(tmp_path / "nope.gz")
+        read_manifest(tmp_path / "nope.gz")
 
 
 def test_chain_hash_covers_every_field() -> None:

@@ -12,8 +12,8 @@ GOOD = [
     "task/input/data.csv",
     'task/input/with space/it\'s "q".csv',
     "task/input/naïve東京.csv",
-    "task/input/.hidden-is-a-valid-path",
-    "task/input/..double-dot-prefix",
+    "task/input/double..dot",
+    "task/input/trailing.",
     "task/input/$(rm -rf ~);`x`|&",
 ]
 BAD = [
@@ -34,6 +34,9 @@ BAD = [
     ("a/" + "é" * 128, "255 bytes"),
     ("/".join(["d" * 200] * 21), "4096"),
     ("a/\udcff", "UTF-8"),
+    ("task/input/.hidden", "hidden"),  # a hidden name is never stored (.git, .dsg, ...)
+    ("task/input/..double-dot-prefix", "hidden"),
+    (".git/config", "hidden"),
 ]
 
 

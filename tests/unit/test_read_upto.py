@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from dsg.workcopy.scan import read_upto
+from dsg.fs.files import read_upto
 
 
 class Trickle(io.RawIOBase):
@@ -43,7 +43,7 @@ def test_write_all_goes_on_after_short_writes(tmp_path, monkeypatch) -> None:
     import os
 
     import dsg.workcopy.scan
-    from dsg.workcopy.scan import write_all
+    from dsg.fs.files import write_all
 
     real_write = os.write
     calls = []

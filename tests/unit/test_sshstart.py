@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from dsg.backends import open_repository
+from dsg.backends.registry import open_repository
 from dsg.backends.ssh import SshRepository
 from dsg.core.manifest import Manifest
+from dsg.fs.durable import write_manifest
 from dsg.wire import sshstart
 from dsg.workcopy.config import load_project_config
 
@@ -25,14 +26,21 @@ repository:
   type: posix
   host: researcher@far.example:2200
   mountpoint: /srv/dsg/repos/
-  remote_command: dsg serve --log-dir /var/log/dsg
 """
+# The agent command is the user's own (dsg.yml), never the project file's.
+USER_CONFIG = (
+    "user_name: Ann\nuser_id: ann@hrdag.org\nremote_command: dsg serve --log-dir /var/log/dsg\n"
+)
 
 
 @pytest.fixture
-def fake_ssh(monkeypatch):
+def fake_ssh(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("DSG_SSH_COMMAND", "sh -c 'exec cat >/dev/null' fake-ssh")
-    yield
+    monkeypatch.delenv("DSG_REMOTE_COMMAND", raising=False)
+    cfg = tmp_path_factory.mktemp("cfg")
+    (cfg / "dsg.yml").write_text(USER_CONFIG)
+    monkeypatch.setenv("DSG_CONFIG_HOME", str(cfg))
+    yield cfg
     sshstart._close_unused()
 
 
@@ -86,9 +94,8 @@ def test_a_session_for_another_command_line_is_not_adopted_and_is_closed(
         "transport: ssh\nssh:\n  host: far.example\n  path: /srv\n  type: posix\n  name: p\n",
         "name: proj\nrepository: [not, a, mapping]\n",
         "name: proj\nrepository:\n  host: far.example\n",  # no mountpoint
-        CONFIG.replace("dsg serve --log-dir /var/log/dsg", "[dsg, serve]"),
     ],
-    ids=["local-host", "legacy-form", "not-a-mapping", "no-mountpoint", "odd-command"],
+    ids=["local-host", "legacy-form", "not-a-mapping", "no-mountpoint"],
 )
 def test_nothing_starts_early_for_configs_it_does_not_plainly_understand(
     tmp_path, fake_ssh, text
@@ -97,12 +104,20 @@ def test_nothing_starts_early_for_configs_it_does_not_plainly_understand(
     assert sshstart._early == []
 
 
+def test_nothing_starts_early_for_a_user_command_it_does_not_understand(tmp_path, fake_ssh) -> None:
+    (fake_ssh / "dsg.yml").write_text(
+        USER_CONFIG.replace("dsg serve --log-dir /var/log/dsg", "[dsg, serve]")
+    )
+    sshstart.start_early(project(tmp_path))
+    assert sshstart._early == []
+
+
 def run_spied_status(tmp_path, spy: str, ssh_command: str) -> subprocess.CompletedProcess[str]:
     """`dsg status` in a fresh working copy, run through entry.main after `spy` (Python
     lines that wrap what the test watches), with DSG_SSH_COMMAND standing in for ssh."""
     work = project(tmp_path)
     (tmp_path / ".dsg").mkdir()
-    Manifest.empty().write(tmp_path / ".dsg" / "base.manifest.gz")  # a fresh working copy
+    write_manifest(tmp_path / ".dsg" / "base.manifest.gz", Manifest.empty())  # a fresh working copy
     cfg = tmp_path / "cfg"
     cfg.mkdir()
     (cfg / "dsg.yml").write_text("user_name: Ann\nuser_id: ann@hrdag.org\n")

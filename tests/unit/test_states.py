@@ -10,7 +10,7 @@ from dsg.core.plan import Action, Resolution, fingerprint, make_plan, resolve_ac
 
 
 def f(content: str, path: str = "t/input/x") -> Entry:
-    from dsg.workcopy.scan import hash_bytes
+    from dsg.fs.files import hash_bytes
 
     return Entry(path, len(content), 1, hash_bytes(content.encode()))
 

@@ -477,7 +477,7 @@ def dump_state(state: Mapping[str, ChannelState], updated: datetime) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     """One alert run at a time per state file (a lock file beside it)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -545,7 +545,7 @@ def run_alerts(cfg: AlertsConfig, report: Report, *, complete: bool = True) -> O
     }
     outcome = Outcome()
     try:
-        with _locked(path):
+        with locked(path):
             state, note = read_state(path)
             if note:
                 outcome.problems.append(Check(ALERTS_CHECK, "state", Status.UNKNOWN, note))

@@ -46,7 +46,8 @@ from pydantic import (
     model_validator,
 )
 
-from dsg.backends import LockOwner, Repository
+from dsg.backends.base import LockOwner, Repository
+from dsg.backends.registry import open_local
 from dsg.core.errors import ConfigError, DsgError, RepositoryError, RepositoryNotFound
 from dsg.core.manifest import snap_number
 from dsg.fs.yamlfile import explain, load_yaml
@@ -542,15 +543,7 @@ def parse_time(text: str) -> datetime:
 
 def open_project(name: str, p: ProjectAccess, zfs: Zfs) -> Repository:
     """The repository of an access-file project (as the agent opens it)."""
-    root = Path(p.mountpoint)
-    if p.type == "zfs":
-        from dsg.backends.zfs import ZfsRepository
-
-        assert p.pool is not None
-        return ZfsRepository(root, name, p.pool, zfs=zfs)
-    from dsg.backends.posix import PosixRepository
-
-    return PosixRepository(root, name)
+    return open_local(p.type, Path(p.mountpoint), name, p.pool, zfs=zfs)
 
 
 def lock_path(name: str, p: ProjectAccess) -> Path:

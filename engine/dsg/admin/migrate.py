@@ -38,13 +38,14 @@ import orjson
 import xxhash
 import yaml
 
-from dsg.backends import LockOwner, Repository
+from dsg.backends.base import LockOwner, Repository
 from dsg.core.errors import DsgError, RepositoryExists, UsageError
 from dsg.core.manifest import Entry, snap_number
-from dsg.core.paths import case_twins, link_target_problem, name_problem, show
+from dsg.core.paths import case_twins, link_problems, link_target_problem, name_problem, show
+from dsg.fs.files import CHUNK
 from dsg.fs.log import new_tx
 from dsg.workcopy.config import ProjectConfig
-from dsg.workcopy.scan import CHUNK, ScanRules
+from dsg.workcopy.rules import ScanRules
 
 SNAP_DIR = re.compile(r"^s([1-9][0-9]*)$")
 ARCHIVE = re.compile(r"^s([1-9][0-9]*)-sync\.json(\.lz4|\.gz)?$")
@@ -505,13 +506,22 @@ def read_tree(
                 problem("not a regular file or symlink; not imported", rel, blocking=False)
 
     walk(str(root), "", "", False)
+    # Links resolved through the tree's other links: text checks alone pass
+    # `x/l1 -> ..` with `esc -> x/l1/x/l1/../../../../etc/passwd`.
+    links = {rel: it.entry.target for rel, it in tree.items.items() if it.entry.is_link}
+    for rel, bad in link_problems(links, None, rules.data_dirs):  # type: ignore[arg-type]
+        if skip_bad_links:
+            problem(f"{bad}; link not imported (--skip-bad-links)", rel, False)
+            del tree.items[rel]
+        else:
+            problem(f"{bad} (fix it in the source, or pass --skip-bad-links)", rel)
     for group in case_twins(tree.items):
         problem(
             "paths differ only by letter case: "
             + ", ".join(show(p) for p in group)
-            + " (imported; they will collide on macOS/Windows and block 'dsg sync' there)",
+            + " (they collide on macOS/Windows, and dsg refuses a manifest holding them: "
+            "rename all but one in the source)",
             group[0],
-            blocking=False,
         )
     return tree
 
@@ -832,7 +842,7 @@ def blocked_error(report: ImportReport) -> ImportBlocked:
 
 def _import_tags(source: Source, repo: Repository, owner: str, report: ImportReport) -> None:
     """snap's tag symlinks become dsg tags (names lowercased; invalid ones reported)."""
-    from dsg.backends import TAG_NAME
+    from dsg.backends.base import TAG_NAME
 
     imported = set(report.verified)
     for name, sid in source.tags.items():
@@ -868,7 +878,7 @@ def apply_import(
     final = ImportReport(source, repo.location, config.name, list(config.data_dirs))
     final.problems.extend(source.problems)
     final.dry_run = False
-    repo.create()
+    repo.create(ScanRules.of(config))
     try:
         with repo.lock(LockOwner(user=owner, tx=new_tx(), operation="import"), 30):
 
@@ -924,9 +934,7 @@ def apply_import(
             final.verified.append(sp.id)
         _import_tags(source, repo, owner, final)
     except BaseException:
-        destroy = getattr(repo, "destroy_new", None)
-        if destroy is not None:
-            destroy()
+        repo.destroy_new()
         raise
     final.applied = True
     return final

@@ -18,9 +18,11 @@ from typing import Any, BinaryIO
 import orjson
 import xxhash
 
-from dsg.backends import Repository
+from dsg.backends.base import Repository
 from dsg.core.errors import ConfigError, DsgError, RepositoryError
-from dsg.core.manifest import Entry, Manifest, SnapshotRecord, atomic_write, snap_id, snap_number
+from dsg.core.manifest import Entry, Manifest, SnapshotRecord, snap_id, snap_number
+from dsg.fs.durable import atomic_write
+from dsg.fs.files import CHUNK, hash_file
 from dsg.sync.history import ChainProblem, check_link
 from dsg.workcopy.config import (
     PROJECT_CONFIG,
@@ -32,7 +34,7 @@ from dsg.workcopy.config import (
     load_user_config,
     user_config_dirs,
 )
-from dsg.workcopy.scan import CHUNK, CONFLICT_COPY, hash_file
+from dsg.workcopy.rules import CONFLICT_COPY
 from dsg.workcopy.workspace import Workspace
 
 PROGRESS_FORMAT = "dsg-validate/1"

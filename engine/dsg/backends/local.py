@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from dsg.backends import LockOwner, Repository
+from dsg.backends.base import LockOwner, Repository
 from dsg.backends.locking import hold_lock
 from dsg.core.errors import RepositoryError
 from dsg.core.paths import check_path, show
@@ -17,7 +17,7 @@ from dsg.core.paths import check_path, show
 
 class LocalRepository(Repository):
     name: str
-    _locked = False
+    locked = False
     recovered: list[str]
     stale_holder: str | None
 
@@ -38,12 +38,12 @@ class LocalRepository(Repository):
         self.lock_path.parent.mkdir(exist_ok=True)
         with hold_lock(self.lock_path, owner, timeout, self.name) as stale:
             self.stale_holder = stale  # a writer that died holding the lock
-            self._locked = True
+            self.locked = True
             try:
                 self.recovered = self._recover()
                 yield
             finally:
-                self._locked = False
+                self.locked = False
 
     def open_file(self, snapshot: str, path: str) -> BinaryIO:
         check_path(path)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from dsg.backends import LockOwner
+from dsg.backends.base import LockOwner
 from dsg.core.errors import LockTimeout, RepositoryError
 
 

@@ -39,9 +39,10 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from dsg.backends import LockOwner, Transaction, new_tag
+from dsg.backends.base import LockOwner, Transaction, new_tag
 from dsg.backends.local import LocalRepository
 from dsg.backends.staging import StagedTransaction
+from dsg.core.changes import apply_changes
 from dsg.core.errors import (
     HeadMoved,
     IntegrityError,
@@ -51,19 +52,10 @@ from dsg.core.errors import (
     RepositoryNotFound,
 )
 from dsg.core.faults import crash_point, register
-from dsg.core.manifest import (
-    Entry,
-    Manifest,
-    SnapshotRecord,
-    atomic_write,
-    flush_written,
-    fsync_dir,
-    snap_id,
-    snap_number,
-    sync_filesystem,
-)
+from dsg.core.manifest import Entry, Manifest, SnapshotRecord, snap_id, snap_number
 from dsg.core.paths import check_path, show
-from dsg.core.plan import apply_changes
+from dsg.fs.durable import atomic_write, flush_written, fsync_dir, read_manifest, sync_filesystem
+from dsg.workcopy.rules import ScanRules
 
 REPO_FORMAT = "dsg-posix-repo/2"  # content-addressed objects, manifests per snapshot
 REPO_FORMAT_TREES = "dsg-posix-repo/1"  # a hard-linked tree per snapshot (still supported)
@@ -95,7 +87,7 @@ class PosixRepository(LocalRepository):
         self.root = Path(root)
         self.name = name
         self.location = str(self.root)
-        self._locked = False
+        self.locked = False
         self._manifests: dict[str, Manifest] = {}
         self._manifests_lock = threading.Lock()  # a transaction prefetches in a thread
         self._create_layout = create_layout  # what `create` makes (1 only to test upgrades)
@@ -138,7 +130,7 @@ class PosixRepository(LocalRepository):
     def exists(self) -> bool:
         return (self.root / "repo.json").is_file()
 
-    def create(self) -> None:
+    def create(self, shape: ScanRules | None = None) -> None:
         if self.exists():
             raise RepositoryExists(f"a dsg repository already exists at {self.root}")
         base = self.root.parent
@@ -162,8 +154,22 @@ class PosixRepository(LocalRepository):
         if fmt == REPO_FORMAT:
             (self.root / "objects").mkdir(exist_ok=True)
         atomic_write(self.root / "HEAD", EMPTY_HEAD.encode() + b"\n")
+        if shape is not None:
+            self.set_shape(shape)
         meta = {"format": fmt, "name": self.name, "created_at": utc_now()}
         atomic_write(self.root / "repo.json", orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+
+    def shape(self) -> ScanRules | None:
+        try:
+            data = (self.root / "shape.json").read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise RepositoryError(f"cannot read {self.root}/shape.json: {e.strerror}") from e
+        return ScanRules.from_json(data, origin=f"{self.root}/shape.json")
+
+    def set_shape(self, shape: ScanRules) -> None:
+        atomic_write(self.root / "shape.json", shape.to_json())
 
     def destroy_new(self) -> None:
         """Remove a repository that `create` made moments ago (failed init)."""
@@ -204,7 +210,7 @@ class PosixRepository(LocalRepository):
             if cached is not None:
                 return cached  # (asked once per file a download reads: no stat here)
             self._require()
-            m = Manifest.read(self.snapshot_root(snapshot) / ".dsg" / "manifest.gz")
+            m = read_manifest(self.snapshot_root(snapshot) / ".dsg" / "manifest.gz")
             if m.snapshot != snapshot:
                 raise ManifestError(f"manifest of {snapshot} claims to be {m.snapshot}")
             if len(self._manifests) >= 2:
@@ -494,7 +500,9 @@ class PosixTransaction(StagedTransaction):
                 hint="run 'dsg validate-snapshot --snapshot " + snapshot + "' and ask your admin",
             )
 
-    def commit(self, message: str, author: str, author_name: str) -> SnapshotRecord:
+    def commit(
+        self, message: str, author: str, author_name: str, *, login: str = ""
+    ) -> SnapshotRecord:
         self.settle()
         repo = self.repo
         head = repo.head()
@@ -510,7 +518,7 @@ class PosixTransaction(StagedTransaction):
             stored, dirs = self._store_objects()
         crash_point("posix.after_tree")
         blob = manifest.to_bytes()  # first: the record then reuses its digest
-        record = self.new_record(new_id, manifest, message, author, author_name, utc_now())
+        record = self.new_record(new_id, manifest, message, author, author_name, utc_now(), login)
         meta = self.dir / ".dsg"
         shutil.rmtree(self.objects)
         atomic_write(meta / "manifest.gz", blob)
@@ -629,7 +637,7 @@ def _tree_leftovers(snapshot_dir: Path) -> list[Path]:
 
 
 def _hash_path(path: str) -> str:
-    from dsg.workcopy.scan import hash_file
+    from dsg.fs.files import hash_file
 
     return hash_file(path).hex()
 

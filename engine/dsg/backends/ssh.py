@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dsg.backends import LockOwner, Repository, Transaction
+from dsg.backends.base import LockOwner, Repository, Transaction
 from dsg.core.errors import (
     ConfigError,
     ConflictsBlocked,
@@ -47,6 +47,7 @@ from dsg.wire.protocol import (
     send_stream,
 )
 from dsg.wire.sshstart import hello, parse_host, ssh_argv, start, take
+from dsg.workcopy.rules import ScanRules
 
 ERRORS: dict[str, type[DsgError]] = {
     cls.kind: cls
@@ -104,8 +105,9 @@ class SshRepository(Repository):
         self.role: str | None = None
         self.recovered: list[str] = []
         self.stale_holder: str | None = None
-        self._locked = False
+        self.locked = False
         self._hello_pending = False
+        self._shape: ScanRules | None = None
 
     # --- connection
     def ssh_argv(self) -> list[str]:
@@ -152,6 +154,12 @@ class SshRepository(Repository):
             self.close()
             raise _error(resp)
         self.role = resp.get("role")
+        shape = resp.get("shape")
+        self._shape = (
+            ScanRules.from_json(shape.encode(), origin=f"the project shape from {self.host}")
+            if isinstance(shape, str)
+            else None
+        )
 
     def _connect_error(self) -> DsgError:
         assert self.proc is not None
@@ -265,8 +273,16 @@ class SshRepository(Repository):
     def exists(self) -> bool:
         return bool(self.call({"op": "exists"})["exists"])
 
-    def create(self) -> None:
-        self.call({"op": "create"})
+    def create(self, shape: ScanRules | None = None) -> None:
+        msg: dict[str, Any] = {"op": "create"}
+        if shape is not None:
+            msg["shape"] = shape.to_json().decode()
+        self.call(msg)
+        self._shape = shape
+
+    def shape(self) -> ScanRules | None:
+        self._conn()  # the agent sends it with its answer to hello
+        return self._shape
 
     def destroy_new(self) -> None:
         with contextlib.suppress(DsgError):
@@ -387,11 +403,11 @@ class SshRepository(Repository):
         resp = self.call({"op": "lock", "owner": owner.to_dict(), "timeout": timeout})
         self.recovered = resp.get("recovered") or []
         self.stale_holder = resp.get("stale_holder")
-        self._locked = True
+        self.locked = True
         try:
             yield
         finally:
-            self._locked = False
+            self.locked = False
             if self.proc is not None:
                 with contextlib.suppress(DsgError):
                     self.call({"op": "unlock"})
@@ -434,7 +450,9 @@ class SshTransaction(Transaction):
     def delete(self, path: str) -> None:
         self.repo.call({"op": "delete", "path": path})
 
-    def commit(self, message: str, author: str, author_name: str) -> SnapshotRecord:
+    def commit(
+        self, message: str, author: str, author_name: str, *, login: str = ""
+    ) -> SnapshotRecord:
         resp = self.repo.call(
             {"op": "commit", "message": message, "author": author, "author_name": author_name}
         )

@@ -9,20 +9,20 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from dsg.backends import (
+from dsg.backends.base import (
     Repository,
     Transaction,
     check_received,
     write_bytes_verified,
     write_verified,
 )
+from dsg.core.changes import Change
 from dsg.core.errors import PathError, RepositoryError
 from dsg.core.faults import crash_point
 from dsg.core.manifest import Entry, Manifest, SnapshotRecord
 from dsg.core.paths import check_path, link_target_problem, show
-from dsg.core.plan import Change
+from dsg.fs.files import hash_bytes, read_upto
 from dsg.fs.writers import Writers
-from dsg.workcopy.scan import hash_bytes, read_upto
 
 # Small uploads are checked as they arrive, then written through `Writers` (from a few
 # threads once the filesystem proves slow), into SPREAD directories of the transaction:
@@ -124,6 +124,7 @@ class StagedTransaction(Transaction):
         author: str,
         author_name: str,
         created: str,
+        login: str = "",
     ) -> SnapshotRecord:
         parent_rec = self.repo.record(self.parent) if self.parent else None
         digest = manifest.digest()
@@ -138,6 +139,7 @@ class StagedTransaction(Transaction):
             entry_count=len(manifest),
             total_bytes=manifest.total_bytes(),
             tx=self.tx,
+            login=login,
             chain=SnapshotRecord.compute_chain(
                 parent_rec.chain if parent_rec else None,
                 new_id,
@@ -146,5 +148,6 @@ class StagedTransaction(Transaction):
                 message,
                 created,
                 digest,
+                login,
             ),
         )

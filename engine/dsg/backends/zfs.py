@@ -34,10 +34,11 @@ from pathlib import Path
 
 import orjson
 
-from dsg.backends import LockOwner, Transaction, new_tag, write_verified
+from dsg.backends.base import LockOwner, Transaction, new_tag, write_verified
 from dsg.backends.local import LocalRepository
 from dsg.backends.posix import check_snapshot_id, utc_now
 from dsg.backends.staging import StagedTransaction
+from dsg.core.changes import apply_changes
 from dsg.core.errors import (
     HeadMoved,
     ManifestError,
@@ -46,15 +47,9 @@ from dsg.core.errors import (
     RepositoryNotFound,
 )
 from dsg.core.faults import crash_point, register
-from dsg.core.manifest import (
-    Manifest,
-    SnapshotRecord,
-    atomic_write,
-    snap_id,
-    snap_number,
-    sync_filesystem,
-)
-from dsg.core.plan import apply_changes
+from dsg.core.manifest import Manifest, SnapshotRecord, snap_id, snap_number
+from dsg.fs.durable import atomic_write, read_manifest, sync_filesystem, write_manifest
+from dsg.workcopy.rules import ScanRules
 from dsg.zfs.ops import Snapshot, Zfs
 
 REPO_FORMAT = "dsg-zfs-repo/1"
@@ -84,7 +79,7 @@ class ZfsRepository(LocalRepository):
         self._snaps: list[Snapshot] | None = None
         self._clones: dict[str, tuple[str, Path]] = {}
         self._manifests: dict[str, Manifest] = {}
-        self._locked = False
+        self.locked = False
         self.recovered: list[str] = []
         self.stale_holder: str | None = None
 
@@ -121,7 +116,7 @@ class ZfsRepository(LocalRepository):
             return False
         return (self.meta / "repo.json").is_file()
 
-    def create(self) -> None:
+    def create(self, shape: ScanRules | None = None) -> None:
         self.dataset  # noqa: B018 - a clear error when the admin has not created it
         if (self.meta / "repo.json").exists():
             raise RepositoryExists(f"a dsg repository already exists at {self.root}")
@@ -135,8 +130,24 @@ class ZfsRepository(LocalRepository):
         self.meta.mkdir(exist_ok=True)
         (self.meta / "txn").mkdir(exist_ok=True)
         self.lock_path.parent.mkdir(exist_ok=True)
+        if shape is not None:
+            self.set_shape(shape)
         meta = {"format": REPO_FORMAT, "name": self.name, "created_at": utc_now()}
         atomic_write(self.meta / "repo.json", orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+
+    # --- the project's shape: one user property on the dataset (survives rollback, travels
+    # with zfs send -p)
+    def shape(self) -> ScanRules | None:
+        raw = self.zfs.user_properties(self.dataset).get("dsg:shape")
+        if not raw:
+            return None
+        return ScanRules.from_json(raw.encode(), origin=f"dsg:shape on {self.dataset}")
+
+    def set_shape(self, shape: ScanRules) -> None:
+        value = shape.to_json().decode()
+        if len(value.encode()) > 8000:
+            raise RepositoryError("the project's data dirs and ignore rules exceed 8 KB")
+        self.zfs.set_property(self.dataset, "dsg:shape", value)
 
     def destroy_new(self) -> None:
         """Empty the dataset again after a failed init (the dataset itself stays)."""
@@ -231,10 +242,10 @@ class ZfsRepository(LocalRepository):
         rec = self.record(snapshot)
         if self._live_matches(snapshot):
             with contextlib.suppress(ManifestError):
-                m = Manifest.read(self.meta / "manifest.gz")
+                m = read_manifest(self.meta / "manifest.gz")
                 if m.snapshot == snapshot and m.digest() == rec.manifest_digest:
                     return m
-        m = Manifest.read(self._snapshot_dir(snapshot) / ".dsg" / "manifest.gz")
+        m = read_manifest(self._snapshot_dir(snapshot) / ".dsg" / "manifest.gz")
         if m.snapshot != snapshot or m.digest() != rec.manifest_digest:
             raise ManifestError(f"manifest of {self.dataset}@{snapshot} does not match its record")
         return m
@@ -409,7 +420,9 @@ class ZfsTransaction(StagedTransaction):
                 write_verified(src, obj, path, entry.size, entry.mtime, entry.hash)  # type: ignore[arg-type]
             self.sources[path] = obj
 
-    def commit(self, message: str, author: str, author_name: str) -> SnapshotRecord:
+    def commit(
+        self, message: str, author: str, author_name: str, *, login: str = ""
+    ) -> SnapshotRecord:
         self.settle()
         repo = self.repo
         if len(message.encode()) > MAX_MESSAGE:
@@ -423,8 +436,8 @@ class ZfsTransaction(StagedTransaction):
         manifest = apply_changes(parent_m, self.changes.values(), n, author)
         self._apply(parent_m)
         crash_point("zfs.after_apply")
-        record = self.new_record(new_id, manifest, message, author, author_name, utc_now())
-        manifest.write(repo.meta / "manifest.gz")
+        record = self.new_record(new_id, manifest, message, author, author_name, utc_now(), login)
+        write_manifest(repo.meta / "manifest.gz", manifest)
         atomic_write(repo.meta / "snapshot.json", record.to_bytes())
         shutil.rmtree(self.dir)
         sync_filesystem(repo.root)

@@ -225,7 +225,7 @@ def upgrade_repo(
 
     Takes the repository's write lock; syncs wait meanwhile. Every distinct file content is
     hash-checked once. Resumable: run it again after an interruption."""
-    from dsg.backends import LockOwner
+    from dsg.backends.base import LockOwner
     from dsg.backends.posix import REPO_FORMAT, PosixRepository
     from dsg.fs.log import new_tx
 

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.text import Text
 
 from dsg.core.errors import EXIT_OK, DsgError, LocalIOError, UsageError
+from dsg.core.paths import show_text
 from dsg.workcopy.config import (
     PROJECT_CONFIG,
     ProjectConfig,
@@ -51,9 +52,9 @@ def run(command: str, json_mode: bool, fn: Callable[[], dict[str, Any] | None]) 
         if json_mode:
             emit_json({"ok": False, "command": command, "error": e.to_dict()})
         else:
-            err.print(Text(f"dsg {command}: {e.message}", style="bold red"))
+            err.print(Text(f"dsg {command}: {show_lines(e.message)}", style="bold red"))
             if e.hint:
-                err.print(Text(f"hint: {e.hint}", style="yellow"))
+                err.print(Text(f"hint: {show_lines(e.hint)}", style="yellow"))
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         if not json_mode:
@@ -62,6 +63,11 @@ def run(command: str, json_mode: bool, fn: Callable[[], dict[str, Any] | None]) 
     if json_mode:
         emit_json({"ok": True, "command": command, **doc})
     raise typer.Exit(EXIT_OK)
+
+
+def show_lines(text: str) -> str:
+    """`show_text` line by line: an error may span lines; no line may hold an escape."""
+    return "\n".join(map(show_text, text.split("\n")))
 
 
 def project() -> tuple[Workspace, ProjectConfig]:

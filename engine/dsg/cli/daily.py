@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from dsg.backends import open_repository
+from dsg.backends.registry import open_repository
 from dsg.cli.common import (
     JsonOpt,
     out,
@@ -25,7 +25,7 @@ from dsg.cli.common import (
 )
 from dsg.core.compare import DESCRIPTIONS
 from dsg.core.errors import ConfigError, UsageError
-from dsg.core.paths import show
+from dsg.core.paths import show, show_text
 from dsg.core.plan import Action, Plan
 from dsg.sync import ops
 from dsg.workcopy.config import (
@@ -75,6 +75,18 @@ def print_plan(plan: Plan, *, show_unchanged: bool = False, header: str | None =
         out.print(Text(f"\nUp to date ({quiet} files unchanged).", style="green"))
     else:
         out.print(f"\n{quiet} other files unchanged.")
+    if plan.untracked:
+        shown = ", ".join(show(u) for u in plan.untracked[:5])
+        more = f" and {len(plan.untracked) - 5} more" if len(plan.untracked) > 5 else ""
+        out.print(
+            Text(
+                f"{len(plan.untracked)} path(s) not synced here: outside this copy's data_dirs "
+                f"or ignore rules, or outside the repository's ({shown}{more}). They are left "
+                "as they are, here and in the repository; if data_dirs changed by mistake, "
+                "fix .dsgconfig.yml.",
+                style="yellow",
+            )
+        )
     if plan.stale_resolutions:
         out.print(
             Text(
@@ -288,10 +300,11 @@ def log_cmd(
         recs = ops.log_records(repo, limit if limit > 0 else None)
         if not json_mode:
             for r in recs:
-                out.print(
-                    Text(f"{r.id:<6} {r.created_at}  {r.author_name} <{r.author}>", style="bold")
-                )
-                out.print(Text(f"       {r.message}  ({r.entry_count} entries)"))
+                who = f"{r.author_name} <{r.author}>"
+                if r.login_differs:  # what the host authenticated, beside what was claimed
+                    who += f" [login {r.login}]"
+                out.print(Text(show_text(f"{r.id:<6} {r.created_at}  {who}"), style="bold"))
+                out.print(Text(f"       {show_text(r.message)}  ({r.entry_count} entries)"))
         return {
             "snapshots": [
                 {
@@ -305,6 +318,7 @@ def log_cmd(
                     "total_bytes": r.total_bytes,
                     "manifest_digest": r.manifest_digest,
                     "chain": r.chain,
+                    "login": r.login or None,
                 }
                 for r in recs
             ]
@@ -323,7 +337,7 @@ def list_files(json_mode: JsonOpt = False) -> None:
         if not json_mode:
             for e in base:
                 kind = f"-> {show(e.target or '')}" if e.is_link else f"{e.size:>12}"
-                out.print(Text(f"{kind}  s{e.snap:<5} {e.user:<24} {show(e.path)}"))
+                out.print(Text(f"{kind}  s{e.snap:<5} {show_text(e.user):<24} {show(e.path)}"))
         return {"snapshot": base.snapshot, "files": [e.to_dict() for e in base]}
 
     run("list-files", json_mode, body)
@@ -365,7 +379,8 @@ def tags(json_mode: JsonOpt = False) -> None:
         found = repo.tags()
         if not json_mode:
             for name, t in sorted(found.items(), key=lambda kv: kv[1]["created_at"]):
-                out.print(Text(f"{name:<20} {t['snapshot']:<7} {t['created_at']}  {t['message']}"))
+                line = f"{name:<20} {t['snapshot']:<7} {t['created_at']}  {t['message']}"
+                out.print(Text(show_text(line)))
         return {"tags": [{"name": n, **t} for n, t in sorted(found.items())]}
 
     run("tags", json_mode, body)
@@ -378,8 +393,13 @@ def list_repos(
         str, typer.Option("--access-file", help="local access file (host localhost)")
     ] = "/etc/dsg/access.yml",
     remote_command: Annotated[
-        str, typer.Option("--remote-command", help="the agent on the host")
-    ] = "dsg serve",
+        str | None,
+        typer.Option(
+            "--remote-command",
+            help="the agent on the host (default: remote_command in your dsg.yml, "
+            "$DSG_REMOTE_COMMAND, else 'dsg serve')",
+        ),
+    ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """The repositories you can see on a host: head, size and last sync."""
@@ -395,15 +415,16 @@ def list_repos(
             repos = list_projects(load_access(Path(access_file)), login_name())
         else:
             from dsg.backends.ssh import list_remote_repos
+            from dsg.workcopy.config import user_remote_command
 
-            repos = list_remote_repos(host, remote_command)
+            repos = list_remote_repos(host, remote_command or user_remote_command(host))
         if not json_mode:
             for r in repos:
                 what = r.get("error") or (
                     f"{r.get('head') or 'empty':<6} {r.get('files', 0):>8} files "
                     f"{r.get('bytes', 0) / 2**20:>10.1f} MiB  last sync {r.get('last_sync', '-')}"
                 )
-                out.print(Text(f"{r['name']:<24} {r['role']:<6} {what}"))
+                out.print(Text(show_text(f"{r['name']:<24} {r['role']:<6} {what}")))
         return {"host": host, "repos": repos}
 
     run("list-repos", json_mode, body)
@@ -429,7 +450,8 @@ def snapfetch(
         out_path = Path(output or default).absolute()
         entry = ops.snapfetch(repo, snap, rel, out_path, force)
         if not json_mode:
-            out.print(Text(f"{show(rel)} from {snap} (changed in s{entry.snap} by {entry.user})"))
+            by = show_text(entry.user)
+            out.print(Text(f"{show(rel)} from {snap} (changed in s{entry.snap} by {by})"))
             out.print(Text(f"  -> {out_path}"))
         return {"path": rel, "snapshot": snap, "output": str(out_path), "entry": entry.to_dict()}
 

@@ -22,11 +22,12 @@ from rich.progress import (
 from rich.text import Text
 
 from dsg.admin import validate
-from dsg.backends import Repository, open_repository
+from dsg.backends.base import Repository
+from dsg.backends.registry import open_repository
 from dsg.cli.common import JsonOpt, err, out, project, project_relative, run, snapshot_arg, stack
 from dsg.core.errors import DsgError, UsageError, WorkingCopyError
 from dsg.core.manifest import SnapshotRecord
-from dsg.core.paths import show
+from dsg.core.paths import show, show_text
 from dsg.sync import history
 
 commands = typer.Typer()
@@ -78,8 +79,10 @@ def blame(
                 what = "-" if e is None else (f"-> {e.target}" if e.is_link else _short(e.hash_hex))
                 out.print(
                     Text(
-                        f"{v.snapshot:<9} {v.event:<8} {v.user:<24} {v.time:<26} "
-                        f"{what:<16}  {v.message}"
+                        show_text(
+                            f"{v.snapshot:<9} {v.event:<8} {v.user:<24} {v.time:<26} "
+                            f"{what:<16}  {v.message}"
+                        )
                     )
                 )
         return {

@@ -14,10 +14,11 @@ import typer
 from rich.text import Text
 
 from dsg.admin import migrate
-from dsg.backends import LockOwner, open_repository
+from dsg.backends.base import LockOwner
+from dsg.backends.registry import open_repository
 from dsg.cli.common import JsonOpt, err, out, run, stack
 from dsg.core.errors import ConfigError, DsgError, UsageError
-from dsg.core.paths import show
+from dsg.core.paths import show, show_text
 from dsg.workcopy.config import (
     PROJECT_CONFIG,
     IgnoreRules,
@@ -91,10 +92,10 @@ def _print_report(rep: migrate.ImportReport) -> None:
             Text(
                 f"  {sp.id:<6} {sp.files:>7} files {sp.bytes:>13,} B  upload {sp.upload_files:>6}"
                 f" ({sp.upload_bytes:,} B)  links {sp.links:>4}  deleted {sp.deletions:>5}"
-                f"  {sp.author}{tags}"
+                f"  {show_text(sp.author)}{show_text(tags)}"
             )
         )
-        out.print(Text(f"         {sp.message}"))
+        out.print(Text(f"         {show_text(sp.message)}"))
         if sp.outside_data_dirs:
             out.print(
                 Text(

@@ -15,22 +15,19 @@ records the snapshot number and user that last changed it (blame is a lookup).
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import operator
-import os
 from bisect import bisect_left
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, islice, pairwise
-from pathlib import Path
+from itertools import islice, pairwise
 from typing import Any
 
 import orjson
 
 from dsg.core.errors import ManifestError
-from dsg.core.paths import link_target_problem, path_problem, show
+from dsg.core.paths import case_twins, link_problems, link_target_problem, path_problem, show
 
 FORMAT = "dsg-manifest/1"
 _PATH = operator.attrgetter("path")
@@ -246,20 +243,9 @@ class Manifest:
             raise ManifestError(f"{origin} is corrupt (entry count mismatch)")
         entries = [_entry_from_row(r, origin) for r in rows]
         _check_sorted(entries, origin)
-        return cls(entries, snap, _digest=header["digest"])
-
-    def write(self, path: Path) -> None:
-        atomic_write(path, self.to_bytes())
-
-    @classmethod
-    def read(cls, path: Path) -> Manifest:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as e:
-            raise ManifestError(f"manifest {path} is missing") from e
-        except OSError as e:
-            raise ManifestError(f"cannot read manifest {path}: {e.strerror}") from e
-        return cls.from_bytes(data, origin=f"manifest {path}")
+        m = cls(entries, snap, _digest=header["digest"])
+        _check_tree(m, origin)
+        return m
 
 
 _interned: dict[str, str] = {}
@@ -303,6 +289,24 @@ def _check_sorted(entries: list[Entry], origin: str) -> None:
     clash = path_clash(entries)
     if clash:
         raise ManifestError(f"{origin} is corrupt ({clash})")
+
+
+def _check_tree(m: Manifest, origin: str) -> None:
+    """What no single entry shows: paths that differ only by letter case (they collide on
+    macOS and Windows and block every colleague there), and links whose target, resolved
+    through the tree's other links, leaves the project."""
+    twins = case_twins(m.paths)
+    if twins:
+        group = twins[0]
+        raise ManifestError(
+            f"{origin} holds paths that differ only by letter case: "
+            + ", ".join(repr(show(p)) for p in group[:4])
+        )
+    links = {e.path: e.target for e in m.entries if e.target is not None}
+    bad = link_problems(links)  # type: ignore[arg-type]
+    if bad:
+        path, problem = bad[0]
+        raise ManifestError(f"{origin} holds an invalid entry {show(path)!r}: {problem}")
 
 
 def _clash_at(paths: list[str], path: str) -> str | None:
@@ -357,6 +361,9 @@ class SnapshotRecord:
     total_bytes: int
     tx: str
     chain: str
+    # The login the repository host authenticated (SSH) for the commit; "" for records made
+    # before it was recorded. `author` is what the client claimed.
+    login: str = ""
 
     @staticmethod
     def compute_chain(
@@ -367,11 +374,18 @@ class SnapshotRecord:
         message: str,
         created_at: str,
         manifest_digest: str,
+        login: str = "",
     ) -> str:
-        payload = orjson.dumps(
-            [parent_chain or "", id, parent, author, message, created_at, manifest_digest]
-        )
-        return hashlib.sha256(payload).hexdigest()
+        fields = [parent_chain or "", id, parent, author, message, created_at, manifest_digest]
+        if login:  # chained where recorded; records without it keep their chain
+            fields.append(login)
+        return hashlib.sha256(orjson.dumps(fields)).hexdigest()
+
+    @property
+    def login_differs(self) -> bool:
+        """The authenticated login is known and is not the claimed author (nor its local
+        part): history shows both."""
+        return bool(self.login) and self.login not in (self.author, self.author.split("@")[0])
 
     def expected_chain(self, parent_chain: str | None) -> str:
         return self.compute_chain(
@@ -382,6 +396,7 @@ class SnapshotRecord:
             self.message,
             self.created_at,
             self.manifest_digest,
+            self.login,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -424,111 +439,3 @@ def snap_number(snap_id: str | None) -> int:
 
 def snap_id(n: int) -> str:
     return f"s{n}"
-
-
-# --- file helpers ----------------------------------------------------------------------
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write via a temp file in the same directory, fsync, then rename(2) over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.chmod(mode)
-    tmp.replace(path)
-    fsync_dir(path.parent)
-
-
-@functools.cache
-def _libc_syncfs() -> Any:
-    """libc's syncfs, looked up on first use (the agent starts for every session and most
-    sessions never commit; ctypes.util.find_library would also run a subprocess)."""
-    try:
-        import ctypes
-
-        fn = ctypes.CDLL(None, use_errno=True).syncfs  # the process's own libc
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-@functools.cache
-def _libc_sync_file_range() -> Any:
-    try:
-        import ctypes
-
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # not Linux
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing `fd`'s dirty pages to the disk now, without waiting
-    for them (sync_file_range(2), SYNC_FILE_RANGE_WRITE): the commit's flush then finds a
-    large upload written or on its way, instead of writing all of it at the end. It makes
-    nothing durable (the flush does); a failure here is ignored and seen by the flush."""
-    fn = _libc_sync_file_range()
-    if fn is not None:
-        fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-
-
-def sync_filesystem(path: Path) -> None:
-    """Flush everything written to the filesystem holding `path` (syncfs(2)): one flush for a
-    whole transaction instead of an fsync per file, without sync(2)'s flush of every
-    filesystem on the machine. A writeback error is raised (Linux reports it since 5.8)."""
-    syncfs = _libc_syncfs()
-    if syncfs is None:
-        os.sync()
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if syncfs(fd) != 0:
-            import ctypes
-
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs failed: {os.strerror(err)}", str(path))
-    finally:
-        os.close(fd)
-
-
-FSYNC_EACH_MAX = 128  # above this many files, one syncfs(2) is cheaper than an fsync each
-
-
-def flush_written(files: Collection[str], dirs: Collection[str], fs_path: Path) -> None:
-    """Make durable what a transaction wrote. A few files and directories get an fsync each:
-    a small commit then neither waits for nor flushes other writers' dirty data on a shared
-    filesystem (measured here: 60-140 ms of someone else's writeback, against 2-8 ms for its
-    own 50 files). Many get one syncfs(2) of `fs_path`'s filesystem, which is far cheaper
-    than thousands of fsyncs. A writeback error is raised either way."""
-    if len(files) > FSYNC_EACH_MAX:
-        sync_filesystem(fs_path)
-        return
-    for name in chain(files, dirs):  # O_RDONLY opens a directory too
-        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,8 +1,11 @@
 """Path rules: what a stored path may look like, and checks on a set of paths.
 
 Every path dsg stores is relative to the project root, uses `/`, is NFC-normalised and has
-no empty, `.` or `..` component. The same checks guard paths arriving from a peer (a
-manifest, a request to the agent), so a hostile peer cannot name a file outside the tree.
+no empty, `.` or `..` component and no hidden (dot) name. Names that mislead a reader are
+refused too: invisible and direction-changing characters (Unicode Cf, line separators) and
+look-alikes of `/`, `\\` and `.`. The same checks guard paths arriving from a peer (a
+manifest, a request to the agent), so a hostile peer cannot name a file outside the tree,
+nor one that tools such as git read as their own (`.git/config`, `.dsgconfig.yml`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import posixpath
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from dsg.core.errors import PathError
 
@@ -23,6 +26,15 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 ODD_CHAR = re.compile("[\\\\\x00-\x1f\x7f-\x9f]")
 
 
+# Characters that look like a path separator without being one; NFKC folds the fullwidth
+# and small forms (U+FF0F, U+FE68, ...) to the real ones, these it leaves alone.
+_SLASH_LOOKALIKES = frozenset("\u2215\u2044\u29f8\u29f5\u29f9\u2216\u2571\u2572\u27cb\u27cd")
+# Invisible or direction-changing: format characters (bidi overrides and isolates, zero-width
+# space and joiners, soft hyphen, BOM...) and the line and paragraph separators.
+_INVISIBLE_CATEGORIES = frozenset(("Cf", "Zl", "Zp"))
+_ESCAPED_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+
+
 def show(path: str) -> str:
     """A path made safe to print on one line (control characters escaped)."""
     if path.isprintable():
@@ -30,10 +42,43 @@ def show(path: str) -> str:
     return repr(path)[1:-1]
 
 
+def show_text(text: str) -> str:
+    """Free text from another person (a message, an author, a tag) made safe to print:
+    control characters (C0, C1, also newline and tab), invisible and direction-changing ones
+    escaped as Python writes them (\\x1b, \\n, \\u202e), so an escape sequence cannot move
+    the cursor, erase lines, retitle the terminal or fake a line of output."""
+    if text.isprintable():  # the common case: no C*, Zl or Zp character (nor Zs but space)
+        return text
+    return "".join(
+        repr(ch)[1:-1] if unicodedata.category(ch) in _ESCAPED_CATEGORIES else ch for ch in text
+    )
+
+
+def _unicode_problem(name: str) -> str | None:
+    """Refused non-ASCII shapes: invisible, direction-changing and look-alike characters."""
+    for ch in name:
+        if ord(ch) > 0x7F and unicodedata.category(ch) in _INVISIBLE_CATEGORIES:
+            return (
+                f"invisible or direction-changing character U+{ord(ch):04X} "
+                f"({unicodedata.name(ch, 'unnamed')}) in name"
+            )
+    if not _SLASH_LOOKALIKES.isdisjoint(name):
+        return "look-alike of '/' in name"
+    folded = unicodedata.normalize("NFKC", name)
+    if folded != name:
+        if "/" in folded or "\\" in folded:
+            return "look-alike of '/' or '\\' in name (fullwidth or small form)"
+        if folded.startswith(".") or folded.count("..") > name.count(".."):
+            return "look-alike of '.' or '..' in name (fullwidth, small or leader dots)"
+    return None
+
+
 def name_problem(name: str) -> str | None:
     """Why one path component (a file or directory name) may not be stored, or None."""
     if name in ("", ".", ".."):
         return f"path component {name!r} not allowed"
+    if name[0] == ".":
+        return "hidden name (starting with '.'): not stored by dsg"
     if "\\" in name:
         return "backslash in name"
     if _CONTROL.search(name):
@@ -46,6 +91,7 @@ def name_problem(name: str) -> str | None:
             return "name is not valid UTF-8 (undecodable bytes)"
         if not unicodedata.is_normalized("NFC", name):
             return "name is not NFC-normalised (macOS-style decomposed accents)"
+        return _unicode_problem(name)
     elif len(name) > MAX_COMPONENT_BYTES:
         return "name longer than 255 bytes"
     return None
@@ -61,7 +107,7 @@ def path_problem(path: str) -> str | None:
         path.isascii()
         and len(path) <= MAX_COMPONENT_BYTES  # no component can be too long
         and path[0] != "."
-        and "/." not in path  # no "." or ".." component (nor any dot name: checked below)
+        and "/." not in path  # no ".", ".." or other dot-name component
         and "//" not in path
         and path[-1] != "/"
         and ODD_CHAR.search(path) is None
@@ -95,6 +141,68 @@ def link_target_problem(link_path: str, target: str) -> str | None:
     if joined == ".." or joined.startswith("../") or joined.startswith("/"):
         return f"symlink target {show(target)!r} points outside the project"
     return None
+
+
+def _resolve_link(
+    link_path: str, target: str, is_link: Callable[[str], bool]
+) -> tuple[str | None, str | None]:
+    """Where `target` leads from the directory of the link at `link_path`, resolved name by
+    name as the kernel would, assuming no name on the way is a link: returns (path, None),
+    or (None, problem) when it leaves the project, enters a hidden name or passes through
+    another link (`is_link`). A link as the final name is fine: it is checked on its own."""
+    stack = link_path.split("/")[:-1]
+    pushed = False  # the top of `stack` was reached by this target (not yet checked)
+    for part in target.split("/"):
+        if pushed:
+            here = "/".join(stack)
+            if is_link(here):
+                return (
+                    None,
+                    f"symlink target {show(target)!r} passes through another link {show(here)!r}",
+                )
+            pushed = False
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not stack:
+                return None, f"symlink target {show(target)!r} points outside the project"
+            stack.pop()  # an ancestor of the link or a prefix checked above: no link
+        elif part[0] == ".":
+            return None, f"symlink target {show(target)!r} points into a hidden name"
+        else:
+            stack.append(part)
+            pushed = True
+    return "/".join(stack), None
+
+
+def link_problems(
+    links: Mapping[str, str],
+    is_link: Callable[[str], bool] | None = None,
+    data_dirs: Collection[str] | None = None,
+) -> list[tuple[str, str]]:
+    """(link path, problem) for each link of a tree whose target, resolved name by name from
+    the link's directory, leaves the project, passes through another link (`is_link`,
+    default: a path of `links`), or, given the project's `data_dirs`, ends outside every data
+    directory. Text checks alone are not enough: `x/l1 -> ..` makes
+    `esc -> x/l1/x/l1/../../../../etc/passwd` look contained while it reaches /etc/passwd.
+    Checked: each link's own resolution; a link at the end of another is checked itself."""
+    if not links:
+        return []
+    is_link = is_link or links.__contains__
+    anywhere = data_dirs is None or "*" in data_dirs
+    out: list[tuple[str, str]] = []
+    for path, target in links.items():
+        resolved, problem = _resolve_link(path, target, is_link)
+        if problem is None and not anywhere:
+            assert data_dirs is not None and resolved is not None
+            if not any(part in data_dirs for part in resolved.split("/")):
+                problem = (
+                    f"symlink target {show(target)!r} is outside the data directories "
+                    f"({', '.join(sorted(data_dirs))})"
+                )
+        if problem is not None:
+            out.append((path, problem))
+    return out
 
 
 def case_twins(paths: Iterable[str]) -> list[list[str]]:

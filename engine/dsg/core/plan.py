@@ -6,13 +6,13 @@ same object. Nothing here does I/O.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from dsg.core.changes import Change
 from dsg.core.compare import CONFLICT_STATES, S, SyncState, classify, merge3
 from dsg.core.manifest import Entry, Manifest
 
@@ -128,6 +128,9 @@ class Plan:
     items: list[Item] = field(default_factory=list)
     unchanged: int = 0
     stale_resolutions: list[str] = field(default_factory=list)
+    # paths of the base or the repository outside this copy's rules (data_dirs, ignore, the
+    # repository's shape): left as they are on both sides, never deleted or downloaded
+    untracked: list[str] = field(default_factory=list)
 
     def by_action(self, *actions: Action) -> list[Item]:
         return [it for it in self.items if it.action in actions]
@@ -162,6 +165,7 @@ class Plan:
             "counts": self.counts(),
             "files": [it.to_dict() for it in self.items],
             "stale_resolutions": self.stale_resolutions,
+            "untracked": self.untracked,
         }
 
 
@@ -171,15 +175,21 @@ def make_plan(
     remote: Manifest,
     resolutions: dict[str, Resolution] | None = None,
     keep_unchanged: bool = False,
+    tracked: Callable[[str], bool] | None = None,
 ) -> Plan:
     """Classify every path and choose its action. Unchanged paths are only counted,
-    unless `keep_unchanged` (for listings that show every file)."""
+    unless `keep_unchanged` (for listings that show every file). A path the scan did not
+    record and `tracked` rejects (a change of data_dirs or ignore rules, or a path from a
+    peer outside the project's shape) gets no action: it is listed in `untracked`."""
     resolutions = resolutions or {}
     plan = Plan(base.snapshot, remote.snapshot)
     for path, le, ce, re_ in merge3(local, base, remote):
         state = classify(le, ce, re_)
         if state is S.sLCR__all_eq and not keep_unchanged:
             plan.unchanged += 1
+            continue
+        if le is None and tracked is not None and not tracked(path):
+            plan.untracked.append(path)
             continue
         action = STATE_ACTIONS[state]
         item = Item(path, state, action, le, ce, re_)
@@ -195,14 +205,6 @@ def make_plan(
     return plan
 
 
-@dataclass(frozen=True)
-class Change:
-    """One change a transaction makes to the repository: put an entry, or delete a path."""
-
-    path: str
-    entry: Entry | None  # None = delete
-
-
 def remote_changes(plan: Plan) -> list[Change]:
     """The repository side of a plan, in path order."""
     out: list[Change] = []
@@ -215,23 +217,3 @@ def remote_changes(plan: Plan) -> list[Change]:
         elif it.action == Action.restore and not it.base_matches_remote():
             out.append(Change(it.path, it.base))
     return out
-
-
-def apply_changes(parent: Manifest, changes: Iterable[Change], snap: int, user: str) -> Manifest:
-    """The manifest after `changes`: changed entries are attributed to (snap, user), the
-    rest carried forward unchanged. Deterministic: client and server compute the same."""
-    entries = list(parent.entries)
-    paths = parent.paths
-    dropped: set[int] = set()
-    added: list[Entry] = []
-    for c in {c.path: c for c in changes}.values():  # the last change of a path counts
-        i = bisect_left(paths, c.path)
-        if i < len(paths) and paths[i] == c.path:
-            if c.entry is None:
-                dropped.add(i)
-            else:
-                entries[i] = c.entry.with_attribution(snap, user)
-        elif c.entry is not None:
-            added.append(c.entry.with_attribution(snap, user))
-    out = [e for i, e in enumerate(entries) if i not in dropped] if dropped else entries
-    return Manifest.with_added(out, added, snapshot=f"s{snap}")

@@ -47,8 +47,21 @@ class ProjectAccess:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-session bounds the agent enforces (`limits:` in the access file)."""
+
+    lock_idle_seconds: float = 900.0  # a session holding the lock and silent this long ends
+    max_uploads: int = 2_000_000  # files and links put in one transaction
+    max_staged_bytes: int = 1 << 40  # bytes uploaded in one transaction
+
+
+LIMIT_KEYS = {"lock_idle_seconds": float, "max_uploads": int, "max_staged_bytes": int}
+
+
+@dataclass(frozen=True, slots=True)
 class AccessFile:
     projects: Mapping[str, ProjectAccess] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
 
     def role(self, project: str, login: str) -> Role | None:
         p = self.projects.get(project)
@@ -107,7 +120,8 @@ def _project(name: str, raw: Any, issues: list[Issue]) -> ProjectAccess | None:
 
 def parse_access(data: dict[str, Any]) -> tuple[AccessFile, list[Issue]]:
     """The access file's contents, and every problem found in them (key path, message)."""
-    issues: list[Issue] = [((key,), "unknown key") for key in data.keys() - {"projects"}]
+    issues: list[Issue] = [((key,), "unknown key") for key in data.keys() - {"projects", "limits"}]
+    limits = _limits(data.get("limits"), issues)
     raw = data.get("projects")
     if raw is None:
         raw = {}
@@ -120,7 +134,25 @@ def parse_access(data: dict[str, Any]) -> tuple[AccessFile, list[Issue]]:
             issues.append((("projects", name), "a project name must be a string"))
         elif (p := _project(name, settings, issues)) is not None:
             projects[name] = p
-    return AccessFile(projects), issues
+    return AccessFile(projects, limits), issues
+
+
+def _limits(raw: Any, issues: list[Issue]) -> Limits:
+    if raw is None:
+        return Limits()
+    if not isinstance(raw, dict):
+        issues.append((("limits",), "expected a mapping"))
+        return Limits()
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        kind = LIMIT_KEYS.get(key)
+        if kind is None:
+            issues.append((("limits", key), "unknown key"))
+        elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            issues.append((("limits", key), "expected a positive number"))
+        else:
+            values[key] = kind(value)
+    return Limits(**values)
 
 
 def load_access(path: Path = DEFAULT_ACCESS_FILE) -> AccessFile:

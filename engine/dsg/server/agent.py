@@ -13,20 +13,22 @@ import contextlib
 import io
 import os
 import pwd
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from dsg import __version__
-from dsg.backends import LockOwner, Repository, Transaction
-from dsg.backends.posix import PosixRepository
-from dsg.core.errors import DsgError, PermissionDenied, RepositoryError
-from dsg.core.paths import check_path
+from dsg.backends.base import LockOwner, Repository, Transaction
+from dsg.backends.registry import open_local
+from dsg.core.errors import DsgError, PathError, PermissionDenied, RepositoryError
+from dsg.core.paths import check_path, show
+from dsg.core.text import clean_text
 from dsg.fs.log import EventLog
 from dsg.fs.readahead import read_ahead
-from dsg.server.access import DEFAULT_ACCESS_FILE, AccessFile, allows, load_access
+from dsg.server.access import DEFAULT_ACCESS_FILE, AccessFile, Limits, allows, load_access
 from dsg.server.audit import AuditLog, client_address
 from dsg.wire.protocol import (
     PIPE_BUFFER,
@@ -40,6 +42,7 @@ from dsg.wire.protocol import (
     send_json,
     send_stream,
 )
+from dsg.workcopy.rules import ScanRules
 
 ANSWERS_HELD = 32  # answers to pipelined requests that may wait in the buffer together
 READ_OPS = {
@@ -69,19 +72,17 @@ def _os_error(e: OSError) -> RepositoryError:
     )
 
 
+class LockIdle(Exception):
+    """The session held the lock and sent nothing for limits.lock_idle_seconds."""
+
+
 def login_name() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
 
 def open_project(name: str, access: AccessFile) -> Repository:
     p = access.projects[name]
-    root = Path(p.mountpoint)
-    if p.type == "zfs":
-        from dsg.backends.zfs import ZfsRepository
-
-        assert p.pool is not None
-        return ZfsRepository(root, name, p.pool)
-    return PosixRepository(root, name)
+    return open_local(p.type, Path(p.mountpoint), name, p.pool)
 
 
 class Agent:
@@ -116,6 +117,12 @@ class Agent:
         self.txn_parent: str | None = None
         self.outcome = "ok"
         self.held = 0  # answers written but not flushed
+        self.created = False  # this session created the repository (destroy_new may undo it)
+        self.shape: ScanRules | None = None  # the project's shape, as the repository records it
+        self.limits = Limits()
+        self.txn_paths: dict[str, str] = {}  # casefolded -> path, put in this transaction
+        self.txn_deleted: set[str] = set()
+        self.txn_parent_folded: dict[str, str] | None = None
 
     @staticmethod
     def _zero_txn_counts() -> dict[str, int]:
@@ -136,9 +143,19 @@ class Agent:
                     self.w.flush()  # what is held goes out before the agent waits
                     self.held = 0
                 try:
-                    msg = recv_json(self.r)
+                    with self._idle_limit():
+                        msg = recv_json(self.r)
                 except EOFError:
                     return 0
+                except LockIdle:
+                    self.log("lock-idle", level="warning", seconds=self.limits.lock_idle_seconds)
+                    self._audit(
+                        "lock.idle-timeout",
+                        project=self.project,
+                        seconds=self.limits.lock_idle_seconds,
+                    )
+                    self.outcome = "idle-timeout"
+                    return 1
                 try:
                     req = parse_request(msg)
                     if req.op == "bye":
@@ -178,6 +195,25 @@ class Agent:
             return 1
         finally:
             self._cleanup()
+
+    @contextlib.contextmanager
+    def _idle_limit(self) -> Iterator[None]:
+        """While this session holds the lock, waiting for its next request is bounded: a
+        client that went silent must not block every other writer of the project."""
+        if self.lock_cm is None or not hasattr(signal, "setitimer"):
+            yield
+            return
+
+        def expire(signum: int, frame: Any) -> None:
+            raise LockIdle
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, self.limits.lock_idle_seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
     def _cleanup(self) -> None:
         if self.txn is not None:
@@ -253,7 +289,9 @@ class Agent:
             client_version=req.client,
         )
         self.role, self.project = role, req.project
+        self.limits = access.limits
         self.repo = open_project(req.project, access)
+        self.shape = self.repo.shape() if self.repo.exists() else None
         os.umask(0o002)  # group-shared repositories: members must be able to write
         self.log("session", project=req.project, login=self.login, role=role)
         send_json(
@@ -265,6 +303,7 @@ class Agent:
                 "login": self.login,
                 "role": role,
                 "type": project.type,
+                "shape": self.shape.to_json().decode() if self.shape else None,
             },
         )
 
@@ -379,33 +418,52 @@ class Agent:
         self.ok(tag=tag)
 
     def op_create(self, req: Any) -> None:
-        self.r_.create()
+        shape = None
+        if req.shape is not None:
+            shape = ScanRules.from_json(req.shape.encode(), origin="the shape in create")
+        self.r_.create(shape)
+        self.created, self.shape = True, shape
         self.log("created", project=self.project, login=self.login)
-        self._audit("project.create", project=self.project)
+        self._audit(
+            "project.create",
+            project=self.project,
+            data_dirs=sorted(shape.data_dirs) if shape else None,
+        )
         self.ok()
 
     def op_destroy_new(self, req: Any) -> None:
-        destroy = getattr(self.r_, "destroy_new", None)
-        if destroy is not None and self.r_.head() in (None, "s1"):
-            destroy()
+        """Undo a failed init: only the session that created the repository, and only what
+        it committed itself (nothing, or s1 while it still holds the lock)."""
+        head = self.r_.head()
+        if not self.created or head not in (None, "s1"):
+            raise PermissionDenied(
+                f"only the session that created project {self.project} can remove it",
+                hint="ask an admin to remove a repository",
+            )
+        if head is not None and (self.lock_cm is None or head not in self.commits):
+            raise PermissionDenied(
+                f"project {self.project} has a snapshot this session did not commit under "
+                "its lock; it is kept"
+            )
+        self._audit("project.destroy-new", project=self.project, head=head)
+        self.r_.destroy_new()
+        self.created = False
+        self.log("destroyed-new", project=self.project, login=self.login)
         self.ok()
 
     def op_lock(self, req: Any) -> None:
         if self.lock_cm is not None:
             raise ProtocolError("lock already held in this session")
-        try:
-            owner = LockOwner(**req.owner)
-        except TypeError as e:
-            raise ProtocolError("invalid lock owner") from e
-        owner = LockOwner(user=owner.user, tx=owner.tx, operation=owner.operation, login=self.login)
+        o = req.owner
+        owner = LockOwner(user=clean_text(o.user), tx=o.tx, operation=o.operation, login=self.login)
         cm = self.r_.lock(owner, req.timeout)
         cm.__enter__()
         self.lock_cm = cm
         self.log.tx = owner.tx
         self.log("locked", user=owner.user, login=self.login)
         self.ok(
-            recovered=getattr(self.r_, "recovered", []),
-            stale_holder=getattr(self.r_, "stale_holder", None),
+            recovered=list(self.r_.recovered),
+            stale_holder=self.r_.stale_holder,
         )
 
     def op_unlock(self, req: Any) -> None:
@@ -425,6 +483,7 @@ class Agent:
         self.txn = self.r_.begin(req.parent, req.tx)
         self.txn_counts = self._zero_txn_counts()
         self.txn_parent = req.parent
+        self.txn_paths, self.txn_deleted, self.txn_parent_folded = {}, set(), None
         self.ok()
 
     def _txn(self) -> Transaction:
@@ -432,11 +491,55 @@ class Agent:
             raise ProtocolError("no open transaction")
         return self.txn
 
+    def _check_new_path(self, path: str) -> None:
+        """A path this session puts into the repository: a valid stored path, inside the
+        project's shape, not a case twin of another path of the result, within the caps."""
+        check_path(path)
+        if self.shape is not None and not self.shape.tracks(path):
+            raise PathError(
+                f"{show(path)} is outside project {self.project}'s data directories "
+                f"({self.shape.describe()}) or matches its ignore rules; the repository "
+                "refuses it",
+                hint="only files inside the data directories are synced",
+            )
+        puts = self.txn_counts["files_put"] + self.txn_counts["links_put"]
+        if puts >= self.limits.max_uploads:
+            raise RepositoryError(
+                f"this transaction reached the limit of {self.limits.max_uploads} uploads",
+                hint="sync in parts, or ask an admin to raise limits.max_uploads",
+            )
+        folded = path.casefold()
+        other = self.txn_paths.get(folded)
+        if other is None:
+            if self.txn_parent_folded is None:
+                self.txn_parent_folded = self._parent_folded()
+            other = self.txn_parent_folded.get(folded)
+            if other is not None and other in self.txn_deleted:
+                other = None
+        if other is not None and other != path:
+            raise PathError(
+                f"{show(path)} differs only by letter case from {show(other)} in project "
+                f"{self.project}; the repository refuses it",
+                hint="rename one of them (they collide on macOS and Windows)",
+            )
+        self.txn_paths[folded] = path
+
+    def _parent_folded(self) -> dict[str, str]:
+        if self.txn_parent is None:
+            return {}
+        return {p.casefold(): p for p in self.r_.manifest(self.txn_parent).paths}
+
     def op_put_file(self, req: Any) -> None:
-        check_path(req.path)
-        txn = self._txn()
         reader = StreamReader(self.r)
-        try:
+        try:  # a refused file's data is read and dropped: the session goes on
+            self._check_new_path(req.path)
+            if self.txn_counts["bytes_in"] + req.size > self.limits.max_staged_bytes:
+                raise RepositoryError(
+                    f"this transaction would exceed the limit of "
+                    f"{self.limits.max_staged_bytes} bytes uploaded",
+                    hint="sync in parts, or ask an admin to raise limits.max_staged_bytes",
+                )
+            txn = self._txn()
             txn.put_file(req.path, reader, req.size, req.mtime_ns, bytes.fromhex(req.hash))  # type: ignore[arg-type]
         finally:
             reader.drain()
@@ -445,23 +548,35 @@ class Agent:
         self.ok()
 
     def op_put_link(self, req: Any) -> None:
+        self._txn()
+        self._check_new_path(req.path)
         self._txn().put_link(req.path, req.target)
         self.txn_counts["links_put"] += 1
         self.ok()
 
     def op_restore(self, req: Any) -> None:
+        self._txn()
+        self._check_new_path(req.path)
         self._txn().restore(req.path, req.snapshot)
         self.txn_counts["restored"] += 1
         self.ok()
 
     def op_delete(self, req: Any) -> None:
+        check_path(req.path)
         self._txn().delete(req.path)
+        self.txn_deleted.add(req.path)
+        self.txn_paths.pop(req.path.casefold(), None)
         self.txn_counts["deleted"] += 1
         self.ok()
 
     def op_commit(self, req: Any) -> None:
         txn = self._txn()
-        rec = txn.commit(req.message, req.author, req.author_name)
+        rec = txn.commit(
+            clean_text(req.message),
+            clean_text(req.author),
+            clean_text(req.author_name),
+            login=self.login,
+        )
         self.txn = None
         self.log("committed", snapshot=rec.id, author=req.author, login=self.login)
         replaced = txn.replaced

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
+from dsg.backends.registry import open_local
 from dsg.core.errors import DsgError
 from dsg.server.access import AccessFile
 
 
 def list_projects(access: AccessFile, login: str) -> list[dict[str, Any]]:
     """Every project where `login` has a role: head, last sync, size and files."""
-    from dsg.server.agent import open_project
-
     out: list[dict[str, Any]] = []
     for name, project in sorted(access.projects.items()):
         role = project.users.get(login)
@@ -26,7 +26,7 @@ def list_projects(access: AccessFile, login: str) -> list[dict[str, Any]]:
         }
         repo = None
         try:
-            repo = open_project(name, access)
+            repo = open_local(project.type, Path(project.mountpoint), name, project.pool)
             head = repo.head() if repo.exists() else None
             row["head"] = head
             if head:

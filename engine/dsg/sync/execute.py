@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import stat as stat_mod
 from collections import deque
 from collections.abc import Callable
@@ -24,24 +25,17 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-from dsg.backends import Repository
+from dsg.backends.base import Repository
 from dsg.core.errors import IntegrityError, PathError
 from dsg.core.faults import crash_point, register
-from dsg.core.manifest import Entry, SnapshotRecord, sync_filesystem
+from dsg.core.manifest import Entry, SnapshotRecord
 from dsg.core.paths import show
 from dsg.core.plan import Action, Item, Plan
+from dsg.fs.durable import CREATE_NEW, sync_filesystem
+from dsg.fs.files import copy_hashing, hash_bytes, hash_file, read_upto, write_new
 from dsg.fs.readahead import read_ahead
 from dsg.fs.writers import Writers
-from dsg.workcopy.scan import (
-    HashCache,
-    StatKey,
-    copy_hashing,
-    hash_bytes,
-    hash_file,
-    read_upto,
-    stat_key,
-    write_new,
-)
+from dsg.workcopy.hashcache import HashCache, StatKey, stat_key
 
 register("execute.after_remote_commit", "execute.after_first_local", "execute.before_base")
 
@@ -184,9 +178,11 @@ class LocalApplier:
         return f"{self._root_s}/{path}"
 
     def _temp(self, p: str) -> str:
-        """Where a download of `p` is written before it is renamed into place."""
+        """Where a download of `p` is written before it is renamed into place: a new name
+        nobody can guess (the tx id is in logs and lock files others read), created with
+        O_EXCL|O_NOFOLLOW, so a link planted there is never written through."""
         head, _, name = p.rpartition("/")
-        return f"{head}/.{name}.dsg-tmp-{self.tx}"
+        return f"{head}/.{name}.dsg-tmp-{self.tx}-{secrets.token_hex(8)}"
 
     def matches(self, path: str, expected: Entry | None) -> bool:
         """Is the file on disk exactly `expected` (None = absent)?"""
@@ -285,7 +281,7 @@ class LocalApplier:
             return
         tmp = self._temp(p)
         try:
-            with open(tmp, "wb") as out:
+            with os.fdopen(os.open(tmp, _WRITE_NEW, 0o666), "wb") as out:
                 n, got = copy_hashing(src, out, self.progress)
             _check(it.path, entry, snapshot, n, got)
             os.utime(tmp, ns=(entry.mtime, entry.mtime))
@@ -313,7 +309,7 @@ class LocalApplier:
         self._writers.settle()
 
 
-_WRITE_NEW = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+_WRITE_NEW = CREATE_NEW  # a new file at a new name: never through a planted link
 
 
 def _check(path: str, entry: Entry, snapshot: str, n: int, got: bytes) -> None:

@@ -7,6 +7,7 @@ a repository backend. The CLI only parses arguments and prints what these return
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import threading
 from collections.abc import Callable
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from dsg.backends import LockOwner, Repository
+from dsg.backends.base import LockOwner, Repository
+from dsg.core.changes import apply_changes
 from dsg.core.compare import S
 from dsg.core.errors import (
     ConflictsBlocked,
@@ -31,10 +33,11 @@ from dsg.core.errors import (
 from dsg.core.faults import crash_point, register
 from dsg.core.manifest import Entry, Manifest, SnapshotRecord, snap_number
 from dsg.core.paths import show
-from dsg.core.plan import Action, Item, Plan, apply_changes, make_plan, remote_changes
+from dsg.core.plan import Action, Item, Plan, make_plan, remote_changes
 from dsg.fs.log import EventLog, new_tx
 from dsg.sync.execute import LocalApplier, Progress, run_local, run_remote
 from dsg.workcopy.config import PROJECT_CONFIG, ProjectConfig, UserConfig
+from dsg.workcopy.rules import ScanRules, tracked_by
 from dsg.workcopy.scan import Problem, ScanResult
 from dsg.workcopy.workspace import Workspace
 
@@ -148,8 +151,18 @@ def status(ws: Workspace, repo: Repository, keep_unchanged: bool = False) -> Res
     scan_result = ws.scan()
     head, remote = read_remote(repo, base)
     check_history(ws, repo, base, head)
-    plan = make_plan(scan_result.manifest, base, remote, ws.resolutions(), keep_unchanged)
+    plan = make_plan(
+        scan_result.manifest, base, remote, ws.resolutions(), keep_unchanged, tracked(ws, repo)
+    )
     return Result(plan, snapshot=base.snapshot, problems=scan_result.problems)
+
+
+def tracked(ws: Workspace, repo: Repository) -> Callable[[str], bool]:
+    """What this copy syncs: inside its own data dirs and ignore rules and inside the shape
+    the repository records. Anything else from the base or the repository (a path a member
+    should not have committed, or one that a change of data_dirs left behind) is left alone
+    on both sides and reported, never downloaded and never deleted."""
+    return tracked_by(ScanRules.of(ws.config), repo.shape())
 
 
 def default_message(plan: Plan) -> str:
@@ -235,7 +248,8 @@ def sync(
         head, remote = read_remote(repo, base)
         check_history(ws, repo, base, head)
         resolutions = ws.resolutions()
-        plan = make_plan(local, base, remote, resolutions)
+        keep = tracked(ws, repo)
+        plan = make_plan(local, base, remote, resolutions, tracked=keep)
         log("planned", base=base.snapshot, head=head, counts=plan.counts())
         if dry_run:
             return Result(plan, snapshot=base.snapshot, problems=scan_result.problems, dry_run=True)
@@ -250,13 +264,13 @@ def sync(
             owner = LockOwner(user=user.user_id, tx=tx, operation="sync")
             timeout = user.lock_timeout if lock_timeout is None else lock_timeout
             with repo.lock(owner, timeout):
-                result.recovered = getattr(repo, "recovered", [])
+                result.recovered = list(repo.recovered)
                 latest = repo.head()
                 if latest != head:
                     # Someone committed between our plan and the lock: plan again on top.
                     log("replan", old_head=head, new_head=latest)
                     head, remote = read_remote(repo)
-                    plan = make_plan(local, base, remote, resolutions)
+                    plan = make_plan(local, base, remote, resolutions, tracked=keep)
                     result.plan = plan
                     _block_on_conflicts(ws, plan, user)
                     _guard_mass_delete(plan, base, allow_mass_delete)
@@ -371,16 +385,27 @@ def init(
     local = scan_result.manifest
     plan = make_plan(local, Manifest.empty(), Manifest.empty())
     tx = new_tx()
-    repo.create()
+    repo.create(ScanRules.of(config))
+    undone = False
     try:
         with repo.lock(LockOwner(user=user.user_id, tx=tx, operation="init"), 30):
-            record = run_remote(
-                repo, plan, root, tx, message or "initial snapshot", user.user_id, user.user_name
-            )
+            try:
+                record = run_remote(
+                    repo,
+                    plan,
+                    root,
+                    tx,
+                    message or "initial snapshot",
+                    user.user_id,
+                    user.user_name,
+                )
+            except BaseException:
+                undone = True
+                repo.destroy_new()  # under the lock, as the agent requires
+                raise
     except BaseException:
-        destroy = getattr(repo, "destroy_new", None)
-        if destroy is not None:
-            destroy()
+        if not undone:
+            repo.destroy_new()
         raise
     final = apply_changes(Manifest.empty(), remote_changes(plan), record.number, user.user_id)
     cfg_path = root / PROJECT_CONFIG
@@ -407,7 +432,7 @@ def clone(
     ws.ensure_dir()
     with ws.lock():
         scan_result = checked_scan(ws)
-        plan = make_plan(scan_result.manifest, Manifest.empty(), remote)
+        plan = make_plan(scan_result.manifest, Manifest.empty(), remote, tracked=tracked(ws, repo))
         clashes = [it for it in plan.items if it.state == S.sLxCR__L_ne_R]
         if clashes:
             listing = "\n".join(f"  {show(it.path)}" for it in clashes[:50])
@@ -436,8 +461,9 @@ def log_records(repo: Repository, limit: int | None = None) -> list[SnapshotReco
 
 def snapfetch(repo: Repository, snapshot: str, path: str, out: Path, force: bool = False) -> Entry:
     """Copy `path` as it was in `snapshot` to `out`, checked against that snapshot's hash."""
+    from dsg.fs.durable import CREATE_NEW
+    from dsg.fs.files import hash_file
     from dsg.sync.execute import with_suppress_unlink
-    from dsg.workcopy.scan import hash_file
 
     entry = repo.manifest(snapshot).get(path)
     if entry is None:
@@ -447,14 +473,18 @@ def snapfetch(repo: Repository, snapshot: str, path: str, out: Path, force: bool
         )
     if os.path.lexists(out) and not force:
         raise WorkingCopyError(f"{out} exists; choose another -o or pass --force")
-    tmp = out.with_name(f".{out.name}.dsg-tmp")
+    # A new temp name nobody can guess, created with O_EXCL|O_NOFOLLOW: a link planted at
+    # a predictable name would otherwise make this write a file outside the project.
+    tmp = out.with_name(f".{out.name}.dsg-tmp-{secrets.token_hex(8)}")
     if entry.is_link:
-        with_suppress_unlink(tmp)
         os.symlink(entry.target or "", tmp)
         os.replace(tmp, out)
         return entry
     try:
-        with repo.open_file(snapshot, path) as src, open(tmp, "wb") as dst:
+        with (
+            repo.open_file(snapshot, path) as src,
+            os.fdopen(os.open(tmp, CREATE_NEW, 0o666), "wb") as dst,
+        ):
             shutil.copyfileobj(src, dst, 1 << 20)
         if hash_file(tmp) != entry.hash:
             raise IntegrityError(

@@ -201,13 +201,34 @@ TxId = _str(r"\Atx-[0-9a-f]{6,32}\Z")
 LinkTarget = _str(min_length=1, max_length=4096)
 
 
+# Every string a peer sends is bounded: names and versions 128, paths and messages 4 KiB.
+Short = _str(max_length=128)
+PathText = _str(max_length=4096)
+ShapeText = _str(min_length=2, max_length=64 << 10)
+
+
 class Hello(_Msg):
     op: Literal["hello"]
     version: int
     # None: a session that only lists the caller's repositories (`list_repos`)
     project: ProjectName | None = None
-    repo_path: str | None = None
-    client: str = ""
+    repo_path: PathText | None = None
+    client: Short = ""
+
+
+class Create(_Msg):
+    op: Literal["create"]
+    shape: ShapeText | None = None  # the project's data dirs and ignore rules (rules.py)
+
+
+class LockOwnerMsg(_Msg):
+    user: Person
+    tx: Short
+    operation: Short = "sync"
+    host: Short = ""
+    pid: Annotated[int, msgspec.Meta(ge=0, le=1 << 31)] = 0
+    login: Short = ""
+    since: float = 0.0
 
 
 class Simple(_Msg):
@@ -215,7 +236,6 @@ class Simple(_Msg):
         "head",
         "history",
         "exists",
-        "create",
         "unlock",
         "abort",
         "bye",
@@ -252,7 +272,7 @@ class AddTag(_Msg):
 
 class Lock(_Msg):
     op: Literal["lock"]
-    owner: dict[str, Any]
+    owner: LockOwnerMsg
     timeout: Annotated[float, msgspec.Meta(ge=0, le=86400)]
 
 
@@ -296,6 +316,7 @@ class Commit(_Msg):
 
 REQUESTS: tuple[type[_Msg], ...] = (
     Hello,
+    Create,
     Simple,
     SnapshotReq,
     OpenFile,

@@ -27,6 +27,7 @@ from dsg import __version__
 from dsg.core.errors import ConfigError, TransportError
 
 PROJECT_CONFIG = ".dsgconfig.yml"
+USER_CONFIG = "dsg.yml"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 PROTOCOL_VERSION = 1  # protocol.py re-exports it; the agent checks it in the hello
 FRAME_HEAD = struct.Struct(">IB")  # every frame's header (length, type): see protocol.py
@@ -62,6 +63,57 @@ def find_project_root(start: Path | None = None) -> Path:
         f"no {PROJECT_CONFIG} found in {here} or any parent directory",
         hint="run dsg inside a project, or create one with 'dsg init'",
     )
+
+
+def user_config_dirs() -> list[Path]:
+    """Directories searched for the user's dsg.yml, lowest precedence first."""
+    dirs = [Path("/etc/dsg"), Path.home() / ".config" / "dsg"]
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    if xdg:
+        dirs.append(Path(xdg) / "dsg")
+    dsg_home = os.environ.get("DSG_CONFIG_HOME")
+    if dsg_home:
+        dirs.append(Path(dsg_home))
+    out: list[Path] = []
+    for d in dirs:
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def user_remote_command(host: str) -> str | None:
+    """The agent command to run on `host`, chosen by this user only: $DSG_REMOTE_COMMAND,
+    else `remote_command` in their dsg.yml (one command, or a mapping of repository host ->
+    command). Never from .dsgconfig.yml: a project file is written by every member, and a
+    command there would run as each colleague on the server. None: the default."""
+    env = os.environ.get("DSG_REMOTE_COMMAND")
+    if env:
+        return env
+    import yaml
+
+    found: str | None = None
+    for d in user_config_dirs():
+        f = d / USER_CONFIG
+        try:
+            data = yaml.safe_load(f.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read {f}: {e}") from e
+        value = data.get("remote_command") if isinstance(data, dict) else None
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            bare = _HOST.match(host)
+            value = value.get(host, value.get(bare["host"].strip("[]")) if bare else None)
+            if value is None:
+                continue
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(
+                f"{f}: remote_command must be a command, or a mapping of host -> command"
+            )
+        found = value
+    return found
 
 
 def is_local_host(host: str) -> bool:
@@ -185,9 +237,12 @@ def _early_session(data: Any) -> tuple[list[str], dict[str, Any]] | None:
         return None
     host, mountpoint = repo.get("host"), repo.get("mountpoint")
     user, port = repo.get("user"), repo.get("port")
-    command = repo.get("remote_command") or "dsg serve"
-    if not (isinstance(host, str) and isinstance(mountpoint, str) and isinstance(command, str)):
+    if not (isinstance(host, str) and isinstance(mountpoint, str)):
         return None
+    try:
+        command = user_remote_command(host) or "dsg serve"  # never the project file's
+    except ConfigError:
+        return None  # the command itself reports it
     if not (user is None or isinstance(user, str)) or not (port is None or isinstance(port, int)):
         return None
     if is_local_host(host):

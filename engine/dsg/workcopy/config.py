@@ -10,12 +10,16 @@ repository-centric format of the original dsg:
 
 The legacy form `transport: ssh` + `ssh: {host, path, name, type}` (and a `project:` wrapper)
 is read and converted. Unknown keys are errors that name the field and its line.
+
+`repository.remote_command` in the project file is ignored with a warning: the file is
+written by every member, so a command there would run as each colleague on the server. The
+agent command comes from the user's own `dsg.yml` or $DSG_REMOTE_COMMAND (`user_remote_command`).
 """
 
 from __future__ import annotations
 
-import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,11 +30,12 @@ from dsg.core.errors import ConfigError
 from dsg.fs.yamlfile import explain, load_yaml
 from dsg.wire.sshstart import LOCAL_HOSTS as LOCAL_HOSTS  # these live where the CLI starts early
 from dsg.wire.sshstart import PROJECT_CONFIG as PROJECT_CONFIG
+from dsg.wire.sshstart import USER_CONFIG as USER_CONFIG
 from dsg.wire.sshstart import find_project_root as find_project_root
 from dsg.wire.sshstart import is_local_host as is_local_host
-from dsg.workcopy.scan import DEFAULT_DATA_DIRS, DEFAULT_IGNORE_NAMES, DEFAULT_IGNORE_SUFFIXES
-
-USER_CONFIG = "dsg.yml"
+from dsg.wire.sshstart import user_config_dirs as user_config_dirs
+from dsg.wire.sshstart import user_remote_command as user_remote_command
+from dsg.workcopy.rules import DEFAULT_DATA_DIRS, DEFAULT_IGNORE_NAMES, DEFAULT_IGNORE_SUFFIXES
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -58,6 +63,8 @@ class RepositoryConfig(_Strict):
     pool: str | None = None
     user: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
+    # Set only by code (tests, tools that build a config); load_project_config drops it from
+    # the file, and to_yaml never writes it. Users set it in dsg.yml.
     remote_command: str | None = None
 
     @model_validator(mode="before")
@@ -117,6 +124,7 @@ class ProjectConfig(_Strict):
 
     def to_yaml(self) -> str:
         data = self.model_dump(exclude_none=True)
+        data["repository"].pop("remote_command", None)  # never in a project file
         if self.ignore == IgnoreRules():
             del data["ignore"]  # defaults apply; keep the file short
         return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
@@ -127,6 +135,9 @@ class UserConfig(_Strict):
     user_id: str
     lock_timeout: float = Field(default=600.0, ge=0)
     backup_on_conflict: bool = True
+    # The agent command on the repository host (one for every host, or host -> command);
+    # read by user_remote_command, which the early SSH start uses before this model loads.
+    remote_command: str | dict[str, str] | None = None
 
     @field_validator("user_id")
     @classmethod
@@ -178,29 +189,32 @@ def _from_legacy(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     return data, {"repository": "ssh", **key_map}
 
 
+_warned: set[Path] = set()
+
+
+def _drop_remote_command(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """The project file without `repository.remote_command`, with a warning (once)."""
+    repo = data.get("repository")
+    if not isinstance(repo, dict) or "remote_command" not in repo:
+        return data
+    if path not in _warned:
+        _warned.add(path)
+        sys.stderr.write(
+            f"dsg: warning: ignoring repository.remote_command in {path}: a project file is "
+            "written by every member and may not choose a command to run; set remote_command "
+            "in your own dsg.yml (or DSG_REMOTE_COMMAND) instead\n"
+        )
+    return {**data, "repository": {k: v for k, v in repo.items() if k != "remote_command"}}
+
+
 def load_project_config(path: Path) -> ProjectConfig:
     data, text = load_yaml(path)
     data, key_map = _from_legacy(data)
+    data = _drop_remote_command(path, data)
     try:
         return ProjectConfig.model_validate(data)
     except ValidationError as e:
         raise explain(path, text, e, key_map) from e
-
-
-def user_config_dirs() -> list[Path]:
-    """Directories searched for dsg.yml, lowest precedence first."""
-    dirs = [Path("/etc/dsg"), Path.home() / ".config" / "dsg"]
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    if xdg:
-        dirs.append(Path(xdg) / "dsg")
-    dsg_home = os.environ.get("DSG_CONFIG_HOME")
-    if dsg_home:
-        dirs.append(Path(dsg_home))
-    out: list[Path] = []
-    for d in dirs:
-        if d not in out:
-            out.append(d)
-    return out
 
 
 def load_user_config() -> UserConfig:

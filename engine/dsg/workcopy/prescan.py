@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsg.workcopy.scan import (
+from dsg.workcopy.rules import (
     DEFAULT_DATA_DIRS,
     DEFAULT_IGNORE_NAMES,
     DEFAULT_IGNORE_SUFFIXES,
-    ScanResult,
     ScanRules,
 )
+from dsg.workcopy.scan import ScanResult
 
 STATE_DIR = ".dsg"  # the working copy's own state (see workspace.py)
 _FORMAT = 1
@@ -113,7 +113,8 @@ def start(root: Path, data: Any, *, lock: bool) -> None:
 
 
 def _scan(root: Path, rules: ScanRules) -> bytes:
-    from dsg.workcopy.scan import HashCache, scan
+    from dsg.workcopy.hashcache import HashCache
+    from dsg.workcopy.scan import scan
 
     cache = HashCache.load(root / STATE_DIR / "hashcache.gz")
     result = scan(root, rules, cache)
@@ -131,7 +132,7 @@ def _scan(root: Path, rules: ScanRules) -> bytes:
 
 
 def _send(fd: int, payload: bytes) -> None:
-    from dsg.workcopy.scan import write_all
+    from dsg.fs.files import write_all
 
     write_all(fd, payload)
     os.close(fd)

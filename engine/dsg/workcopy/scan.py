@@ -7,172 +7,26 @@ local cache validated by (size, mtime_ns, ctime_ns, inode); only changed files a
 
 from __future__ import annotations
 
-import gzip
+import functools
 import os
-import re
 import stat as stat_mod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
 
-import orjson
-import xxhash
-
-from dsg.core.manifest import Entry, Manifest, atomic_write
+from dsg.core.manifest import Entry, Manifest
 from dsg.core.paths import (
     MAX_COMPONENT_BYTES,
     ODD_CHAR,
     case_twins,
+    link_problems,
     link_target_problem,
     name_problem,
     show,
 )
-
-if TYPE_CHECKING:  # the agent hashes with this module without the client's config models
-    from dsg.workcopy.config import ProjectConfig
-
-CHUNK = 1 << 20
-FIRST_READ = 256 << 10  # hash_file reads a file of up to this many bytes at once
-CONFLICT_COPY = re.compile(r"\.dsg-conflict-\d{8}T\d{6}Z-")
-
-StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
-
-
-def hash_file(path: str | os.PathLike[str]) -> bytes:
-    """xxh3-128 digest of a file's content.
-
-    Most files of a data tree are small: one read of up to FIRST_READ bytes and one more
-    that finds the end hash them, with no buffer or file object to set up (5 us a file
-    instead of 20 us, measured on 20,000 files of 3 KiB). A short read is not taken for
-    the end: only an empty one is (some filesystems, and pipes, return less than asked).
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        first = os.read(fd, FIRST_READ)
-        more = os.read(fd, FIRST_READ) if first else b""
-        if not more:
-            return xxhash.xxh3_128_digest(first)
-        h = xxhash.xxh3_128(first)
-        h.update(more)
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        while n := os.readv(fd, (buf,)):
-            h.update(view[:n])
-        return h.digest()
-    finally:
-        os.close(fd)
-
-
-def copy_hashing(
-    src: BinaryIO, out: BinaryIO, progress: Callable[[int], None] | None = None
-) -> tuple[int, bytes]:
-    """Copy `src` to `out`; returns (bytes copied, xxh3-128 digest of them)."""
-    h = xxhash.xxh3_128()
-    n = 0
-    while True:
-        chunk = src.read(CHUNK)
-        if not chunk:
-            break
-        h.update(chunk)
-        out.write(chunk)
-        n += len(chunk)
-        if progress:
-            progress(len(chunk))
-    return n, h.digest()
-
-
-def read_upto(src: BinaryIO, limit: int) -> bytes:
-    """All of `src` if it holds at most `limit` bytes; else its first limit+1 bytes (so the
-    caller sees it is too long without reading an oversize stream into memory)."""
-    data = src.read(limit + 1)
-    while len(data) <= limit and (more := src.read(limit + 1 - len(data))):
-        data += more
-    return data
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write all of `data` to the descriptor `fd` (os.write may write less at once)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def write_new(
-    path: str, data: bytes, mtime_ns: int, flags: int, mode: int, final_mode: int | None = None
-) -> None:
-    """Write `data` to `path` opened with `flags` (creating it with `mode`), set its mtime,
-    and `final_mode` if given (fchmod: whatever the umask). Descriptor calls only, no file
-    object: this runs once per small file stored or downloaded."""
-    fd = os.open(path, flags, mode)
-    try:
-        write_all(fd, data)
-        if final_mode is not None:
-            os.fchmod(fd, final_mode)
-        os.utime(fd, ns=(mtime_ns, mtime_ns))
-    finally:
-        os.close(fd)
-
-
-def hash_bytes(data: bytes) -> bytes:
-    return xxhash.xxh3_128_digest(data)
-
-
-class HashCache:
-    """path -> (size, mtime_ns, ctime_ns, inode, hash), stored in `.dsg/hashcache.gz` and
-    read on first use (a sync that finds its scan done and downloads nothing never reads it)."""
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path
-        self._data: dict[str, tuple[int, int, int, int, bytes]] | None = None
-        self.dirty = False
-
-    @classmethod
-    def load(cls, path: Path) -> HashCache:
-        return cls(path)
-
-    @property
-    def data(self) -> dict[str, tuple[int, int, int, int, bytes]]:
-        if self._data is None:
-            self._data = self._read()
-        return self._data
-
-    def _read(self) -> dict[str, tuple[int, int, int, int, bytes]]:
-        if self.path is None:
-            return {}
-        try:
-            rows = orjson.loads(gzip.decompress(self.path.read_bytes()))
-            return {r[0]: (r[1], r[2], r[3], r[4], bytes.fromhex(r[5])) for r in rows}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, EOFError, IndexError, TypeError, orjson.JSONDecodeError):
-            # A cache is only an optimisation: a damaged one is dropped and rebuilt.
-            self.dirty = True
-            return {}
-
-    def lookup(self, path: str, key: StatKey) -> bytes | None:
-        hit = self.data.get(path)
-        if hit is not None and hit[:4] == key:
-            return hit[4]
-        return None
-
-    def store(self, path: str, key: StatKey, digest: bytes) -> None:
-        self.data[path] = (*key, digest)
-        self.dirty = True
-
-    def retain(self, paths: set[str]) -> None:
-        gone = [p for p in self.data if p not in paths]
-        for p in gone:
-            del self.data[p]
-        if gone:
-            self.dirty = True
-
-    def save(self) -> None:
-        if self.path is None or not self.dirty or self._data is None:
-            return
-        rows = [[p, *v[:4], v[4].hex()] for p, v in self.data.items()]
-        atomic_write(self.path, gzip.compress(orjson.dumps(rows), compresslevel=1))
-        self.dirty = False
+from dsg.fs.files import hash_file
+from dsg.workcopy.hashcache import HashCache
+from dsg.workcopy.rules import ScanRules
 
 
 @dataclass
@@ -199,45 +53,6 @@ class ScanResult:
     @property
     def blocking(self) -> list[Problem]:
         return [p for p in self.problems if p.blocking]
-
-
-def stat_key(st: os.stat_result) -> StatKey:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
-DEFAULT_DATA_DIRS = ("input", "output", "frozen")
-DEFAULT_IGNORE_NAMES = (".DS_Store", "__pycache__", ".Rproj.user", "Thumbs.db")
-DEFAULT_IGNORE_SUFFIXES = (".tmp", ".pyc")
-
-
-@dataclass(frozen=True)
-class ScanRules:
-    """What a scan records: the data directories (`*`: all) and the ignore rules."""
-
-    data_dirs: frozenset[str] = frozenset(DEFAULT_DATA_DIRS)
-    names: frozenset[str] = frozenset(DEFAULT_IGNORE_NAMES)
-    suffixes: tuple[str, ...] = DEFAULT_IGNORE_SUFFIXES
-    paths: frozenset[str] = frozenset()
-
-    @classmethod
-    def of(cls, config: ProjectConfig) -> ScanRules:
-        return cls(
-            frozenset(config.data_dirs),
-            frozenset(config.ignore.names),
-            tuple(config.ignore.suffixes),
-            frozenset(config.ignore.paths),
-        )
-
-    @property
-    def all_dirs(self) -> bool:
-        return "*" in self.data_dirs
-
-    def ignored(self, name: str, rel: str) -> bool:
-        if name in self.names or rel in self.paths:
-            return True
-        if self.suffixes and name.endswith(self.suffixes):
-            return True
-        return ".dsg-conflict-" in name and bool(CONFLICT_COPY.search(name))
 
 
 def scan(
@@ -326,6 +141,7 @@ def scan(
                     )
 
     walk(root_s, "", False)
+    entries = _without_bad_links(root_s, entries, rules, problems)
     entries.sort(key=lambda e: e.path)
     for group in case_twins(e.path for e in entries):
         for p in group:
@@ -334,3 +150,23 @@ def scan(
     cache.retain({e.path for e in entries})
     result.manifest = Manifest(entries)
     return result
+
+
+def _without_bad_links(
+    root: str, entries: list[Entry], rules: ScanRules, problems: list[Problem]
+) -> list[Entry]:
+    """`entries` less the links whose target, resolved through the other links (those of
+    the tree and any on this disk), leaves the data directories: each is a blocking problem
+    (a colleague's copy would resolve it the same way)."""
+    links = {e.path: e.target for e in entries if e.target is not None}
+    if not links:
+        return entries
+
+    @functools.cache
+    def is_link(path: str) -> bool:
+        return path in links or os.path.islink(f"{root}/{path}")
+
+    bad = dict(link_problems(links, is_link, rules.data_dirs))  # type: ignore[arg-type]
+    for path, problem in bad.items():
+        problems.append(Problem(path, problem + "; change or remove the link to sync"))
+    return [e for e in entries if e.path not in bad] if bad else entries

@@ -23,12 +23,15 @@ from pathlib import Path
 import orjson
 
 from dsg.core.errors import ManifestError, WorkingCopyError
-from dsg.core.manifest import Manifest, SnapshotRecord, atomic_write
+from dsg.core.manifest import Manifest, SnapshotRecord
 from dsg.core.paths import show
 from dsg.core.plan import CHOICES, Item, Resolution, fingerprint
+from dsg.fs.durable import atomic_write, read_manifest, write_manifest
 from dsg.workcopy import prescan
 from dsg.workcopy.config import PROJECT_CONFIG, ProjectConfig, load_project_config
-from dsg.workcopy.scan import HashCache, ScanResult, ScanRules, scan
+from dsg.workcopy.hashcache import HashCache
+from dsg.workcopy.rules import ScanRules
+from dsg.workcopy.scan import ScanResult, scan
 
 STATE_DIR = prescan.STATE_DIR
 
@@ -82,7 +85,7 @@ class Workspace:
                 hint="run 'dsg clone' to fetch the repository (or 'dsg init' to create one)",
             )
         try:
-            return Manifest.read(self.dir / "base.manifest.gz")
+            return read_manifest(self.dir / "base.manifest.gz")
         except ManifestError as e:
             raise WorkingCopyError(
                 f"the working copy's base manifest is damaged: {e.message}",
@@ -101,7 +104,7 @@ class Workspace:
 
     def set_base(self, manifest: Manifest, record: SnapshotRecord | None) -> None:
         self.ensure_dir()
-        manifest.write(self.dir / "base.manifest.gz")
+        write_manifest(self.dir / "base.manifest.gz", manifest)
         if record is not None:
             atomic_write(self.dir / "base.json", record.to_bytes())
 
