@@ -10,6 +10,17 @@ from typing import Any
 
 import orjson
 
+MAX_FIELD = 1024  # characters of one string field: a reason, a path, a hint
+MAX_EVENT = 16 << 10  # bytes of one line: a log never grows by more than this per event
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_FIELD:
+        return value[:MAX_FIELD] + "…"
+    if isinstance(value, list | tuple) and len(value) > 64:
+        return [*value[:64], f"… {len(value) - 64} more"]
+    return value
+
 
 def new_tx() -> str:
     return "tx-" + uuid.uuid4().hex[:12]
@@ -33,11 +44,15 @@ class EventLog:
             "cmd": self.command,
             "event": event,
             "pid": os.getpid(),
-            **fields,
+            **{k: _bounded(v) for k, v in fields.items()},
         }
+        line = orjson.dumps(rec, default=str)
+        if len(line) > MAX_EVENT:
+            line = orjson.dumps({**{k: rec[k] for k in ("ts", "level", "tx", "cmd", "event")},
+                                 "truncated": len(line)})  # fmt: skip
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "ab") as f:
-                f.write(orjson.dumps(rec, default=str) + b"\n")
+                f.write(line + b"\n")
         except OSError:
             pass

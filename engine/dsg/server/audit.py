@@ -52,8 +52,27 @@ def format_record(action: str, fields: dict[str, Any], *, now: float | None = No
         raise ValueError(f"audit records never carry {sorted(bad)}")
     t = time.time() if now is None else now
     ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
-    rec = {"ts": ts, "action": action, **{k: v for k, v in fields.items() if v is not None}}
-    return orjson.dumps(rec, default=str) + b"\n"
+    rec = {"ts": ts, "action": action}
+    rec.update((k, bounded(v)) for k, v in fields.items() if v is not None)
+    line = orjson.dumps(rec, default=str)
+    if len(line) > MAX_RECORD:  # never more than a bounded line, whatever a peer sent
+        rec = {"ts": ts, "action": action, "truncated": True, "bytes": len(line)}
+        line = orjson.dumps(rec)
+    return line + b"\n"
+
+
+MAX_FIELD = 256  # characters of one string field (names, versions, addresses: all shorter)
+MAX_ITEMS = 64
+MAX_RECORD = 4096
+
+
+def bounded(value: Any) -> Any:
+    """A field as the audit log keeps it: long strings cut, long lists cut."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_FIELD else value[:MAX_FIELD] + "…"
+    if isinstance(value, list | tuple):
+        return [bounded(v) for v in value[:MAX_ITEMS]]
+    return value
 
 
 class AuditLog:
