@@ -85,15 +85,16 @@ class Host:
         return sum(f.stat().st_size for f in self.logs.iterdir() if f.is_file())
 
     def session(self, project: str | None = "proj", **hello: Any) -> Peer:
-        return Peer(self, project, **hello)
+        argv = [DSG, "serve", "--access-file", str(self.access_file), "--log-dir", str(self.logs)]
+        return Peer(argv, project, **hello)
 
 
 class Peer:
-    """One agent session driven by hand."""
+    """One agent session driven by hand: `argv` runs the agent (directly, or through ssh)."""
 
-    def __init__(self, host: Host, project: str | None, **hello: Any) -> None:
+    def __init__(self, argv: list[str], project: str | None, **hello: Any) -> None:
         self.proc = subprocess.Popen(
-            [DSG, "serve", "--access-file", str(host.access_file), "--log-dir", str(host.logs)],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
