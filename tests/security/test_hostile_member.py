@@ -100,6 +100,9 @@ def test_a_legacy_repository_without_a_shape_cannot_reach_a_colleagues_code(host
     assert tree_outside_data(ben.root) == before
     out = ben.cli("status")
     assert "not synced here" in out.stdout and "Makefile" in out.stdout
+    checked = orjson.loads(ben.cli("validate-snapshot", "--json").stdout)
+    assert checked["outside_shape"] == [] and checked["outside_shape_count"] == 0  # no shape,
+    # no hidden names: the legacy repository's paths are reported only by a colleague's rules
 
 
 def test_a_colleagues_copy_is_byte_identical_outside_its_data_dirs_after_a_sync(
@@ -245,3 +248,43 @@ def test_a_read_member_cannot_write_anything(team, host: Host) -> None:
         assert resp["ok"] is False and resp["error"]["kind"] == "permission_denied", resp
     peer.close()
     assert host.repo().head() == "s1"
+
+
+def test_an_admin_records_the_shape_of_a_legacy_repository(host: Host) -> None:
+    """`dsg admin set-shape` on the host closes the legacy gap; a member cannot widen it."""
+    import subprocess
+
+    from tests.helpers import DSG
+
+    peer = host.session()
+    assert peer.call({"op": "create"})["ok"]  # made by an old client: no shape
+    peer.begin(None)
+    assert peer.put_file("Makefile", b"committed before the shape\n")["ok"]
+    assert peer.commit()["ok"]
+    peer.close()
+
+    def admin(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [DSG, "admin", "set-shape", "proj", "--access-file", str(host.access_file),
+             "--log-dir", str(host.logs), "--json", *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    shown = orjson.loads(admin().stdout)
+    assert shown["shape"] is None
+    done = admin("--data-dir", "input", "--data-dir", "output")
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["shape"]["data_dirs"] == ["input", "output"]
+    assert b"project.set-shape" in (host.logs / "audit.jsonl").read_bytes()
+    bad = admin("--data-dir", "../x")
+    assert bad.returncode == 1 and "not a plain directory name" in bad.stdout
+
+    from dsg.admin.validate import validate_snapshot
+
+    assert validate_snapshot(host.repo(), "s1", None).outside_shape == ["Makefile"]
+    mallory = host.session()
+    mallory.begin("s1")
+    assert mallory.put_file("Makefile", b"evil\n")["ok"] is False
+    assert mallory.put_file("task1/frozen/x.csv", b"x\n")["ok"] is False  # not in this shape
+    assert mallory.put_file(A, b"a\n")["ok"]
+    mallory.close()

@@ -257,6 +257,9 @@ class SnapshotCheck:
     complete: bool = False
     elapsed: float = 0.0
     progress_file: str | None = None
+    # paths a colleague's dsg will not apply: outside the repository's shape, or hidden names
+    # (committed before the agent checked them); reported, never applied
+    outside_shape: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -282,6 +285,8 @@ class SnapshotCheck:
             "resumed_from": self.resumed_from,
             "verified_through": self.verified_through,
             "mismatches": [m.to_dict() for m in self.mismatches],
+            "outside_shape": self.outside_shape[:1000],
+            "outside_shape_count": len(self.outside_shape),
             "elapsed_seconds": round(self.elapsed, 3),
             "progress_file": self.progress_file,
         }
@@ -407,6 +412,10 @@ def validate_snapshot(
         sum(e.size for e in files),
         len(manifest) - len(files),
     )
+    shape = repo.shape()
+    check.outside_shape = [
+        e.path for e in manifest if (not shape.tracks(e.path) if shape else ("/." in f"/{e.path}"))
+    ]
     if record.manifest_digest != check.manifest_digest:
         check.digest_problem = (
             f"manifest digest {check.manifest_digest} differs from the record's "

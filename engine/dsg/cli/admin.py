@@ -247,3 +247,73 @@ def upgrade_repo(
         return doc
 
     run("admin upgrade-repo", json_mode, body)
+
+
+@commands.command("set-shape")
+def set_shape(
+    project: Annotated[str, typer.Argument(help="the project, as named in the access file")],
+    data_dir: Annotated[
+        list[str] | None,
+        typer.Option("--data-dir", help="a data directory name (repeat; '*' for all)"),
+    ] = None,
+    ignore_name: Annotated[list[str] | None, typer.Option("--ignore-name")] = None,
+    ignore_suffix: Annotated[list[str] | None, typer.Option("--ignore-suffix")] = None,
+    access_file: AccessOpt = "",
+    log_dir: Annotated[str, typer.Option("--log-dir", help="default /var/log/dsg")] = "",
+    json_mode: JsonOpt = False,
+) -> None:
+    """Show, or record, the data directories and ignore rules a project's repository accepts
+    (its shape). Only here, on the repository host: a member's .dsgconfig.yml never widens it.
+    Without --data-dir it prints the recorded shape. Audited."""
+    from dsg.backends.base import LockOwner
+    from dsg.backends.registry import open_local
+    from dsg.fs.log import new_tx
+    from dsg.server.audit import AuditLog
+    from dsg.workcopy.rules import DEFAULT_IGNORE_NAMES, DEFAULT_IGNORE_SUFFIXES, ScanRules
+
+    def body() -> dict[str, Any]:
+        access = _access(access_file)
+        p = access.projects.get(project)
+        if p is None:
+            raise UsageError(f"no project {project!r} in the access file")
+        repo = open_local(p.type, Path(p.mountpoint), project, p.pool)
+        old = repo.shape()
+        if not data_dir:
+            shape = old
+            if not json_mode:
+                out.print(
+                    f"{project}: " + (f"data dirs {shape.describe()}" if shape else "no shape")
+                )
+            return {"project": project, "shape": _shape_doc(shape)}
+        shape = ScanRules(
+            frozenset(data_dir),
+            frozenset(ignore_name if ignore_name is not None else DEFAULT_IGNORE_NAMES),
+            tuple(ignore_suffix if ignore_suffix is not None else DEFAULT_IGNORE_SUFFIXES),
+        )
+        shape = ScanRules.from_json(shape.to_json(), origin="the new shape")  # checked alike
+        owner = LockOwner(user=f"admin:{os.getuid()}", tx=new_tx(), operation="set-shape")
+        with repo.lock(owner, 60):
+            repo.set_shape(shape)
+        audit = AuditLog.in_dir(Path(log_dir or os.environ.get("DSG_LOG_DIR", "/var/log/dsg")))
+        audit.record(
+            "project.set-shape",
+            project=project,
+            login=os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid()),
+            data_dirs=sorted(shape.data_dirs),
+            previous=sorted(old.data_dirs) if old else None,
+        )
+        if not json_mode:
+            out.print(f"{project}: data dirs now {shape.describe()}")
+        return {"project": project, "shape": _shape_doc(shape), "previous": _shape_doc(old)}
+
+    run("admin set-shape", json_mode, body)
+
+
+def _shape_doc(shape: Any) -> dict[str, Any] | None:
+    if shape is None:
+        return None
+    return {
+        "data_dirs": sorted(shape.data_dirs),
+        "ignore_names": sorted(shape.names),
+        "ignore_suffixes": list(shape.suffixes),
+    }

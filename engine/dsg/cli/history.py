@@ -273,6 +273,16 @@ def validate_snapshot_cmd(
                 + "\n".join(lines),
                 doc,
             )
+        if not json_mode and check.outside_shape:
+            shown = ", ".join(show(p) for p in check.outside_shape[:5])
+            out.print(
+                Text(
+                    f"warning: {len(check.outside_shape)} path(s) of {snap} are outside the "
+                    f"project's data dirs or hidden ({shown}); dsg never applies them to a "
+                    "working copy",
+                    style="yellow",
+                )
+            )
         if not json_mode and check.complete:
             out.print(Text(f"{snap} is intact", style="green"))
         return doc
