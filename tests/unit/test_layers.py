@@ -145,3 +145,18 @@ def test_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
     got = list(imports_of("dsg.core.m", f, {"dsg.cli.daily", "dsg.sync.ops"}))
     assert got == [("dsg.cli.daily", 2), ("dsg.sync.ops", 3)]
     assert all(layer_of(t) > layer_of("dsg.core.m") for t, _ in got)
+
+
+def test_the_public_api_resolves_and_costs_nothing_until_used() -> None:
+    import subprocess
+    import sys
+
+    import dsg
+
+    for name in dsg.__all__:
+        assert getattr(dsg, name) is not None, name
+    code = "import sys, dsg; print(sorted(m for m in sys.modules if m.startswith('dsg.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+    with pytest.raises(AttributeError):
+        dsg.no_such_name  # noqa: B018

@@ -202,7 +202,7 @@ class Manifest:
             "count": len(self.entries),
             "digest": self._digest,
         }
-        # Level 1: a third of level 6's time for 6% more bytes (20,000 entries: 15 vs 43 ms).
+        # Level 1: much faster than level 6 for a few percent more bytes.
         return gzip.compress(orjson.dumps(header) + b"\n" + body, compresslevel=1, mtime=0)
 
     @staticmethod

@@ -131,9 +131,8 @@ FSYNC_EACH_MAX = 128  # above this many files, one syncfs(2) is cheaper than an 
 def flush_written(files: Collection[str], dirs: Collection[str], fs_path: Path) -> None:
     """Make durable what a transaction wrote. A few files and directories get an fsync each:
     a small commit then neither waits for nor flushes other writers' dirty data on a shared
-    filesystem (measured here: 60-140 ms of someone else's writeback, against 2-8 ms for its
-    own 50 files). Many get one syncfs(2) of `fs_path`'s filesystem, which is far cheaper
-    than thousands of fsyncs. A writeback error is raised either way."""
+    filesystem. Many get one syncfs(2) of `fs_path`'s filesystem, far cheaper than thousands
+    of fsyncs. A writeback error is raised either way."""
     if len(files) > FSYNC_EACH_MAX:
         sync_filesystem(fs_path)
         return

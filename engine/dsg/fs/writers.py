@@ -1,14 +1,10 @@
 """Writing many small files: in the calling thread, or from a few threads once the
 filesystem proves slow.
 
-Creating a file costs 20 us on a quiet disk and 0.4 ms or more on a busy one (measured on
-the lab machine, minutes apart). Threads overlap that latency, 2-3x faster on a slow disk,
-but on a fast one they make things slower: every system call of the calling thread then
-hands the GIL back and forth (a 5,000-file upload to tmpfs took 0.42 s in one thread and
-0.93 s with writer threads). So writes run in the calling thread, timed, until the mean
-of the last PROBE is above SLOW_S; from then on they go to the threads. (The first few
-writes tell little: on the lab machine the first 32 of a 5,000-file upload took 70 us
-each, the next 500 0.9 ms each.)
+Threads overlap the latency of creating files on a slow disk but slow a fast one down (the
+GIL changes hands at every system call), so writes run in the calling thread, timed, until
+the mean of the last PROBE is above SLOW_S; from then on they go to the threads. The
+measurements behind this are in docs/performance.md ("Writing many small files").
 
 `DSG_WRITERS=threads` hands every write after the first to the threads, `serial` none
 (tests run both ways; `auto`, the default, decides as above).

@@ -43,11 +43,9 @@ Progress = Callable[[int], None]
 
 # Many small downloads are written through `Writers` (from a few threads once the disk
 # proves slow), requested interleaved across their directories (`interleave_by_dir`): ext4
-# serializes creations within one directory, so threads overlap latency only across them.
-# 5,000 files of 2 KiB, 50 directories, on a slow disk: 1.4-2.1 s with one writer, 0.55 s
-# with four; four writers in one directory: no faster than one. A file of at most
-# SMALL_FILE bytes is read whole and hash-checked before it is handed over; larger ones
-# stream to disk in this thread.
+# serializes creations within one directory, so threads overlap latency only across them
+# (docs/performance.md). A file of at most SMALL_FILE bytes is read whole and hash-checked
+# before it is handed over; larger ones stream to disk in this thread.
 SMALL_FILE = 1 << 20
 
 

@@ -42,11 +42,9 @@ SSH_OPTIONS = (
     "-o", "ServerAliveCountMax=4",
     "-o", "ConnectTimeout=30",
 )  # fmt: skip
-# The pipes to and from ssh are widened from the kernel's 64 KiB to this (Linux's default
-# unprivileged maximum). ssh then moves a download in fewer, larger writes and the client
-# reads it in fewer system calls: a 20,000-file clone on tmpfs went from 1.66-1.73 s to
-# 1.42-1.50 s (medians), ssh's own kernel time from 0.2 to 0.1 s. Where the kernel refuses
-# (a lower limit, another OS), the pipes keep their size.
+# Pipes to and from ssh widened from 64 KiB to Linux's unprivileged maximum: fewer, larger
+# writes and reads per download (figures: docs/performance.md). Kept as they are where the
+# kernel refuses.
 PIPE_SIZE = 1 << 20
 _HOST = re.compile(
     r"^(?:(?P<user>[^@:/\s]+)@)?(?P<host>[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$"

@@ -101,7 +101,7 @@ def start(root: Path, data: Any, *, lock: bool) -> None:
             os.closerange(3, w)
             os.closerange(w + 1, 1 << 16)
             # Speculative work: it yields to the command's own start and to ssh's handshake
-            # (a 1% sync of 20,000 files over the lab SSH: 0.536 -> 0.518 s, median of 8).
+            # (docs/performance.md, "The prescan").
             with contextlib.suppress(OSError):
                 os.nice(10)
             _send(w, _scan(root, rules))
