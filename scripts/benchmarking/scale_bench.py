@@ -43,6 +43,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -144,8 +145,16 @@ def run(argv: list[str], *, cwd: Path | None = None, env: dict | None = None) ->
         cmd = [TIME, "-f", "%M %U %S", "-o", str(rss_file), *argv] if TIME else argv
         with open(Path(tmp, "out"), "w+b") as out, open(Path(tmp, "err"), "w+b") as err:
             t = time.perf_counter()
-            p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err)
-            _, status, ru = os.wait4(p.pid, 0)
+            # A session of its own, so that a stopped benchmark stops the whole command.
+            p = subprocess.Popen(
+                cmd, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True
+            )
+            try:
+                _, status, ru = os.wait4(p.pid, 0)
+            except BaseException:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+                raise
             elapsed = time.perf_counter() - t
             p.returncode = os.waitstatus_to_exitcode(status)
             out.seek(0)
@@ -392,8 +401,9 @@ class Bench:
         self.sproj = self.w / "sshproj"
         quiet(["cp", "-al", str(tree), str(self.sproj)])
         serve = f"{self.dsg} serve --access-file {base}/access.yml --log-dir {base}/logs"
-        self.project_config(self.sproj, "scale", base / "repos", "lab-alice", serve)
-        self.senv = {**self.env, "DSG_SSH_COMMAND": self.rsh}
+        self.project_config(self.sproj, "scale", base / "repos", "lab-alice")
+        # The agent command is the user's (dsg ignores one in a project file).
+        self.senv = {**self.env, "DSG_SSH_COMMAND": self.rsh, "DSG_REMOTE_COMMAND": serve}
         t, rss, _, _ = run([str(self.dsg), "init", "-m", "s1"], cwd=self.sproj, env=self.senv)
         self.say(f"dsg init over SSH: {t:.1f} s, {rss / 2**20:.0f} MB (one run, for setup)")
         quiet(self.ssh_rsync())
@@ -421,14 +431,13 @@ class Bench:
 
     # -- output ---------------------------------------------------------------------------
 
-    def project_config(self, root: Path, name: str, base: Path, host="localhost", serve=None):
+    def project_config(self, root: Path, name: str, base: Path, host="localhost"):
         lines = [
             f"name: {name}",
             "repository:",
             "  type: posix",
             f"  host: {host}",
             f"  mountpoint: {base}",
-            *([f"  remote_command: {serve}"] if serve else []),
             "data_dirs: [input, output, frozen]",
         ]
         (root / ".dsgconfig.yml").write_text("\n".join(lines) + "\n")
@@ -555,6 +564,10 @@ def rm(path: Path) -> None:
     subprocess.run(["rm", "-rf", "--", str(path)], check=True)
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--files", type=int, default=100_000, help="files in the tree")
@@ -584,6 +597,10 @@ def main() -> None:
         if not shutil.which(tool):
             sys.exit(f"{tool} is needed")
     args.json_only = args.json == "-"
+    # Stopped (kill, or Ctrl-C even where a background shell ignores SIGINT): unwind, so the
+    # work directory (GBs at 1M files) is removed.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _stop)
     if args.json_only:  # the table goes to stderr, the JSON alone to stdout
         with contextlib.redirect_stdout(sys.stderr):
             bench = Bench(args)
