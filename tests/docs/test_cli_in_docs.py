@@ -16,7 +16,8 @@ DSG = ROOT / ".venv" / "bin" / "dsg"
 DOCS = sorted([*(ROOT / "docs").glob("*.md"), *(ROOT / "docs" / "examples").glob("*.md")])
 # `dsg` where a command starts: a line's start, a prompt, or after && ; | ( or a cron field
 COMMAND = re.compile(
-    r"(?:^|\$ |&& |; |\| |\( |\* root |/usr/local/bin/)dsg ((?:admin )?[a-z][a-z-]*)([^;|&#`]*)"
+    r"(?:^|\$ |&& |; |\| |\( |\* root |/usr/local/bin/)dsg ((?:admin )?[a-z][a-z-]*)(?=\s|$)"
+    r"([^;|&#`]*)"
 )
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z-]*|-[a-zA-Z])\b")
 

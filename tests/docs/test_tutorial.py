@@ -73,13 +73,10 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
     # what the tutorial tells the reader they will see
     assert "s1 with 2 entries" in out, out
     assert "committed s2" in out and "no new snapshot; now at s2" in out, out
-    # mistake 1: status shows the typo's effect on the codebook (as a deletion, or, since
-    # a change of rules is no longer a deletion, as a path no longer synced)
-    assert re.search(
-        r"To delete in the repository \(1\):\n.*task1/frozen/codebook.csv"
-        r"|not synced here:.*\(task1/frozen/codebook.csv\)",
-        out,
-    ), out
+    # mistake 1: the typo leaves the codebook alone and says so; the fix brings it back
+    typo, fixed = out.split("=== block 7 ")[1].split("=== block 8 ")
+    assert re.search(r"not synced here:.*\(task1/frozen/codebook.csv\)", typo), typo
+    assert "delete" not in typo and "not synced" not in fixed.split("=== block 9 ")[0], out
     assert re.search(r"To delete in the repository \(1\):\n.*task1/input/interviews.csv", out)
     assert out.count("Up to date") >= 3, out
     assert "1 conflict(s) block the sync; nothing was changed" in out and "exit 3" in out, out
