@@ -5,30 +5,30 @@ Printing and argument handling only; the work is in `history.py` and `validate.p
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.text import Text
 
 from dsg.admin import validate
 from dsg.backends.base import Repository
 from dsg.backends.registry import open_repository
-from dsg.cli.common import JsonOpt, err, out, project, project_relative, run, snapshot_arg, stack
+from dsg.cli.common import (
+    JsonOpt,
+    out,
+    project,
+    project_relative,
+    run,
+    stack,
+    transfer_progress,
+)
 from dsg.core.errors import DsgError, UsageError, WorkingCopyError
 from dsg.core.manifest import SnapshotRecord
 from dsg.core.paths import show, show_text
 from dsg.sync import history
+from dsg.sync.refs import resolve_ref
 
 commands = typer.Typer()
 
@@ -140,17 +140,20 @@ def validate_error(message: str, details: dict[str, Any]) -> ValidationFailed:
 def validate_file_cmd(
     path: Annotated[str, typer.Argument(help="file path (relative to the project or cwd)")],
     snapshot: Annotated[
-        str, typer.Option("--snapshot", "-s", help="compare with this snapshot (default: base)")
+        str,
+        typer.Option(
+            "--snapshot", "-s", metavar="REF", help="compare with this snapshot (default: base)"
+        ),
     ] = "",
     json_mode: JsonOpt = False,
 ) -> None:
     """Re-hash a local file and compare it with the base (or a snapshot's) manifest entry."""
 
     def body() -> dict[str, Any]:
-        snap = snapshot_arg(snapshot) if snapshot else None
         ws, config = project()
         rel = project_relative(ws.root, path)
-        repo = stack.enter_context(closing(open_repository(config))) if snap else None
+        repo = stack.enter_context(closing(open_repository(config))) if snapshot else None
+        snap = resolve_ref(repo, snapshot) if repo is not None else None
         check = validate.validate_file(ws, rel, repo, snap)
         if check.expected is None:
             raise WorkingCopyError(f"{show(rel)} is not in {check.against}")
@@ -192,30 +195,28 @@ def _fmt(d: dict[str, Any] | None) -> str:
 def _progress_bar(
     enabled: bool, label: str
 ) -> Iterator[tuple[Callable[[validate.SnapshotCheck], None], Callable[[int], None]] | None]:
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as prog:
-        task = prog.add_task(label, total=None)
+    with transfer_progress(enabled, label) as t:
+        if t is None:
+            yield None
+            return
 
         def start(c: validate.SnapshotCheck) -> None:
-            prog.update(task, total=c.bytes_total, completed=c.bytes_verified)
+            t.start(c.files_verified, c.files_total, c.bytes_verified, c.bytes_total)
 
-        yield start, lambda n: prog.advance(task, n)
+        def one_file(n: int) -> None:
+            t(n)
+            t.file_done()
+
+        yield start, one_file
 
 
 @commands.command("validate-snapshot")
 def validate_snapshot_cmd(
     snapshot: Annotated[
-        str, typer.Option("--snapshot", "-s", help="snapshot id (default: the head)")
+        str,
+        typer.Option(
+            "--snapshot", "-s", metavar="REF", help="sN, a tag or head~N (default: the head)"
+        ),
     ] = "",
     max_duration: Annotated[
         float | None,
@@ -237,7 +238,7 @@ def validate_snapshot_cmd(
             raise UsageError("--max-duration must be 0 or more seconds")
         ws, config = project()
         repo = stack.enter_context(closing(open_repository(config)))
-        snap = snapshot_arg(snapshot) if snapshot else repo.head()
+        snap = resolve_ref(repo, snapshot) if snapshot else repo.head()
         if snap is None:
             raise WorkingCopyError(f"repository {config.name} has no snapshots yet")
         with _progress_bar(not json_mode, f"validating {snap}") as bar:

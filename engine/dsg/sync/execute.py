@@ -39,7 +39,35 @@ from dsg.workcopy.hashcache import HashCache, StatKey, stat_key
 
 register("execute.after_remote_commit", "execute.after_first_local", "execute.before_base")
 
+# Called with the bytes just moved. A display may also listen for the plan's totals
+# (`expect(files, bytes)`, from `announce`) and for each file done (`file_done()`).
 Progress = Callable[[int], None]
+
+
+def transfer_totals(plan: Plan) -> tuple[int, int]:
+    """The files (links aside) and bytes a plan moves, both ways."""
+    files = nbytes = 0
+    for it in plan.items:
+        e = {Action.upload: it.local, Action.download: it.remote, Action.restore: it.base}.get(
+            it.action
+        )
+        if e is not None and not e.is_link:
+            files += 1
+            nbytes += e.size
+    return files, nbytes
+
+
+def announce(progress: Progress | None, plan: Plan) -> None:
+    expect = getattr(progress, "expect", None)
+    if expect is not None:
+        expect(*transfer_totals(plan))
+
+
+def _file_done(progress: Progress | None) -> None:
+    done = getattr(progress, "file_done", None)
+    if done is not None:
+        done()
+
 
 # Many small downloads are written through `Writers` (from a few threads once the disk
 # proves slow), requested interleaved across their directories (`interleave_by_dir`): ext4
@@ -60,6 +88,7 @@ def run_remote(
     progress: Progress | None = None,
 ) -> SnapshotRecord:
     """Stage every repository-side action of `plan` and commit it as the next snapshot."""
+    announce(progress, plan)
     txn = repo.begin(plan.remote_id, tx)
     try:
         # Uploads first (one path is in one item only, so the order changes nothing),
@@ -76,6 +105,7 @@ def run_remote(
                     txn.put_file(e.path, f, e.size, e.mtime, e.hash)  # type: ignore[arg-type]
                 if progress:
                     progress(e.size)
+                    _file_done(progress)
         for it in plan.items:
             if it.action == Action.delete_remote:
                 txn.delete(it.path)
@@ -346,6 +376,7 @@ def with_suppress_unlink(p: Path | str) -> None:
 
 def run_local(applier: LocalApplier, plan: Plan, head: str | None) -> None:
     """Apply the local side of `plan`; downloads come from snapshot `head`."""
+    announce(applier.progress, plan)
     first = True
     deletes: list[tuple[Item, Entry | None, bool]] = []
     fetches: list[tuple[Item, Entry, str, Entry | None, bool]] = []
@@ -377,6 +408,7 @@ def run_local(applier: LocalApplier, plan: Plan, head: str | None) -> None:
                 for path, src in files:
                     it, entry = wanted[path]
                     applier.receive(it, entry, snap, src)
+                    _file_done(applier.progress)
                     if first:
                         crash_point("execute.after_first_local")  # the first is written here
                         first = False
