@@ -159,7 +159,7 @@ def test_metrics_file(
     text = target.read_text()
     names = assert_valid_exposition(text)
     for name in (
-        "dsg_project_head_snapshot", "dsg_project_snapshots_total",
+        "dsg_project_head_snapshot", "dsg_project_snapshots",
         "dsg_project_last_sync_timestamp_seconds", "dsg_project_bytes", "dsg_project_files",
     ):  # fmt: skip
         assert name in names
@@ -167,7 +167,7 @@ def test_metrics_file(
               for line in text.splitlines() if not line.startswith("#")}  # fmt: skip
     assert values['dsg_project_up{project="proj"}'] == 1
     assert values['dsg_project_head_snapshot{project="proj"}'] == 2
-    assert values['dsg_project_snapshots_total{project="proj"}'] == 2
+    assert values['dsg_project_snapshots{project="proj"}'] == 2
     assert values['dsg_project_files{project="proj"}'] == 4
     assert values['dsg_project_bytes{project="proj"}'] == 4 + 4 + 2 + 4
     assert (

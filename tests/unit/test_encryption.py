@@ -6,7 +6,14 @@ import pytest
 
 from dsg.admin.backup import BackupDiverged, check_raw_target
 from dsg.admin.health import Status, evaluate_encryption, locked_snapshot_check
-from dsg.zfs.ops import KeyState, Zfs, key_location_url, no_encryption_property, parse_key_state
+from dsg.zfs.ops import (
+    KeyState,
+    Platform,
+    Zfs,
+    key_location_url,
+    no_encryption_property,
+    parse_key_state,
+)
 
 DS = "tank/dsg/sealed"
 
@@ -68,11 +75,23 @@ def test_health_encryption_decision() -> None:
     assert locked.status is Status.UNKNOWN and "key is not loaded" in locked.message
 
 
-def test_raw_send_flag() -> None:
-    assert Zfs._send_args("t/a@s2", "@s1", False, True, raw=True) == [
+def _platform(fuse: bool) -> Platform:
+    return Platform(is_zfs_fuse=fuse, snapshot_dir=not fuse, allow=not fuse, encryption=not fuse,
+                    rename_mounted=not fuse, parsable_pool_list=not fuse, holds_list=not fuse,
+                    pool_version=23 if fuse else None)  # fmt: skip
+
+
+def test_send_flags() -> None:
+    openzfs = Zfs(zfs="zfs", zpool="zpool", platform=_platform(False))
+    assert openzfs._send_args("t/a@s2", "@s1", False, True, raw=True) == [
         "send", "-w", "-p", "-i", "@s1", "t/a@s2",
     ]  # fmt: skip
-    assert Zfs._send_args("t/a@s1", None, False, True) == ["send", "-p", "t/a@s1"]
+    # not raw: large records whole, blocks compressed as stored, small blocks embedded
+    assert openzfs._send_args("t/a@s1", None, False, True) == [
+        "send", "-L", "-c", "-e", "-p", "t/a@s1",
+    ]  # fmt: skip
+    fuse = Zfs(zfs="zfs", zpool="zpool", platform=_platform(True))
+    assert fuse._send_args("t/a@s1", None, False, True) == ["send", "-p", "t/a@s1"]
 
 
 def test_raw_incremental_needs_a_raw_received_copy() -> None:

@@ -395,3 +395,22 @@ def test_autosnap_freshness_per_retention_class() -> None:
         ("s2", 300),
     ]
     assert autosnap_freshness(snaps) == {"hourly": 200, "daily": 150}
+
+
+def test_the_nagios_line_carries_perfdata() -> None:
+    report = Report(
+        [
+            Check("pool_health", "tank", Status.OK, "pool is ONLINE"),
+            Check("pool_capacity", "tank", Status.CRITICAL, "95% used", 95, 80, 90),
+            Check("snapshot_age", "it's=x", Status.OK, "fresh", 3600.5, 86400, None),
+        ]
+    )
+    line = report.plugin_line()
+    summary, _, perf = line.partition(" | ")
+    assert summary == report.summary() and "|" not in summary
+    assert re.findall(r"'(?:[^']|'')*'=\S*", perf) == [
+        "'pool_capacity tank'=95;80;90",
+        "'snapshot_age it''s_x'=3600.5;86400",
+    ]
+    assert report.to_dict()["perfdata"] == perf
+    assert Report([Check("pool_health", "tank", Status.OK, "ok")]).plugin_line().count("|") == 0

@@ -326,12 +326,30 @@ class Report:
             text += " - " + "; ".join(f"{c.check} {c.target}: {c.message}" for c in bad)
         return text
 
+    def perfdata(self) -> str:
+        """Nagios performance data: one `'check target'=value;warn;crit` per measured check,
+        for graphing by the monitoring system (plugin guidelines' label quoting)."""
+        out = []
+        for c in self.checks:
+            if c.value is None:
+                continue
+            label = f"{c.check} {c.target}".replace("'", "''").replace("=", "_")
+            fields = [f"{c.value:g}"] + [("" if t is None else f"{t:g}") for t in (c.warn, c.crit)]
+            out.append(f"'{label}'=" + ";".join(fields).rstrip(";"))
+        return " ".join(out)
+
+    def plugin_line(self) -> str:
+        """The first line a Nagios plugin prints: the summary, then `|` and the perfdata."""
+        perf = self.perfdata()
+        return f"{self.summary()} | {perf}" if perf else self.summary()
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "status": self.status.name,
             "exit_code": int(self.status),
             "now": self.now.isoformat(),
             "summary": self.summary(),
+            "perfdata": self.perfdata(),
             "checks": [c.to_dict() for c in self.checks],
         }
 

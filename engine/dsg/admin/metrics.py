@@ -9,7 +9,7 @@ Per project (label `project`), from the head snapshot's record:
 
     dsg_project_up                          1 when the repository could be read, else 0
     dsg_project_head_snapshot               N of the head sN (0: empty repository)
-    dsg_project_snapshots_total             committed snapshots present (counter)
+    dsg_project_snapshots                   committed snapshots present (gauge: can drop)
     dsg_project_last_sync_timestamp_seconds when the head was committed (Unix time)
     dsg_project_bytes                       bytes of data in the head snapshot
     dsg_project_files                       entries (files and links) in the head snapshot
@@ -253,9 +253,7 @@ def collect(
     now = now or datetime.now(UTC)
     up = Family("dsg_project_up", "1 when the project's repository could be read, else 0")
     head = Family("dsg_project_head_snapshot", "Number N of the head snapshot sN (0: empty)")
-    total = Family(
-        "dsg_project_snapshots_total", "Committed snapshots in the repository", "counter"
-    )
+    total = Family("dsg_project_snapshots", "Committed snapshots in the repository", "gauge")
     last = Family(
         "dsg_project_last_sync_timestamp_seconds",
         "When the head snapshot was committed, seconds since the Unix epoch",

@@ -123,7 +123,7 @@ def health(
             }
         )
     else:
-        print(report.summary())
+        print(report.plugin_line())
         sys.stdout.flush()
         for c in report.checks:
             out.print(Text(c.line(), style=STYLES[c.status]))
