@@ -61,8 +61,10 @@ def help_of(*args):
             assert e.code in (0, None), (args, e.code)
     return buf.getvalue()
 
-names = re.findall(r"\u2502 ([a-z][a-z-]+) ", help_of())
-admin = ["admin " + n for n in re.findall(r"\u2502 ([a-z][a-z-]+) ", help_of("admin"))]
+# a command's row: "| name  ..." in rich's boxes, "  name  ..." in click's plain layout
+ROW = re.compile(r"(?m)^(?:\u2502 |  )([a-z][a-z-]+)(?= |$)")
+names = ROW.findall(help_of())
+admin = ["admin " + n for n in ROW.findall(help_of("admin"))]
 print(json.dumps({c: help_of(*c.split()) for c in [n for n in names if n != "admin"] + admin}))
 """
 
