@@ -42,6 +42,7 @@ def role_module(relpath: str) -> ModuleType:
 access_filters = role_module("dsg_access/filter_plugins/dsg_access.py")
 zfs_filters = role_module("dsg_datasets/filter_plugins/dsg_zfs.py")
 zfs_allow = role_module("dsg_access/library/dsg_zfs_allow.py")
+timers = role_module("dsg_timers/filter_plugins/dsg_timers.py")
 
 
 def _ansible_playbook() -> str:

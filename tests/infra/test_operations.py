@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from tests.infra import declared as decl
 from tests.infra.conftest import check_path, need_group, report
 
 # crontab(5): NAME=value lines, then "<5 fields or @nickname> <user> <command>".
@@ -50,6 +51,63 @@ def check_cron(problems: list[str], host: Any, path: str, jobs: list[dict[str, A
             problems.append(f"{path}: undeclared job line {line!r}")
 
 
+def uses_timers(host: Any, scheduler: str) -> bool:
+    """The roles' choice: systemd timers where systemd runs (scheduler auto), or as set."""
+    if scheduler in ("systemd", "cron"):
+        return scheduler == "systemd"
+    return host.file("/run/systemd/system").is_directory
+
+
+def check_timers(
+    problems: list[str], host: Any, prefix: str, jobs: list[dict[str, Any]],
+    success: dict[str, list[int]] | None = None,
+) -> None:  # fmt: skip
+    """Each job's timer (OnCalendar= from its schedule, Persistent=) enabled and active, and
+    its service running exactly the declared command (role dsg_timers)."""
+    t = decl.timers
+    for job in jobs:
+        unit = t.dsg_timers_unit_name(prefix, job["name"])
+        for suffix in ("service", "timer"):
+            check_path(problems, host, f"/etc/systemd/system/{unit}.{suffix}", "regular",
+                       "root", "root", 0o644)  # fmt: skip
+        timer = host.file(f"/etc/systemd/system/{unit}.timer")
+        if timer.exists:
+            got = [ln for ln in timer.content_string.splitlines() if ln.startswith("OnCalendar=")]
+            want = [f"OnCalendar={c}" for c in t.dsg_timers_oncalendar(job["schedule"])]
+            if got != want:
+                problems.append(f"{unit}.timer: {got}, the inventory declares {want}")
+            if "Persistent=true" not in timer.content_string:
+                problems.append(f"{unit}.timer: not Persistent=true")
+        service = host.file(f"/etc/systemd/system/{unit}.service")
+        if service.exists:
+            lock = ["/usr/bin/flock", "-n", "-E", "75", job["lock"]] if job.get("lock") else []
+            want = "ExecStart=" + t.dsg_timers_exec(lock + job["argv"])
+            if want not in service.content_string.splitlines():
+                problems.append(f"{unit}.service: the {job['name']} job differs; declared: {want}")
+            if "OnFailure=dsg-job-failed@%n.service" not in service.content_string:
+                problems.append(f"{unit}.service: no OnFailure=")
+            codes = {75, *(success or {}).get(job["name"], [])}
+            line = next((ln for ln in service.content_string.splitlines()
+                         if ln.startswith("SuccessExitStatus=")), "")  # fmt: skip
+            if {int(c) for c in line.split("=", 1)[-1].split()} != codes:
+                problems.append(f"{unit}.service: {line!r}, expected exit codes {sorted(codes)}")
+        r = host.run("systemctl is-enabled %s.timer; systemctl is-active %s.timer", unit, unit)
+        if r.stdout.split() != ["enabled", "active"]:
+            problems.append(f"{unit}.timer: {' '.join(r.stdout.split())}, not enabled and active")
+
+
+def check_schedule(
+    problems: list[str], host: Any, section: dict[str, Any], prefix: str,
+    success: dict[str, list[int]] | None = None,
+) -> None:  # fmt: skip
+    if uses_timers(host, section.get("scheduler", "auto")):
+        if host.file(section["cron_file"]).exists:
+            problems.append(f"{section['cron_file']}: present beside the systemd timers")
+        check_timers(problems, host, prefix, section["jobs"], success)
+    else:
+        check_cron(problems, host, section["cron_file"], section["jobs"])
+
+
 def test_monitoring_config_and_schedule(host, declared):
     need_group(declared, "dsg_servers")
     mon = declared["monitoring"]
@@ -72,7 +130,7 @@ def test_monitoring_config_and_schedule(host, declared):
                         f"{cfg}: {key} is {(got or {}).get(key, '<missing>')!r}, the inventory "
                         f"declares {want.get(key, '<nothing>')!r}"
                     )
-    check_cron(problems, host, mon["cron_file"], mon["jobs"])
+    check_schedule(problems, host, mon, "dsg-monitoring", {"health": [1, 2]})
     check_path(problems, host, mon["textfile_dir"], "directory", "root", "root", 0o755)
     check_path(problems, host, mon["state_dir"], "directory", "root", "root", 0o750)
     for job in mon["jobs"]:
@@ -91,7 +149,7 @@ def test_backup_schedule_and_datasets(host, declared):
             problems.append(f"{bk['cron_file']}: present, but no backup target is declared")
         report(problems, "backups")
         return
-    check_cron(problems, host, bk["cron_file"], bk["jobs"])
+    check_schedule(problems, host, bk, "dsg-backup")
     datasets = []
     if bk["local"] and bk["create_target"]:
         datasets.append(bk["target"])

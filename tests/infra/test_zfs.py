@@ -9,6 +9,7 @@ import pytest
 
 from tests.infra import declared as decl
 from tests.infra.conftest import check_path, need_group, report, sh
+from tests.infra.test_operations import check_timers, uses_timers
 
 
 def zfs_props(host: Any, dataset: str, props: list[str]) -> dict[str, tuple[str, str]] | None:
@@ -49,7 +50,9 @@ def test_pools_online_with_declared_properties(host, declared):
             got = pool_property(host, name, prop)
             if got != want:
                 problems.append(f"pool {name}: {prop} is {got!r}, the inventory declares {want!r}")
-    if zh["scrub_enabled"]:
+    if zh["scrub_enabled"] and uses_timers(host, zh.get("scheduler", "auto")):
+        check_timers(problems, host, "dsg-zfs-scrub", zh["scrub_jobs"])
+    elif zh["scrub_enabled"]:
         cron = host.file(zh["scrub_cron_file"])
         text = cron.content_string if cron.exists else ""
         for pool in zh["pools"]:
