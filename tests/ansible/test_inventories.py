@@ -25,10 +25,16 @@ SHARED = ("all", "dsg_zfs_hosts", "dsg_servers")
 PAIRED_GROUPS = ("dsg_servers", "dsg_backup_hosts")
 
 
+_RESOLVED: dict[str, dict[str, Any]] = {}
+
+
 def inventory(ansible_tools, env: str) -> dict[str, Any]:
-    run = ansible_tools.run("ansible-inventory", "-i", f"inventories/{env}", "--list")
-    assert run.returncode == 0, run.explain()
-    return json.loads(run.stdout)
+    """`ansible-inventory --list` of inventories/<env> (once per test session)."""
+    if env not in _RESOLVED:
+        run = ansible_tools.run("ansible-inventory", "-i", f"inventories/{env}", "--list")
+        assert run.returncode == 0, run.explain()
+        _RESOLVED[env] = json.loads(run.stdout)
+    return _RESOLVED[env]
 
 
 def group_hosts(inv: dict[str, Any], group: str) -> list[str]:
