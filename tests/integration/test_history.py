@@ -147,7 +147,8 @@ def test_validate_file(team: tuple[Researcher, Researcher]) -> None:
     proc = bob.cli("validate-file", A)
     assert proc.returncode == 1 and "missing" in proc.stderr
     assert bob.cli("validate-file", "task1/input/none.csv").returncode == 1
-    assert bob.cli("validate-file", A, "--snapshot", "x").returncode == 2
+    assert bob.cli("validate-file", A, "--snapshot", "x").returncode == 1  # no tag x
+    assert bob.cli("validate-file", A, "--snapshot", "not a ref").returncode == 2
 
 
 def test_validate_config(team: tuple[Researcher, Researcher]) -> None:

@@ -19,7 +19,6 @@ from dsg.cli.common import (
     project,
     project_relative,
     run,
-    snapshot_arg,
     stack,
     transfer_progress,
 )
@@ -28,6 +27,7 @@ from dsg.core.errors import ConfigError, UsageError
 from dsg.core.paths import show, show_text
 from dsg.core.plan import Action, Plan
 from dsg.sync import ops
+from dsg.sync.refs import resolve_ref, tags_by_snapshot
 from dsg.workcopy.config import (
     PROJECT_CONFIG,
     IgnoreRules,
@@ -36,6 +36,7 @@ from dsg.workcopy.config import (
     load_project_config,
     load_user_config,
 )
+from dsg.workcopy.rules import ScanRules
 
 commands = typer.Typer()
 
@@ -221,7 +222,11 @@ def sync(
         bool, typer.Option("--continue", help="apply choices from .dsg/conflicts.txt first")
     ] = False,
     allow_mass_delete: Annotated[
-        bool, typer.Option("--allow-mass-delete", help="allow deleting most local files")
+        bool,
+        typer.Option(
+            "--allow-mass-delete",
+            help="allow deleting many files (more than the limits in .dsgconfig.yml 'safety:')",
+        ),
     ] = False,
     lock_timeout: Annotated[
         float | None, typer.Option("--lock-timeout", help="seconds to wait for the repository lock")
@@ -289,21 +294,28 @@ def resolve(
 
 @commands.command("log")
 def log_cmd(
+    ref: Annotated[
+        str,
+        typer.Argument(metavar="[REF]", help="start at this snapshot: sN, a tag, head~N"),
+    ] = "",
     limit: Annotated[int, typer.Option("-n", "--limit", help="how many snapshots")] = 20,
     json_mode: JsonOpt = False,
 ) -> None:
-    """The repository's snapshots, newest first."""
+    """The repository's snapshots, newest first (from REF back), with their tags."""
 
     def body() -> dict[str, Any]:
         _, config = project()
         repo = stack.enter_context(closing(open_repository(config)))
-        recs = ops.log_records(repo, limit if limit > 0 else None)
+        start = resolve_ref(repo, ref) if ref else None
+        recs = ops.log_records(repo, limit if limit > 0 else None, start)
+        tagged = tags_by_snapshot(repo)
         if not json_mode:
             for r in recs:
                 who = f"{r.author_name} <{r.author}>"
                 if r.login_differs:  # what the host authenticated, beside what was claimed
                     who += f" [login {r.login}]"
-                out.print(Text(show_text(f"{r.id:<6} {r.created_at}  {who}"), style="bold"))
+                names = f"  ({', '.join(tagged[r.id])})" if r.id in tagged else ""
+                out.print(Text(show_text(f"{r.id:<6} {r.created_at}  {who}{names}"), style="bold"))
                 out.print(Text(f"       {show_text(r.message)}  ({r.entry_count} entries)"))
         return {
             "snapshots": [
@@ -319,6 +331,7 @@ def log_cmd(
                     "manifest_digest": r.manifest_digest,
                     "chain": r.chain,
                     "login": r.login or None,
+                    "tags": tagged.get(r.id, []),
                 }
                 for r in recs
             ]
@@ -348,7 +361,13 @@ def tag(
     name: Annotated[str, typer.Argument(help="tag name, e.g. v1.0")],
     message: Annotated[str, typer.Option("-m", "--message", help="why this snapshot")] = "",
     snapshot: Annotated[
-        str, typer.Option("--snapshot", "-s", help="snapshot to tag (default: the head)")
+        str,
+        typer.Option(
+            "--snapshot",
+            "-s",
+            metavar="REF",
+            help="snapshot to tag: sN, a tag, head~N (default: the head)",
+        ),
     ] = "",
     json_mode: JsonOpt = False,
 ) -> None:
@@ -358,7 +377,7 @@ def tag(
         _, config = project()
         user = load_user_config()
         repo = stack.enter_context(closing(open_repository(config)))
-        snap = snapshot_arg(snapshot) if snapshot else repo.head()
+        snap = resolve_ref(repo, snapshot) if snapshot else repo.head()
         if snap is None:
             raise UsageError("the repository has no snapshot to tag yet")
         info = repo.add_tag(name, snap, message, user.user_id)
@@ -433,34 +452,72 @@ def list_repos(
 @commands.command()
 def snapfetch(
     path: Annotated[str, typer.Argument(help="file path (relative to the project or cwd)")],
-    snapshot: Annotated[str, typer.Option("--snapshot", "-s", help="snapshot id, e.g. s12")],
-    output: Annotated[str, typer.Option("-o", "--output", help="where to write it")] = "",
+    snapshot: Annotated[
+        str, typer.Option("--snapshot", "-s", metavar="REF", help="sN, a tag, head or head~N")
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "-o",
+            "--output",
+            help="where to write it (default: stdout when it is not a terminal, else "
+            "NAME.sN.EXT in the current directory, or the project root inside a data dir)",
+        ),
+    ] = "",
     force: Annotated[bool, typer.Option("--force", help="overwrite --output")] = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Fetch a file as it was in a past snapshot (hash-checked against that snapshot)."""
+    """Fetch a file as it was in a past snapshot (hash-checked against that snapshot).
+
+    Without -o it never writes into a data dir: to stdout when that is a pipe or a file,
+    else next to you (or at the project root when you are inside a data dir). To put a
+    file back in its place, use 'dsg restore PATH --snapshot REF'.
+    """
 
     def body() -> dict[str, Any]:
-        snap = snapshot_arg(snapshot)
         ws, config = project()
         repo = stack.enter_context(closing(open_repository(config)))
+        snap = resolve_ref(repo, snapshot)
         rel = project_relative(ws.root, path)
-        stem, _, ext = Path(rel).name.rpartition(".")
-        default = f"{stem}.{snap}.{ext}" if stem else f"{Path(rel).name}.{snap}"
-        out_path = Path(output or default).absolute()
+        if not output and not json_mode and not sys.stdout.isatty():
+            entry = ops.snapfetch_to(repo, snap, rel, sys.stdout.buffer)
+            return {"path": rel, "snapshot": snap, "output": "-", "entry": entry.to_dict()}
+        out_path = Path(output).absolute() if output else _fetch_default(ws, rel, snap)
         entry = ops.snapfetch(repo, snap, rel, out_path, force)
         if not json_mode:
             by = show_text(entry.user)
             out.print(Text(f"{show(rel)} from {snap} (changed in s{entry.snap} by {by})"))
-            out.print(Text(f"  -> {out_path}"))
+            out.print(
+                Text(f"  written to {out_path}" + ("" if output else " (outside the data dirs)"))
+            )
         return {"path": rel, "snapshot": snap, "output": str(out_path), "entry": entry.to_dict()}
 
     run("snapfetch", json_mode, body)
 
 
+def _fetch_default(ws: Any, rel: str, snap: str) -> Path:
+    """`NAME.sN.EXT` in the current directory, or at the project root when the current
+    directory is inside a data dir: a fetched file never appears in a data dir (the next
+    sync would upload it)."""
+    stem, _, ext = Path(rel).name.rpartition(".")
+    name = f"{stem}.{snap}.{ext}" if stem else f"{Path(rel).name}.{snap}"
+    rules = ScanRules.of(ws.config)
+    for where in (Path.cwd(), ws.root):
+        cand = where.absolute() / name
+        inside = str(cand).startswith(str(ws.root) + "/")
+        if not inside or not rules.tracks(str(cand)[len(str(ws.root)) + 1 :]):
+            return cand
+    raise UsageError(
+        "every path in this project is in a data dir (data_dirs: '*'): say where with -o, "
+        f"or redirect: dsg snapfetch {rel} -s {snap} > FILE"
+    )
+
+
 @commands.command()
 def snapmount(
-    snapshot: Annotated[str, typer.Option("--snapshot", "-s", help="snapshot id, e.g. s12")],
+    snapshot: Annotated[
+        str, typer.Option("--snapshot", "-s", metavar="REF", help="sN, a tag, head or head~N")
+    ],
     mountpoint: Annotated[
         str, typer.Option("--mountpoint", help="directory to show it at (default .dsg/mnt/sN)")
     ] = "",
@@ -469,9 +526,9 @@ def snapmount(
     """Browse a past snapshot read-only (undo with 'dsg snapumount')."""
 
     def body() -> dict[str, Any]:
-        snap = snapshot_arg(snapshot)
         ws, config = project()
         repo = stack.enter_context(closing(open_repository(config)))
+        snap = resolve_ref(repo, snapshot)
         where = Path(mountpoint).absolute() if mountpoint else ws.dir / "mnt" / snap
         ops.snapmount(repo, snap, where)
         if not json_mode:

@@ -21,7 +21,6 @@ from dsg.cli.common import (
     project,
     project_relative,
     run,
-    snapshot_arg,
     stack,
     transfer_progress,
 )
@@ -29,6 +28,7 @@ from dsg.core.errors import DsgError, UsageError, WorkingCopyError
 from dsg.core.manifest import SnapshotRecord
 from dsg.core.paths import show, show_text
 from dsg.sync import history
+from dsg.sync.refs import resolve_ref
 
 commands = typer.Typer()
 
@@ -140,17 +140,20 @@ def validate_error(message: str, details: dict[str, Any]) -> ValidationFailed:
 def validate_file_cmd(
     path: Annotated[str, typer.Argument(help="file path (relative to the project or cwd)")],
     snapshot: Annotated[
-        str, typer.Option("--snapshot", "-s", help="compare with this snapshot (default: base)")
+        str,
+        typer.Option(
+            "--snapshot", "-s", metavar="REF", help="compare with this snapshot (default: base)"
+        ),
     ] = "",
     json_mode: JsonOpt = False,
 ) -> None:
     """Re-hash a local file and compare it with the base (or a snapshot's) manifest entry."""
 
     def body() -> dict[str, Any]:
-        snap = snapshot_arg(snapshot) if snapshot else None
         ws, config = project()
         rel = project_relative(ws.root, path)
-        repo = stack.enter_context(closing(open_repository(config))) if snap else None
+        repo = stack.enter_context(closing(open_repository(config))) if snapshot else None
+        snap = resolve_ref(repo, snapshot) if repo is not None else None
         check = validate.validate_file(ws, rel, repo, snap)
         if check.expected is None:
             raise WorkingCopyError(f"{show(rel)} is not in {check.against}")
@@ -210,7 +213,10 @@ def _progress_bar(
 @commands.command("validate-snapshot")
 def validate_snapshot_cmd(
     snapshot: Annotated[
-        str, typer.Option("--snapshot", "-s", help="snapshot id (default: the head)")
+        str,
+        typer.Option(
+            "--snapshot", "-s", metavar="REF", help="sN, a tag or head~N (default: the head)"
+        ),
     ] = "",
     max_duration: Annotated[
         float | None,
@@ -232,7 +238,7 @@ def validate_snapshot_cmd(
             raise UsageError("--max-duration must be 0 or more seconds")
         ws, config = project()
         repo = stack.enter_context(closing(open_repository(config)))
-        snap = snapshot_arg(snapshot) if snapshot else repo.head()
+        snap = resolve_ref(repo, snapshot) if snapshot else repo.head()
         if snap is None:
             raise WorkingCopyError(f"repository {config.name} has no snapshots yet")
         with _progress_bar(not json_mode, f"validating {snap}") as bar:

@@ -1,7 +1,8 @@
 """Exceptions and the stable exit codes of the `dsg` command.
 
 Exit codes (a contract: scripts and tests drive them):
-  0 ok, 1 error, 2 usage, 3 sync blocked by conflicts (nothing changed).
+  0 ok, 1 error, 2 usage, 3 sync blocked by conflicts (nothing changed),
+  4 sync stopped by the mass-delete guard (nothing changed; --allow-mass-delete).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_CONFLICTS = 3
+EXIT_MASS_DELETE = 4
 
 
 class DsgError(Exception):
@@ -113,6 +115,19 @@ class HeadMoved(RepositoryError):
 class ConflictsBlocked(DsgError):
     exit_code = EXIT_CONFLICTS
     kind = "conflicts"
+
+
+class MassDelete(DsgError):
+    """A sync (or revert) would delete more files than the project's safety limits allow."""
+
+    exit_code = EXIT_MASS_DELETE
+    kind = "mass_delete"
+
+
+class UnknownRef(DsgError):
+    """A snapshot reference (sN, a tag, head, head~N) that names no snapshot."""
+
+    kind = "unknown_ref"
 
 
 class WorkingCopyError(DsgError):

@@ -10,20 +10,21 @@ import os
 import secrets
 import shutil
 import threading
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from dsg.backends.base import LockOwner, Repository
 from dsg.core.changes import apply_changes
 from dsg.core.compare import S
 from dsg.core.errors import (
     ConflictsBlocked,
-    DsgError,
     IntegrityError,
     ManifestError,
+    MassDelete,
     PathError,
     RepositoryError,
     RepositoryExists,
@@ -36,7 +37,7 @@ from dsg.core.paths import show
 from dsg.core.plan import Action, Item, Plan, make_plan, remote_changes
 from dsg.fs.log import EventLog, new_tx
 from dsg.sync.execute import LocalApplier, Progress, run_local, run_remote
-from dsg.workcopy.config import PROJECT_CONFIG, ProjectConfig, UserConfig
+from dsg.workcopy.config import PROJECT_CONFIG, ProjectConfig, SafetyRules, UserConfig
 from dsg.workcopy.rules import ScanRules, tracked_by
 from dsg.workcopy.scan import Problem, ScanResult
 from dsg.workcopy.workspace import Workspace
@@ -44,9 +45,6 @@ from dsg.workcopy.workspace import Workspace
 register("sync.after_plan")
 
 T = TypeVar("T")
-
-MASS_DELETE_MIN = 10
-MASS_DELETE_FRACTION = 0.5
 
 
 @dataclass
@@ -193,16 +191,100 @@ def _block_on_conflicts(ws: Workspace, plan: Plan, user: UserConfig) -> None:
     )
 
 
-def _guard_mass_delete(plan: Plan, base: Manifest, allow: bool) -> None:
-    n = len(plan.by_action(Action.delete_local))
-    if allow or n < MASS_DELETE_MIN or n <= MASS_DELETE_FRACTION * max(len(base), 1):
+def deletions(plan: Plan) -> tuple[list[str], list[str]]:
+    """The paths a plan deletes: in the repository, and in this working copy."""
+    remote, local = [], []
+    for it in plan.items:
+        if it.action == Action.delete_remote or (
+            it.action == Action.restore and it.base is None and it.remote is not None
+        ):
+            remote.append(it.path)
+        if it.action == Action.delete_local or (
+            it.action == Action.restore and it.base is None and it.local is not None
+        ):
+            local.append(it.path)
+    return remote, local
+
+
+def is_mass_delete(n: int, total: int, safety: SafetyRules) -> bool:
+    """More than `max_delete_count` files AND more than `max_delete_share` of `total`."""
+    return n > safety.max_delete_count and n > safety.max_delete_share * max(total, 1)
+
+
+def where(paths: list[str], examples: int = 5) -> tuple[list[str], list[tuple[str, int]]]:
+    """A few example paths and the directories that hold the most of `paths` (their common
+    directory when they share one: the `rm -rf` that removed them)."""
+    parents = [p.rpartition("/")[0] or "." for p in paths]
+    common = os.path.commonpath(parents) if parents and "." not in parents else ""
+    if common and len(set(parents)) > 1:
+        return paths[:examples], [(common, len(paths))]
+    return paths[:examples], Counter(parents).most_common(3)
+
+
+def guard_mass_delete(
+    remote_deletes: list[str],
+    remote_total: int,
+    local_deletes: list[str],
+    local_total: int,
+    safety: SafetyRules,
+    allow: bool,
+    command: str = "dsg sync",
+) -> None:
+    """Stop (MassDelete, nothing changed) before deleting a large part of the project, in
+    either direction: files missing here (an `rm -rf`) would be deleted in the repository,
+    or files deleted in the repository (a colleague's mistake) would be deleted here."""
+    if allow:
         return
-    raise DsgError(
-        f"this sync would delete {n} of the {len(base)} files in your working copy because "
-        "they were deleted in the repository",
-        hint="check 'dsg status' and 'dsg log'; if that is intended, run 'dsg sync "
-        "--allow-mass-delete' (the files stay in the repository's history)",
+    found = []
+    if is_mass_delete(len(remote_deletes), remote_total, safety):
+        found.append(
+            ("repository", remote_deletes, remote_total, "they are missing from this working copy")
+        )
+    if is_mass_delete(len(local_deletes), local_total, safety):
+        found.append(
+            ("working copy", local_deletes, local_total, "they were deleted in the repository")
+        )
+    if not found:
+        return
+    lines, details = [], []
+    for side, paths, total, why in found:
+        examples, dirs = where(paths)
+        share = 100 * len(paths) / max(total, 1)
+        in_dirs = ", ".join(f"{show(d)}/ ({n})" for d, n in dirs)
+        lines.append(
+            f"{command} would delete {len(paths)} of the {total} files in the {side} "
+            f"({share:.0f}%) because {why}; mostly in {in_dirs}; e.g. "
+            + ", ".join(show(p) for p in examples)
+        )
+        details.append(
+            {
+                "side": "remote" if side == "repository" else "local",
+                "count": len(paths),
+                "total": total,
+                "examples": examples,
+                "directories": [{"path": d, "count": n} for d, n in dirs],
+            }
+        )
+    raise MassDelete(
+        "\n".join(lines) + "\nnothing was changed",
+        hint="if files were deleted by mistake, 'dsg restore PATH' brings yours back (and a "
+        "colleague's deletion can be undone with 'dsg revert'); if it is intended, run "
+        f"'{command} --allow-mass-delete' (the files stay in the repository's history). "
+        f"The limits ({safety.max_delete_count} files and {safety.max_delete_share:.0%}) are "
+        "'safety:' in .dsgconfig.yml",
+        details={
+            "deletions": details,
+            "max_delete_count": safety.max_delete_count,
+            "max_delete_share": safety.max_delete_share,
+        },
     )
+
+
+def _guard_mass_delete(
+    plan: Plan, base: Manifest, remote: Manifest, safety: SafetyRules, allow: bool
+) -> None:
+    remote_deletes, local_deletes = deletions(plan)
+    guard_mass_delete(remote_deletes, len(remote), local_deletes, len(base), safety, allow)
 
 
 def _check_tree_shape(plan: Plan, remote: Manifest) -> None:
@@ -254,7 +336,7 @@ def sync(
         if dry_run:
             return Result(plan, snapshot=base.snapshot, problems=scan_result.problems, dry_run=True)
         _block_on_conflicts(ws, plan, user)
-        _guard_mass_delete(plan, base, allow_mass_delete)
+        _guard_mass_delete(plan, base, remote, ws.config.safety, allow_mass_delete)
         _check_tree_shape(plan, remote)
         crash_point("sync.after_plan")
 
@@ -273,7 +355,7 @@ def sync(
                     plan = make_plan(local, base, remote, resolutions, tracked=keep)
                     result.plan = plan
                     _block_on_conflicts(ws, plan, user)
-                    _guard_mass_delete(plan, base, allow_mass_delete)
+                    _guard_mass_delete(plan, base, remote, ws.config.safety, allow_mass_delete)
                 if plan.changes_remote:
                     record = run_remote(
                         repo,
@@ -450,10 +532,18 @@ def clone(
         return Result(plan, snapshot=head, problems=scan_result.problems)
 
 
-def log_records(repo: Repository, limit: int | None = None) -> list[SnapshotRecord]:
-    out = []
-    for rec in repo.history():
+def log_records(
+    repo: Repository, limit: int | None = None, start: str | None = None
+) -> list[SnapshotRecord]:
+    """Records from the head (or from snapshot `start`) back towards s1, newest first."""
+    out: list[SnapshotRecord] = []
+    snap = start or repo.head()
+    while snap:
+        rec = repo.record(snap)
+        if out and rec.number >= out[-1].number:
+            break  # a parent link that does not go back in time: 'dsg validate-chain' says so
         out.append(rec)
+        snap = rec.parent
         if limit is not None and len(out) >= limit:
             break
     return out
@@ -496,6 +586,33 @@ def snapfetch(repo: Repository, snapshot: str, path: str, out: Path, force: bool
     except BaseException:
         with_suppress_unlink(tmp)
         raise
+    return entry
+
+
+def snapfetch_to(repo: Repository, snapshot: str, path: str, dst: BinaryIO) -> Entry:
+    """Write `path` as it was in `snapshot` to the stream `dst` (stdout). The hash is checked
+    as the bytes pass: a mismatch is an error after they were written."""
+    from dsg.fs.files import copy_hashing
+
+    entry = repo.manifest(snapshot).get(path)
+    if entry is None:
+        raise WorkingCopyError(
+            f"{show(path)} is not in snapshot {snapshot}",
+            hint="'dsg list-files' shows paths; 'dsg log' lists snapshots",
+        )
+    if entry.is_link:
+        raise WorkingCopyError(
+            f"{show(path)} in {snapshot} is a symbolic link to {show(entry.target or '')}",
+            hint="give -o PATH to recreate the link there",
+        )
+    with repo.open_file(snapshot, path) as src:
+        n, got = copy_hashing(src, dst)
+    dst.flush()
+    if n != entry.size or got != entry.hash:
+        raise IntegrityError(
+            f"{show(path)} in {snapshot} does not match its manifest; the output is damaged",
+            hint="run 'dsg validate-snapshot' and tell your admin",
+        )
     return entry
 
 

@@ -7,6 +7,7 @@ repository-centric format of the original dsg:
     repository: {type: posix, host: localhost, mountpoint: /var/repos/dsg}
     data_dirs: [input, output, frozen]
     ignore: {names: [.DS_Store], suffixes: [.tmp], paths: [task1/input/secret.csv]}
+    safety: {max_delete_count: 50, max_delete_share: 0.2}   # optional: the mass-delete guard
 
 The legacy form `transport: ssh` + `ssh: {host, path, name, type}` (and a `project:` wrapper)
 is read and converted. Unknown keys are errors that name the field and its line.
@@ -92,11 +93,21 @@ class RepositoryConfig(_Strict):
         return "local" if is_local_host(self.host) else "ssh"
 
 
+class SafetyRules(_Strict):
+    """When a sync stops and asks for `--allow-mass-delete`: it would delete more than
+    `max_delete_count` files AND more than `max_delete_share` of them (of the repository's
+    files when sending, of this copy's when receiving). Like rsync's --max-delete."""
+
+    max_delete_count: int = Field(default=50, ge=0)
+    max_delete_share: float = Field(default=0.2, ge=0.0, le=1.0)
+
+
 class ProjectConfig(_Strict):
     name: str
     repository: RepositoryConfig
     data_dirs: list[str] = Field(default_factory=lambda: list(DEFAULT_DATA_DIRS))
     ignore: IgnoreRules = Field(default_factory=IgnoreRules)
+    safety: SafetyRules = Field(default_factory=SafetyRules)
 
     @field_validator("name")
     @classmethod
@@ -127,6 +138,8 @@ class ProjectConfig(_Strict):
         data["repository"].pop("remote_command", None)  # never in a project file
         if self.ignore == IgnoreRules():
             del data["ignore"]  # defaults apply; keep the file short
+        if self.safety == SafetyRules():
+            del data["safety"]
         return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
