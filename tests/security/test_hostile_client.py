@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import uuid
@@ -228,6 +229,27 @@ def test_a_download_does_not_write_through_a_link_at_its_temp_name(
     assert bob.read(big) == alice.read(big)
     assert bob.read("task1/input/b.csv") == b"b,changed\n"
     assert victim.read_text() == "precious\n" and small.read_text() == "precious\n"
+
+
+def test_the_gitignore_update_does_not_write_through_a_link_committed_to_git(tmp_path) -> None:
+    """A member commits `..gitignore.dsg-tmp -> ~/.bashrc` to git (git keeps links); the
+    colleague's `dsg clone` then updates .gitignore: never through that link."""
+    from dsg.workcopy.git import BEGIN, ensure_gitignore
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    root = tmp_path / "proj"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    (root / ".gitignore").write_text("*.log\n")
+    victim = tmp_path / "bashrc"
+    plant(root / "..gitignore.dsg-tmp", victim)  # the name dsg used before
+    res = ensure_gitignore(root, ["input", "output"])
+    assert res.written and res.changed, res
+    assert victim.read_text() == "precious\n"
+    gi = root / ".gitignore"
+    assert not gi.is_symlink() and gi.read_text().startswith("*.log\n")
+    assert BEGIN in gi.read_text()
 
 
 # --- 4. remote_command from the project file is never run --------------------------------

@@ -11,6 +11,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dsg.fs.durable import atomic_write
+
 BEGIN = "# >>> dsg: data and dsg's state stay out of git (kept by dsg init/clone)"
 END = "# <<< dsg"
 GITIGNORE = ".gitignore"
@@ -92,9 +94,10 @@ def ensure_gitignore(root: Path, data_dirs: list[str]) -> GitignoreResult:
             sep = "" if not old or old.endswith("\n") else "\n"
             new = old + sep + ("\n" if old else "") + block
         if new != old:
-            tmp = path.with_name(f".{GITIGNORE}.dsg-tmp")
-            tmp.write_text(new, encoding="utf-8")
-            os.replace(tmp, path)
+            # A new temp file under an unpredictable name (O_EXCL|O_NOFOLLOW), then a rename:
+            # a link planted at a fixed name (committed to git by anyone) is never written through.
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+            atomic_write(path, new.encode("utf-8"), mode)
             res.changed = True
         res.written = True
     except (OSError, UnicodeDecodeError) as e:
