@@ -1,8 +1,10 @@
-"""Undo commands: restore (files back in the working copy) and revert (a snapshot undone by a
-new one). Printing and argument handling only; the work is in `dsg.sync.undo`."""
+"""Undo commands: restore (files back in the working copy), revert (a snapshot undone by a
+new one) and rm (files taken out of the project on purpose). Printing and argument handling
+only; the work is in `dsg.sync.undo`."""
 
 from __future__ import annotations
 
+import sys
 from contextlib import closing
 from typing import Annotated, Any
 
@@ -11,6 +13,7 @@ from rich.text import Text
 
 from dsg.backends.registry import open_repository
 from dsg.cli.common import JsonOpt, out, project, project_relative, run, stack, transfer_progress
+from dsg.core.errors import UsageError
 from dsg.core.paths import show
 from dsg.sync import undo
 from dsg.sync.refs import resolve_ref
@@ -144,3 +147,88 @@ def revert(
         return res.to_dict()
 
     run("revert", json_mode, body)
+
+
+@commands.command("rm")
+def rm_cmd(
+    paths: Annotated[
+        list[str], typer.Argument(help="files or directories (relative to the project or cwd)")
+    ],
+    message: Annotated[str, typer.Option("-m", "--message", help="snapshot message")] = "",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="list what would be removed; change nothing")
+    ] = False,
+    lock_timeout: Annotated[
+        float | None, typer.Option("--lock-timeout", help="seconds to wait for the repository lock")
+    ] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Remove files or directories from the project on purpose, for everyone.
+
+    One new snapshot without them (the history keeps them: 'dsg restore PATH -s sN' brings
+    them back); your working copy then syncs to it. This is also how a directory that is no
+    longer in data_dirs leaves the repository: a sync never deletes it by itself. Asks for
+    confirmation on a terminal; elsewhere it needs --yes.
+    """
+
+    def body() -> dict[str, Any]:
+        ws, config = project()
+        user = load_user_config()
+        repo = stack.enter_context(closing(open_repository(config)))
+        rels = [project_relative(ws.root, p) if p not in (".", "") else "" for p in paths]
+        plan = undo.remove(ws, repo, user, rels, dry_run=True)
+        summary = _rm_summary(plan.paths, plan.head)
+        if dry_run:
+            if not json_mode:
+                out.print(summary)
+            return {"dry_run": True, **plan.to_dict()}
+        if not yes:
+            if json_mode or not sys.stdin.isatty():
+                raise UsageError(
+                    f"dsg rm asks before it deletes; {summary}",
+                    hint="run it again with --yes (or on a terminal, to be asked)",
+                    details=plan.to_dict(),
+                )
+            out.print(summary)
+            if not typer.confirm("Remove them from the project for everyone?", default=False):
+                raise UsageError("nothing was removed")
+        with transfer_progress(not json_mode, "removing") as prog:
+            res = undo.remove(
+                ws,
+                repo,
+                user,
+                rels,
+                message=message or None,
+                lock_timeout=lock_timeout,
+                progress=prog,
+            )
+        if not json_mode:
+            assert res.committed is not None
+            out.print(f"Committed {res.committed.id}: {len(res.paths)} file(s) removed.")
+            if res.pending_local:
+                out.print(
+                    Text(
+                        "Your working copy has local changes: run 'dsg sync' to combine "
+                        f"them with {res.committed.id}.",
+                        style="yellow",
+                    )
+                )
+            elif res.working_copy is not None:
+                out.print(f"Your working copy is at {res.working_copy.snapshot}.")
+                for b in res.working_copy.backups:
+                    out.print(Text(f"  kept your version as {show(b)}", style="yellow"))
+        return res.to_dict()
+
+    run("rm", json_mode, body)
+
+
+def _rm_summary(paths: list[str], head: str | None) -> str:
+    from dsg.sync.ops import where
+
+    examples, dirs = where(paths)
+    in_dirs = ", ".join(f"{show(d)}/ ({n})" for d, n in dirs)
+    return (
+        f"{len(paths)} file(s) of {head} would be removed from the repository, mostly in "
+        f"{in_dirs}; e.g. " + ", ".join(show(p) for p in examples)
+    )

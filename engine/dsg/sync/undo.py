@@ -1,5 +1,6 @@
 """Undo: `dsg restore` (a file or directory back in the working copy, as a snapshot had it)
-and `dsg revert` (a new snapshot whose content undoes an earlier one; the history keeps both).
+and `dsg revert` (a new snapshot whose content undoes an earlier one; the history keeps both);
+and `dsg rm`, the explicit way to take files out of the project.
 
 Restore writes through the sync's own local writer (`LocalApplier`: a new temp name nobody
 can guess, O_EXCL|O_NOFOLLOW, hash-checked, renamed into place, never through a link, only
@@ -245,13 +246,28 @@ def revert(
         for it in todo
     ]
     result = Reverted(snapshot, parent, record, changes)
+    result.working_copy, result.pending_local = _follow(
+        ws, repo, user, allow_mass_delete, lock_timeout, progress
+    )
+    return result
+
+
+def _follow(
+    ws: Workspace,
+    repo: Repository,
+    user: UserConfig,
+    allow_mass_delete: bool,
+    lock_timeout: float | None,
+    progress: Progress | None,
+) -> tuple[Result | None, bool]:
+    """Bring this working copy to the snapshot just committed, by an ordinary sync, unless it
+    has local changes of its own (then the user's 'dsg sync' combines them: True)."""
     if not ws.has_base:
-        return result
+        return None, False
     mine = status(ws, repo).plan
     if mine.changes_remote or mine.conflicts:
-        result.pending_local = True
-        return result
-    result.working_copy = sync(
+        return None, True
+    done = sync(
         ws,
         repo,
         user,
@@ -259,4 +275,64 @@ def revert(
         lock_timeout=lock_timeout,
         progress=progress,
     )
-    return result
+    return done, False
+
+
+@dataclass
+class Removed:
+    paths: list[str]  # the repository's paths at or under what was named
+    head: str | None
+    committed: SnapshotRecord | None = None
+    working_copy: Result | None = None
+    pending_local: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "paths": self.paths,
+            "head": self.head,
+            "committed": self.committed.to_dict() if self.committed else None,
+            "snapshot": self.working_copy.snapshot if self.working_copy else None,
+            "pending_local": self.pending_local,
+        }
+
+
+def remove(
+    ws: Workspace,
+    repo: Repository,
+    user: UserConfig,
+    paths: list[str],
+    *,
+    message: str | None = None,
+    dry_run: bool = False,
+    lock_timeout: float | None = None,
+    progress: Progress | None = None,
+) -> Removed:
+    """Remove files or directories from the project on purpose: one new snapshot without
+    them (the history keeps them), then this copy syncs to it. Works for paths this copy no
+    longer tracks too (a directory taken out of data_dirs), which a sync never deletes.
+    `dry_run`: only what would go, from the head, without the lock."""
+    head, remote = read_remote(repo)
+    found = Removed([e.path for e in select(remote, paths)], head)
+    if dry_run:
+        return found
+    tx = new_tx()
+    owner = LockOwner(user=user.user_id, tx=tx, operation="rm")
+    timeout = user.lock_timeout if lock_timeout is None else lock_timeout
+    with repo.lock(owner, timeout):
+        head, remote = read_remote(repo)  # again, under the lock: the paths of this head
+        found = Removed([e.path for e in select(remote, paths)], head)
+        txn = repo.begin(head, tx)
+        try:
+            for p in found.paths:
+                txn.delete(p)
+            named = ", ".join(p.strip("/") or "." for p in paths)
+            if len(named) > 200:
+                named = named[:200] + "..."
+            found.committed = txn.commit(message or f"rm {named}", user.user_id, user.user_name)
+        except BaseException:
+            txn.abort()
+            raise
+    event_log(ws, "rm", tx)("committed", snapshot=found.committed.id, files=len(found.paths))
+    # The user confirmed these deletions: the sync that applies them here may delete many.
+    found.working_copy, found.pending_local = _follow(ws, repo, user, True, lock_timeout, progress)
+    return found
