@@ -420,8 +420,10 @@ class Bench:
         self.sproj = self.w / "sshproj"
         quiet(["cp", "-al", str(tree), str(self.sproj)])
         serve = f"{self.dsg} serve --access-file {base}/access.yml --log-dir {base}/logs"
-        self.project_config(self.sproj, "scale", base / "repos", "lab-alice")
-        # The agent command is the user's (dsg ignores one in a project file).
+        # The agent command is the user's (DSG_REMOTE_COMMAND): dsg ignores one in a project
+        # file, with a warning. Engines before that change read only the project file's, so
+        # --dsg pointing at one of them still runs this checkout's lab agent, not the host's.
+        self.project_config(self.sproj, "scale", base / "repos", "lab-alice", serve)
         self.senv = {**self.env, "DSG_SSH_COMMAND": self.rsh, "DSG_REMOTE_COMMAND": serve}
         t, rss, _, _ = run([str(self.dsg), "init", "-m", "s1"], cwd=self.sproj, env=self.senv)
         self.say(f"dsg init over SSH: {t:.1f} s, {rss / 2**20:.0f} MB (one run, for setup)")
@@ -450,13 +452,14 @@ class Bench:
 
     # -- output ---------------------------------------------------------------------------
 
-    def project_config(self, root: Path, name: str, base: Path, host="localhost"):
+    def project_config(self, root: Path, name: str, base: Path, host="localhost", serve=None):
         lines = [
             f"name: {name}",
             "repository:",
             "  type: posix",
             f"  host: {host}",
             f"  mountpoint: {base}",
+            *([f"  remote_command: {serve}"] if serve else []),
             "data_dirs: [input, output, frozen]",
         ]
         (root / ".dsgconfig.yml").write_text("\n".join(lines) + "\n")
