@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from dsg.core.errors import ManifestError, ScanBlocked
+from dsg.core.errors import ManifestError, ScanBlocked, WorkingCopyError
 from dsg.core.manifest import Entry, Manifest
 from dsg.core.paths import link_problems, path_problem, show_text
 from dsg.workcopy.config import UserConfig
@@ -250,6 +250,33 @@ def test_the_gitignore_update_does_not_write_through_a_link_committed_to_git(tmp
     gi = root / ".gitignore"
     assert not gi.is_symlink() and gi.read_text().startswith("*.log\n")
     assert BEGIN in gi.read_text()
+
+
+def test_a_dsg_state_dir_that_is_a_link_is_refused(make_researcher, team, tmp_path) -> None:
+    """`.dsg -> elsewhere` committed to git: the colleague's `dsg clone` would write its
+    state (manifests, hash cache, logs) into the link's target."""
+    carol = make_researcher("carol")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, carol.root / ".dsg")
+    with pytest.raises(WorkingCopyError, match="not a directory"):
+        carol.clone()
+    proc = carol.cli("clone")
+    assert proc.returncode != 0 and "not a directory" in proc.stderr, proc.stdout + proc.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_event_log_does_not_append_through_a_planted_link(team, tmp_path) -> None:
+    alice, bob = team
+    victim = tmp_path / "bashrc"
+    log = bob.root / ".dsg" / "log" / "dsg.jsonl"
+    log.unlink(missing_ok=True)  # bob's log so far; a git checkout puts the link there
+    plant(log, victim)
+    alice.write(A, "changed\n")
+    alice.sync()
+    bob.sync()
+    assert bob.read(A) == b"changed\n"
+    assert victim.read_text() == "precious\n"
 
 
 # --- 4. remote_command from the project file is never run --------------------------------

@@ -26,6 +26,9 @@ def new_tx() -> str:
     return "tx-" + uuid.uuid4().hex[:12]
 
 
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 class EventLog:
     """Appends one JSON object per event to `path` (if given). Never raises."""
 
@@ -52,7 +55,9 @@ class EventLog:
                                  "truncated": len(line)})  # fmt: skip
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "ab") as f:
+            # O_NOFOLLOW: a link planted at the log's name (committed to git) is not appended to.
+            fd = os.open(self.path, _APPEND, 0o644)
+            with open(fd, "ab") as f:
                 f.write(line + b"\n")
         except OSError:
             pass

@@ -22,6 +22,7 @@ import fcntl
 import marshal
 import os
 import signal
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def start(root: Path, data: Any, *, lock: bool) -> None:
     global _child, _lock
     rules = rules_from_raw(data)
     state = root / STATE_DIR
-    if _child is not None or rules is None or not state.is_dir() or not hasattr(os, "fork"):
+    if _child is not None or rules is None or not is_real_dir(state) or not hasattr(os, "fork"):
         return
     if lock:
         fd = try_lock(state)
@@ -176,10 +177,19 @@ def _decode(payload: bytes) -> ScanResult | None:
         return None
 
 
+def is_real_dir(path: Path) -> bool:
+    """A directory, not a link to one: `.dsg` may come from git, where anyone can commit a
+    link in its place that would send dsg's state files elsewhere."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def try_lock(state_dir: Path) -> int | None:
     """Take the working copy's lock (flock on `.dsg/lock`): its descriptor, to be closed to
     release it, or None when another process holds it."""
-    fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:

@@ -50,8 +50,15 @@ class Workspace:
         return self._config
 
     def ensure_dir(self) -> None:
-        self.dir.mkdir(exist_ok=True)
-        (self.dir / "log").mkdir(exist_ok=True)
+        for d in (self.dir, self.dir / "log"):
+            with contextlib.suppress(FileExistsError):
+                d.mkdir()
+            if not prescan.is_real_dir(d):  # a link (from git, say) would take our writes away
+                raise WorkingCopyError(
+                    f"{d} is not a directory (a symlink or a file): dsg keeps its state only "
+                    "in a real directory of the working copy",
+                    hint=f"remove it ('rm {d}'; it is not dsg's) and run the command again",
+                )
 
     # --- lock -----------------------------------------------------------------------
     @contextlib.contextmanager
