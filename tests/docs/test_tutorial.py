@@ -81,7 +81,10 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
     assert out.count("Up to date") >= 3, out
     assert "1 conflict(s) block the sync; nothing was changed" in out and "exit 3" in out, out
     assert re.search(r"interviews\.dsg-conflict-\S+\.csv", out), out
-    assert "committed s4" in out, out
+    # mistake 2: restore brings the directory back; a synced deletion is reverted
+    assert "Restored 1 file(s) from s2" in out, out
+    assert "committed s3" in out and "Committed s4: reverts s3" in out, out
+    assert "committed s6" in out, out
     assert not (home / "dsg-tutorial").exists(), "the last block cleans up"
     # Ben ends with your last change
     assert "Cerro added (4 interviews)" in out, out
