@@ -208,7 +208,7 @@ def test_revert_of_a_large_change_asks_first(make_researcher) -> None:
     alice.sync()  # s2 adds 60 files: reverting it deletes 60 of 61
     proc = alice.cli("revert", "s2", "--json")
     assert proc.returncode == 4 and js(proc)["error"]["kind"] == "mass_delete"
-    assert "dsg revert would delete 60 of the 61 files" in js(proc)["error"]["message"]
+    assert "this revert would delete 60 of the 61 files" in js(proc)["error"]["message"]
     doc = js(alice.cli("revert", "s2", "--allow-mass-delete", "--json"))
     assert doc["committed"]["id"] == "s3" and doc["snapshot"] == "s3"
     assert not alice.path("task1/input/new/0.csv").exists()

@@ -229,6 +229,6 @@ def _rm_summary(paths: list[str], head: str | None) -> str:
     examples, dirs = where(paths)
     in_dirs = ", ".join(f"{show(d)}/ ({n})" for d, n in dirs)
     return (
-        f"{len(paths)} file(s) of {head} would be removed from the repository, mostly in "
+        f"{len(paths)} file(s) of {head} would be removed from the repository, in "
         f"{in_dirs}; e.g. " + ", ".join(show(p) for p in examples)
     )

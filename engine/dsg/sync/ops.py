@@ -228,7 +228,7 @@ def guard_mass_delete(
     local_total: int,
     safety: SafetyRules,
     allow: bool,
-    command: str = "dsg sync",
+    command: str = "sync",
 ) -> None:
     """Stop (MassDelete, nothing changed) before deleting a large part of the project, in
     either direction: files missing here (an `rm -rf`) would be deleted in the repository,
@@ -250,11 +250,13 @@ def guard_mass_delete(
     for side, paths, total, why in found:
         examples, dirs = where(paths)
         share = 100 * len(paths) / max(total, 1)
-        in_dirs = ", ".join(f"{show(d)}/ ({n})" for d, n in dirs)
+        if len(dirs) == 1 and dirs[0][1] == len(paths):
+            in_dirs = f"all in {show(dirs[0][0])}/"
+        else:
+            in_dirs = "mostly in " + ", ".join(f"{show(d)}/ ({n})" for d, n in dirs)
         lines.append(
-            f"{command} would delete {len(paths)} of the {total} files in the {side} "
-            f"({share:.0f}%) because {why}; mostly in {in_dirs}; e.g. "
-            + ", ".join(show(p) for p in examples)
+            f"this {command} would delete {len(paths)} of the {total} files in the {side} "
+            f"({share:.0f}%) because {why}; {in_dirs}; e.g. " + ", ".join(show(p) for p in examples)
         )
         details.append(
             {
@@ -269,7 +271,7 @@ def guard_mass_delete(
         "\n".join(lines) + "\nnothing was changed",
         hint="if files were deleted by mistake, 'dsg restore PATH' brings yours back (and a "
         "colleague's deletion can be undone with 'dsg revert'); if it is intended, run "
-        f"'{command} --allow-mass-delete' (the files stay in the repository's history). "
+        f"'dsg {command} --allow-mass-delete' (the files stay in the repository's history). "
         f"The limits ({safety.max_delete_count} files and {safety.max_delete_share:.0%}) are "
         "'safety:' in .dsgconfig.yml",
         details={

@@ -223,7 +223,7 @@ def revert(
             return Reverted(snapshot, parent, None, [])
         deletes = [it.path for it in todo if it.action == Action.delete_remote]
         guard_mass_delete(
-            deletes, len(remote), [], 0, ws.config.safety, allow_mass_delete, "dsg revert"
+            deletes, len(remote), [], 0, ws.config.safety, allow_mass_delete, "revert"
         )
         txn = repo.begin(head, tx)
         try:
