@@ -111,7 +111,8 @@ def test_init_clone_status_sync_log(alice: Researcher, repo_base: Path, tmp_path
     alice.cli("sync")
     bob.delete("task1/input/a.csv")
     out = bob.cli("status").stdout
-    assert "delete_remote" in out and "task1/input/a.csv" in out
+    assert "deleted here — will delete on the server" in out and "task1/input/a.csv" in out
+    assert "delete_remote" not in out and "sxLCR" not in out  # codes only with -v/--json
 
 
 def test_conflict_exit_code_and_resolve(alice: Researcher, repo_base: Path, tmp_path: Path) -> None:

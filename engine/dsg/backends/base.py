@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from dsg.core.errors import IntegrityError, RepositoryError
-from dsg.core.manifest import Manifest, SnapshotRecord
+from dsg.core.errors import DsgError, IntegrityError, RepositoryError
+from dsg.core.manifest import Manifest, SnapshotRecord, snap_number
 from dsg.core.paths import show
 from dsg.fs.durable import start_writeback
 from dsg.fs.files import copy_hashing, write_new
@@ -216,6 +216,27 @@ class Repository(ABC):
 
     @abstractmethod
     def manifest(self, snapshot: str) -> Manifest: ...
+
+    def no_such_snapshot(self, snapshot: str) -> RepositoryError:
+        """The error for a snapshot this repository does not have: it names the snapshot
+        and the head, never an internal path."""
+        try:
+            head = self.head()
+        except DsgError:
+            head = None
+        where = f"head is {head}" if head else "the repository is empty"
+        return RepositoryError(
+            f"no snapshot {show(snapshot)} ({where})",
+            hint="'dsg log' lists the snapshots, 'dsg tags' the tags",
+        )
+
+    def _has_snapshot(self, snapshot: str) -> bool:
+        """Whether `snapshot` is committed (asked only after a read failed)."""
+        try:
+            head = self.head()
+        except DsgError:
+            return True  # the repository's own problem: report the read's error
+        return head is not None and 0 < snap_number(snapshot) <= snap_number(head)
 
     @abstractmethod
     def record(self, snapshot: str) -> SnapshotRecord: ...

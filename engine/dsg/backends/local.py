@@ -51,5 +51,7 @@ class LocalRepository(Repository):
         try:
             fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as e:
+            if not self._has_snapshot(snapshot):
+                raise self.no_such_snapshot(snapshot) from None
             raise RepositoryError(f"cannot read {show(path)} from {snapshot}: {e.strerror}") from e
         return os.fdopen(fd, "rb")

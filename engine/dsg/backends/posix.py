@@ -210,7 +210,12 @@ class PosixRepository(LocalRepository):
             if cached is not None:
                 return cached  # (asked once per file a download reads: no stat here)
             self._require()
-            m = read_manifest(self.snapshot_root(snapshot) / ".dsg" / "manifest.gz")
+            try:
+                m = read_manifest(self.snapshot_root(snapshot) / ".dsg" / "manifest.gz")
+            except ManifestError:
+                if not self._has_snapshot(snapshot):
+                    raise self.no_such_snapshot(snapshot) from None
+                raise
             if m.snapshot != snapshot:
                 raise ManifestError(f"manifest of {snapshot} claims to be {m.snapshot}")
             if len(self._manifests) >= 2:
@@ -224,6 +229,8 @@ class PosixRepository(LocalRepository):
         try:
             data = p.read_bytes()
         except OSError as e:
+            if not self._has_snapshot(snapshot):
+                raise self.no_such_snapshot(snapshot) from None
             raise ManifestError(f"cannot read manifest {p}: {e.strerror}") from e
         _, header, snap = Manifest.verified_digest(data, origin=f"manifest {p}")
         if snap != snapshot:
@@ -242,6 +249,8 @@ class PosixRepository(LocalRepository):
         try:
             data = p.read_bytes()
         except OSError as e:
+            if not self._has_snapshot(snapshot):
+                raise self.no_such_snapshot(snapshot) from None
             raise RepositoryError(f"cannot read snapshot record {p}: {e.strerror}") from e
         rec = SnapshotRecord.from_bytes(data, origin=str(p))
         if rec.id != snapshot:

@@ -211,7 +211,7 @@ class ZfsRepository(LocalRepository):
         else:
             self._dsg_snapshots(refresh=True)
             if not any(s.snapname == snapshot for s in self._snaps or []):
-                raise RepositoryError(f"snapshot {snapshot} does not exist in {self.dataset}")
+                raise self.no_such_snapshot(snapshot)
         path = self._snapshot_dir(snapshot) / ".dsg" / "snapshot.json"
         return SnapshotRecord.from_bytes(path.read_bytes(), origin=str(path))
 

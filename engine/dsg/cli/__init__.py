@@ -62,8 +62,8 @@ def _plain_metavars(cmd: object) -> None:
     for p in getattr(cmd, "params", []):
         if p.metavar is None and p.name and not getattr(p, "is_flag", False):
             p.metavar = p.name.upper().rstrip("_")
-            if p.param_type_name == "argument" and hasattr(p, "display_type_rich"):
-                p.display_type_rich = lambda ctx: None  # typer's `PATH <str>`: just `PATH`
+        if p.param_type_name == "argument" and hasattr(p, "display_type_rich"):
+            p.display_type_rich = lambda ctx: None  # typer's `PATH <str>`: just `PATH`
     for sub in getattr(cmd, "commands", {}).values():
         _plain_metavars(sub)
 

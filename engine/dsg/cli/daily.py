@@ -14,18 +14,21 @@ from rich.text import Text
 from dsg.backends.registry import open_repository
 from dsg.cli.common import (
     JsonOpt,
+    err,
+    leftover_conflict_copies,
     out,
     print_problems,
     project,
     project_relative,
+    remember_conflict_copies,
     run,
     stack,
     transfer_progress,
 )
-from dsg.core.compare import DESCRIPTIONS
-from dsg.core.errors import ConfigError, UsageError
+from dsg.core.compare import S, SyncState
+from dsg.core.errors import EXIT_CONFLICTS, ConfigError, UsageError
 from dsg.core.paths import show, show_text
-from dsg.core.plan import Action, Plan
+from dsg.core.plan import Action, Item, Plan
 from dsg.sync import ops
 from dsg.sync.refs import resolve_ref, tags_by_snapshot
 from dsg.workcopy.config import (
@@ -36,6 +39,7 @@ from dsg.workcopy.config import (
     load_project_config,
     load_user_config,
 )
+from dsg.workcopy.git import GITIGNORE, GitignoreResult, ensure_gitignore, tracked_data_files
 from dsg.workcopy.rules import ScanRules
 
 commands = typer.Typer()
@@ -50,8 +54,93 @@ ACTION_TITLES = {
     Action.none: "Nothing to transfer",
 }
 
+# What happened to a file, in plain words ("here": this working copy; "on the server": the
+# repository). The state codes (compare.py) are shown only with -v and in --json.
+WHAT: dict[SyncState, str] = {
+    S.sLCR__all_eq: "unchanged",
+    S.sLCR__L_eq_C_ne_R: "changed on the server",
+    S.sLCR__L_eq_R_ne_C: "same change here and on the server",
+    S.sLCR__C_eq_R_ne_L: "changed here",
+    S.sLCR__all_ne: "changed here and on the server",
+    S.sxLCR__C_eq_R: "deleted here",
+    S.sxLCR__C_ne_R: "deleted here, changed on the server",
+    S.sLxCR__L_eq_R: "new here and on the server, identical",
+    S.sLxCR__L_ne_R: "new here and on the server, different",
+    S.sLCxR__L_eq_C: "deleted on the server",
+    S.sLCxR__L_ne_C: "changed here, deleted on the server",
+    S.sxLCxR__only_R: "new on the server",
+    S.sxLCRx__only_C: "deleted here and on the server",
+    S.sLxCxR__only_L: "new here",
+    S.sxLxCxR__none: "not tracked",
+}
 
-def print_plan(plan: Plan, *, show_unchanged: bool = False, header: str | None = None) -> None:
+# What the next sync does about it.
+WILL: dict[Action, str] = {
+    Action.none: "nothing to do",
+    Action.upload: "will upload",
+    Action.download: "will download",
+    Action.delete_local: "will delete here",
+    Action.delete_remote: "will delete on the server",
+    Action.conflict: "conflict",
+    Action.restore: "will go back to the base version on both sides",
+}
+
+# Totals: "3 to upload (1.2 MiB)"; and after a sync: "3 uploaded (1.2 MiB)".
+TOTAL_WORDS: dict[Action, tuple[str, str]] = {
+    Action.upload: ("to upload", "uploaded"),
+    Action.download: ("to download", "downloaded"),
+    Action.delete_remote: ("to delete on the server", "deleted on the server"),
+    Action.delete_local: ("to delete here", "deleted here"),
+    Action.restore: ("to restore", "restored"),
+}
+
+
+def plain(it: Item) -> str:
+    """One file's line: what happened and what the sync does, in words."""
+    words = f"{WHAT[it.state]} — {WILL[it.action]}"
+    if it.choice:
+        words = f"{WHAT[it.state]} — resolved with --use {it.choice}: {WILL[it.action]}"
+    elif it.action == Action.conflict:
+        words += " (dsg resolve PATH --use local|remote|base)"
+    return words
+
+
+def _size(it: Item) -> int:
+    e = {
+        Action.upload: it.local,
+        Action.download: it.remote,
+        Action.restore: it.base,
+        Action.delete_local: it.local,
+        Action.delete_remote: it.base,
+    }.get(it.action)
+    return e.size if e is not None and not e.is_link else 0
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # not reached
+
+
+def totals(plan: Plan, *, done: bool = False) -> str:
+    """Files and bytes per action: "2 to upload (1.5 KiB), 1 conflict"."""
+    parts = []
+    for action, (todo, past) in TOTAL_WORDS.items():
+        items = plan.by_action(action)
+        if items:
+            nbytes = sum(_size(it) for it in items)
+            parts.append(f"{len(items)} {past if done else todo} ({human_bytes(nbytes)})")
+    n = len(plan.conflicts)
+    if n:
+        parts.append(f"{n} conflict{'s' if n != 1 else ''}")
+    return ", ".join(parts)
+
+
+def print_plan(
+    plan: Plan, *, show_unchanged: bool = False, header: str | None = None, verbose: bool = False
+) -> None:
     if header:
         out.print(Text(header, style="bold"))
     out.print(f"base: {plan.base_id or '(none)'}   repository head: {plan.remote_id or '(empty)'}")
@@ -67,15 +156,13 @@ def print_plan(plan: Plan, *, show_unchanged: bool = False, header: str | None =
         style = "bold red" if action == Action.conflict else "bold"
         out.print(Text(f"\n{title} ({len(items)}):", style=style))
         for it in items:
-            note = DESCRIPTIONS[it.state]
-            if it.choice:
-                note += f"; resolved: use {it.choice}"
-            out.print(Text(f"  {it.action.value:<14} {show(it.path)}   [{it.state.value}] {note}"))
+            code = f"   [{it.state.value}]" if verbose else ""
+            out.print(Text(f"  {show(it.path)}   {plain(it)}{code}"))
     quiet = plan.unchanged + (0 if show_unchanged else len(groups.get(Action.none, [])))
     if plan.is_noop:
         out.print(Text(f"\nUp to date ({quiet} files unchanged).", style="green"))
     else:
-        out.print(f"\n{quiet} other files unchanged.")
+        out.print(f"\nTotal: {totals(plan)}; {quiet} other files unchanged.")
     if plan.untracked:
         shown = ", ".join(show(u) for u in plan.untracked[:5])
         more = f" and {len(plan.untracked) - 5} more" if len(plan.untracked) > 5 else ""
@@ -96,6 +183,69 @@ def print_plan(plan: Plan, *, show_unchanged: bool = False, header: str | None =
                 style="yellow",
             )
         )
+
+
+INIT_PROMPTS = (
+    ("repo_type", "repository type (posix/zfs)"),
+    ("repo_path", "repository base path (absolute, on the repository host)"),
+    ("repo_name", "repository name"),
+)
+MAX_PROMPTS = 5
+# where pydantic reports a field -> the init value it comes from
+_FIELDS = {"type": "repo_type", "mountpoint": "repo_path", "name": "repo_name"}
+
+
+def _init_config(values: dict[str, str], host: str, pool: str, data_dirs: str) -> ProjectConfig:
+    return ProjectConfig(
+        name=values["repo_name"],
+        repository=RepositoryConfig.model_validate(
+            {
+                "type": values["repo_type"],
+                "host": host,
+                "mountpoint": values["repo_path"],
+                **({"pool": pool} if pool else {}),
+            }
+        ),
+        data_dirs=[d.strip() for d in data_dirs.split(",") if d.strip()],
+        ignore=IgnoreRules(),
+    )
+
+
+def _errors(e: ValueError) -> list[dict[str, Any]]:
+    errors = getattr(e, "errors", None)
+    return list(errors()) if callable(errors) else []
+
+
+def _bad_fields(e: ValueError) -> set[str]:
+    return {_FIELDS.get(str(x["loc"][-1]), "?") for x in _errors(e) if x.get("loc")}
+
+
+def _short_errors(e: ValueError) -> list[str]:
+    """One line per invalid value, without pydantic's types and links."""
+    lines = []
+    for x in _errors(e):
+        field = str(x["loc"][-1]) if x.get("loc") else "value"
+        msg = str(x.get("msg", "")).removeprefix("Value error, ")
+        name = _FIELDS.get(field, field).replace("_", "-")
+        lines.append(show_text(f"  --{name} {str(x.get('input', ''))[:80]!r}: {msg}"))
+    return lines or [show_text(f"  {e}")]
+
+
+def print_gitignore(res: GitignoreResult) -> None:
+    for note in res.notes:
+        out.print(Text(note, style="yellow"))
+    if res.changed:
+        out.print(f"Added .dsg/ and the data dirs to {GITIGNORE} (code in git, data in dsg).")
+    elif not res.written:
+        out.print(
+            Text(
+                f"Not written to {GITIGNORE} ({res.reason}). To keep the data out of git, "
+                f"add these lines to {GITIGNORE} in {Path(res.path).parent}:",
+                style="yellow",
+            )
+        )
+        for line in res.lines:
+            out.print(Text(f"    {show_text(line)}"))
 
 
 @commands.command()
@@ -122,37 +272,37 @@ def init(
         if cfg_path.exists() and not (repo_type or repo_path or repo_name):
             config = load_project_config(cfg_path)
         else:
+            ask = interactive and not json_mode and sys.stdin.isatty()
             values = {"repo_type": repo_type, "repo_path": repo_path, "repo_name": repo_name}
-            for key, label in (
-                ("repo_type", "repository type (posix/zfs)"),
-                ("repo_path", "repository base path"),
-                ("repo_name", "repository name"),
-            ):
-                if not values[key]:
-                    if interactive and not json_mode and sys.stdin.isatty():
-                        values[key] = typer.prompt(
-                            label, default=root.name if key == "repo_name" else None
-                        )
-                    else:
+            asked: set[str] = set()
+            for _ in range(MAX_PROMPTS):
+                for key, label in INIT_PROMPTS:
+                    if values[key]:
+                        continue
+                    if not ask:
                         raise UsageError(
                             f"--{key.replace('_', '-')} is required with --no-interactive"
                         )
-            try:
-                config = ProjectConfig(
-                    name=values["repo_name"],
-                    repository=RepositoryConfig.model_validate(
-                        {
-                            "type": values["repo_type"],
-                            "host": host,
-                            "mountpoint": values["repo_path"],
-                            **({"pool": pool} if pool else {}),
-                        }
-                    ),
-                    data_dirs=[d.strip() for d in data_dirs.split(",") if d.strip()],
-                    ignore=IgnoreRules(),
-                )
-            except ValueError as e:
-                raise ConfigError(f"invalid init options: {e}") from e
+                    default = root.name if key == "repo_name" else None
+                    values[key] = typer.prompt(label, default=default).strip()
+                    asked.add(key)
+                try:
+                    config = _init_config(values, host, pool, data_dirs)
+                    break
+                except ValueError as e:
+                    bad = _bad_fields(e)
+                    # a bad answer is asked again; a bad option is an error, in a line each
+                    if not ask or not bad or not bad <= asked:
+                        raise ConfigError(
+                            "invalid init options:\n" + "\n".join(_short_errors(e)),
+                            hint="see 'dsg init --help'",
+                        ) from None
+                    for line in _short_errors(e):
+                        err.print(Text(line, style="yellow"))
+                    for key in bad:
+                        values[key] = ""
+            else:
+                raise UsageError("too many invalid answers; see 'dsg init --help'")
             if cfg_path.exists():
                 existing = load_project_config(cfg_path)
                 if existing != config:
@@ -162,12 +312,15 @@ def init(
                     )
         user = load_user_config()
         repo = stack.enter_context(closing(open_repository(config)))
-        result = ops.init(root, config, repo, user, message or None)
+        with transfer_progress(not json_mode, "uploading") as prog:
+            result = ops.init(root, config, repo, user, message or None, progress=prog)
+        ignored = ensure_gitignore(root, config.data_dirs)
         if not json_mode:
             n = result.committed.entry_count if result.committed else 0
             out.print(f"Created repository {config.name} at {repo.location}: s1 with {n} entries.")
             print_problems(result.problems)
-        return {"repository": repo.location, **result.to_dict()}
+            print_gitignore(ignored)
+        return {"repository": repo.location, **result.to_dict(), "gitignore": ignored.to_dict()}
 
     run("init", json_mode, body)
 
@@ -182,11 +335,13 @@ def clone(json_mode: JsonOpt = False) -> None:
         repo = stack.enter_context(closing(open_repository(config)))
         with transfer_progress(not json_mode, "downloading") as prog:
             result = ops.clone(ws, repo, user, prog)
+        ignored = ensure_gitignore(ws.root, config.data_dirs)
         if not json_mode:
             n = len(result.plan.by_action(Action.download))
             out.print(f"Cloned {config.name} at {result.snapshot}: {n} files downloaded.")
             print_problems(result.problems)
-        return result.to_dict()
+            print_gitignore(ignored)
+        return {**result.to_dict(), "gitignore": ignored.to_dict()}
 
     run("clone", json_mode, body)
 
@@ -194,22 +349,62 @@ def clone(json_mode: JsonOpt = False) -> None:
 @commands.command()
 def status(
     all_files: Annotated[bool, typer.Option("--all", help="also list unchanged files")] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="also show each file's sync state code")
+    ] = False,
+    exit_code: Annotated[
+        bool,
+        typer.Option(
+            "--exit-code", help="exit 3 when there are conflicts or names that block a sync"
+        ),
+    ] = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Show what a sync would do, file by file (three-way: local, base, repository)."""
+    """Show what a sync would do, file by file (three-way: local, base, repository).
+
+    Exits 0 when the plan could be worked out (conflicts included), 1 on an error; with
+    --exit-code, 3 when there are conflicts or names that block a sync.
+    """
+    blocked = False
 
     def body() -> dict[str, Any]:
-        ws, _ = project()
+        nonlocal blocked
+        ws, config = project()
         repo = stack.enter_context(closing(open_repository(ws.config)))
         result = ops.status(ws, repo, keep_unchanged=json_mode or all_files)
+        copies = leftover_conflict_copies(ws)
+        in_git = tracked_data_files(ws.root, config.data_dirs)
+        blocked = bool(result.plan.conflicts) or any(p.blocking for p in result.problems)
         if not json_mode:
-            print_plan(result.plan, show_unchanged=all_files)
+            print_plan(result.plan, show_unchanged=all_files, verbose=verbose)
             if result.problems:
                 out.print(Text("\nProblems:", style="bold"))
                 print_problems(result.problems)
-        return result.to_dict()
+            if copies:
+                shown = ", ".join(show(c) for c in copies[:3])
+                more = f" and {len(copies) - 3} more" if len(copies) > 3 else ""
+                out.print(
+                    Text(
+                        f"{len(copies)} conflict cop{'y' if len(copies) == 1 else 'ies'} "
+                        f"left from earlier syncs ({shown}{more}): keep what you need, then "
+                        "'dsg clean' lists them and 'dsg clean --no-dry-run' removes them.",
+                        style="yellow",
+                    )
+                )
+            if in_git:
+                shown = ", ".join(show(c) for c in in_git[:3])
+                more = f" and {len(in_git) - 3} more" if len(in_git) > 3 else ""
+                out.print(
+                    Text(
+                        f"git tracks {len(in_git)} file(s) inside data dirs ({shown}{more}): "
+                        "data belongs in dsg, not git. 'git rm -r --cached PATH' stops "
+                        f"tracking them (the files stay); {GITIGNORE} keeps them out.",
+                        style="yellow",
+                    )
+                )
+        return {**result.to_dict(), "conflict_copies": copies, "git_tracked_data": in_git}
 
-    run("status", json_mode, body)
+    run("status", json_mode, body, exit_code=lambda: EXIT_CONFLICTS if exit_code and blocked else 0)
 
 
 @commands.command()
@@ -231,6 +426,9 @@ def sync(
     lock_timeout: Annotated[
         float | None, typer.Option("--lock-timeout", help="seconds to wait for the repository lock")
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="with --dry-run: each file's state code")
+    ] = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Upload local changes and download the repository's, as one new snapshot."""
@@ -253,17 +451,23 @@ def sync(
             )
         if not json_mode:
             if dry_run:
-                print_plan(result.plan, header="Dry run: this is what 'dsg sync' would do.")
+                print_plan(
+                    result.plan,
+                    header="Dry run: this is what 'dsg sync' would do.",
+                    verbose=verbose,
+                )
             elif result.plan.is_noop:
                 out.print(f"Up to date at {result.snapshot or '(empty)'}.")
             else:
-                c = result.plan.counts()
-                summary = ", ".join(f"{v} {k}" for k, v in c.items() if k != "none")
+                summary = totals(result.plan, done=True)
                 made = f"committed {result.committed.id}" if result.committed else "no new snapshot"
                 out.print(f"Synced: {summary}; {made}; now at {result.snapshot}.")
             for b in result.backups:
                 out.print(Text(f"  kept your version as {show(b)}", style="yellow"))
+            if result.backups:
+                out.print("  (compare, keep what you need; 'dsg clean' lists the copies)")
             print_problems(result.problems)
+        remember_conflict_copies(ws, result.backups)
         return result.to_dict()
 
     run("sync", json_mode, body)

@@ -43,18 +43,36 @@ class LocalIOError(DsgError):
     kind = "local_io"
 
     @classmethod
-    def from_oserror(cls, e: OSError) -> LocalIOError:
+    def from_oserror(
+        cls, e: OSError, *, needed: int | None = None, files: int | None = None
+    ) -> LocalIOError:
+        """`needed`: the bytes (of `files` files) the command still had to write when the
+        disk filled up, for the message to say how much space to free."""
         where = f" ({e.filename})" if e.filename else ""
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full:
             hint = "free some space there (or ask for more quota), then run the command again"
         elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             hint = "check who may write there, then run the command again"
         else:
             hint = "fix the cause, then run the command again"
+        more = ""
+        if full and needed:
+            of = f" for the {files} file(s) still to download" if files else ""
+            more = f"; about {_bytes(needed)} more are needed{of}"
         return cls(
-            f"{e.strerror or e}{where}",
+            f"{e.strerror or e}{where}{more}",
             hint=hint + "; nothing recorded is lost, and the next run picks up from here",
+            details={"needed_bytes": needed, "path": e.filename} if full and needed else None,
         )
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 class ConfigError(DsgError):

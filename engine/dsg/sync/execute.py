@@ -14,6 +14,7 @@ Order matters for the invariants:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dsg.backends.base import Repository
-from dsg.core.errors import IntegrityError, PathError
+from dsg.core.errors import IntegrityError, LocalIOError, PathError
 from dsg.core.faults import crash_point, register
 from dsg.core.manifest import Entry, SnapshotRecord
 from dsg.core.paths import show
@@ -314,6 +315,9 @@ class LocalApplier:
             _check(it.path, entry, snapshot, n, got)
             os.utime(tmp, ns=(entry.mtime, entry.mtime))
             os.replace(tmp, p)
+        except OSError as e:
+            with_suppress_unlink(tmp)
+            raise _naming(e, p) from e
         except BaseException:
             with_suppress_unlink(tmp)
             raise
@@ -326,6 +330,9 @@ class LocalApplier:
         try:
             write_new(tmp, data, mtime, _WRITE_NEW, 0o666)
             os.replace(tmp, p)
+        except OSError as e:
+            with_suppress_unlink(tmp)
+            raise _naming(e, p) from e
         except BaseException:
             with_suppress_unlink(tmp)
             raise
@@ -338,6 +345,14 @@ class LocalApplier:
 
 
 _WRITE_NEW = CREATE_NEW  # a new file at a new name: never through a planted link
+
+
+def _naming(e: OSError, p: str) -> OSError:
+    """`e` naming the file being downloaded (a write on a descriptor names none; the temp
+    name means nothing to the user)."""
+    if e.filename is None or ".dsg-tmp-" in str(e.filename):
+        return OSError(e.errno, e.strerror, p)
+    return e
 
 
 def _check(path: str, entry: Entry, snapshot: str, n: int, got: bytes) -> None:
@@ -400,23 +415,35 @@ def run_local(applier: LocalApplier, plan: Plan, head: str | None) -> None:
     for it, entry, snap, expected, backup in fetches:
         if applier.prepare_fetch(it, entry, expected, backup):
             by_snapshot.setdefault(snap, []).append((it, entry))
+    # still to write, for a full disk's message: how much space the rest needs
+    left_files = sum(len(items) for items in by_snapshot.values())
+    left_bytes = sum(entry.size for items in by_snapshot.values() for _, entry in items)
     try:
-        for snap, items in by_snapshot.items():
-            wanted = {it.path: (it, entry) for it, entry in items}
-            files = applier.repo.read_files(snap, interleave_by_dir(list(wanted)))
-            with contextlib.closing(files):  # closed at once if a file fails its check
-                for path, src in files:
-                    it, entry = wanted[path]
-                    applier.receive(it, entry, snap, src)
-                    _file_done(applier.progress)
-                    if first:
-                        crash_point("execute.after_first_local")  # the first is written here
-                        first = False
-    except BaseException:
-        with contextlib.suppress(Exception):  # what is already raising comes first
-            applier.settle()
+        try:
+            for snap, items in by_snapshot.items():
+                wanted = {it.path: (it, entry) for it, entry in items}
+                files = applier.repo.read_files(snap, interleave_by_dir(list(wanted)))
+                with contextlib.closing(files):  # closed at once if a file fails its check
+                    for path, src in files:
+                        it, entry = wanted[path]
+                        applier.receive(it, entry, snap, src)
+                        left_files -= 1
+                        left_bytes -= entry.size
+                        _file_done(applier.progress)
+                        if first:
+                            crash_point("execute.after_first_local")  # the first is written
+                            first = False
+        except BaseException:
+            with contextlib.suppress(Exception):  # what is already raising comes first
+                applier.settle()
+            raise
+        applier.settle()
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise LocalIOError.from_oserror(
+                e, needed=max(left_bytes, 0), files=max(left_files, 0)
+            ) from e
         raise
-    applier.settle()
     if applier.wrote_files:
         # downloaded bytes are on disk before the base says they are there
         sync_filesystem(applier.root)

@@ -443,6 +443,7 @@ def init(
     repo: Repository,
     user: UserConfig,
     message: str | None = None,
+    progress: Progress | None = None,
 ) -> Result:
     ws = Workspace(root, config)
     if ws.has_base:
@@ -482,6 +483,7 @@ def init(
                     message or "initial snapshot",
                     user.user_id,
                     user.user_name,
+                    progress,
                 )
             except BaseException:
                 undone = True
