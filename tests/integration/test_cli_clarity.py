@@ -108,6 +108,10 @@ def test_status_exit_code_and_conflict_copy_reminder(pair: tuple[Researcher, Res
     proc = ben.cli("status", "--exit-code", "--json")
     assert proc.returncode == 3 and js(proc)["ok"] is True
     assert ben.cli("status", "--exit-code").returncode == 3
+    blocked = ben.cli("sync")
+    assert blocked.returncode == 3
+    assert "task1/input/a.csv   changed here and on the server" in blocked.stderr, blocked.stderr
+    assert not CODES.search(blocked.stderr), blocked.stderr
 
     ben.cli("resolve", "task1/input/a.csv", "--use", "remote")
     assert ben.cli("sync").returncode == 0

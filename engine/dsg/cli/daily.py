@@ -25,7 +25,7 @@ from dsg.cli.common import (
     stack,
     transfer_progress,
 )
-from dsg.core.compare import S, SyncState
+from dsg.core.compare import DESCRIPTIONS
 from dsg.core.errors import EXIT_CONFLICTS, ConfigError, UsageError
 from dsg.core.paths import show, show_text
 from dsg.core.plan import Action, Item, Plan
@@ -54,26 +54,6 @@ ACTION_TITLES = {
     Action.none: "Nothing to transfer",
 }
 
-# What happened to a file, in plain words ("here": this working copy; "on the server": the
-# repository). The state codes (compare.py) are shown only with -v and in --json.
-WHAT: dict[SyncState, str] = {
-    S.sLCR__all_eq: "unchanged",
-    S.sLCR__L_eq_C_ne_R: "changed on the server",
-    S.sLCR__L_eq_R_ne_C: "same change here and on the server",
-    S.sLCR__C_eq_R_ne_L: "changed here",
-    S.sLCR__all_ne: "changed here and on the server",
-    S.sxLCR__C_eq_R: "deleted here",
-    S.sxLCR__C_ne_R: "deleted here, changed on the server",
-    S.sLxCR__L_eq_R: "new here and on the server, identical",
-    S.sLxCR__L_ne_R: "new here and on the server, different",
-    S.sLCxR__L_eq_C: "deleted on the server",
-    S.sLCxR__L_ne_C: "changed here, deleted on the server",
-    S.sxLCxR__only_R: "new on the server",
-    S.sxLCRx__only_C: "deleted here and on the server",
-    S.sLxCxR__only_L: "new here",
-    S.sxLxCxR__none: "not tracked",
-}
-
 # What the next sync does about it.
 WILL: dict[Action, str] = {
     Action.none: "nothing to do",
@@ -97,9 +77,9 @@ TOTAL_WORDS: dict[Action, tuple[str, str]] = {
 
 def plain(it: Item) -> str:
     """One file's line: what happened and what the sync does, in words."""
-    words = f"{WHAT[it.state]} — {WILL[it.action]}"
+    words = f"{DESCRIPTIONS[it.state]} — {WILL[it.action]}"
     if it.choice:
-        words = f"{WHAT[it.state]} — resolved with --use {it.choice}: {WILL[it.action]}"
+        words = f"{DESCRIPTIONS[it.state]} — resolved with --use {it.choice}: {WILL[it.action]}"
     elif it.action == Action.conflict:
         words += " (dsg resolve PATH --use local|remote|base)"
     return words

@@ -33,22 +33,24 @@ class SyncState(StrEnum):
 
 S = SyncState
 
+# Each state in plain words, for people ("here": this working copy; "on the server": the
+# repository). The codes themselves are shown only in --json and with -v.
 DESCRIPTIONS: dict[SyncState, str] = {
     S.sLCR__all_eq: "unchanged",
-    S.sLCR__L_eq_C_ne_R: "changed on the repository",
-    S.sLCR__L_eq_R_ne_C: "same change made here and on the repository",
-    S.sLCR__C_eq_R_ne_L: "changed locally",
-    S.sLCR__all_ne: "CONFLICT: changed locally and on the repository",
-    S.sxLCR__C_eq_R: "deleted locally",
-    S.sxLCR__C_ne_R: "CONFLICT: deleted locally, changed on the repository",
-    S.sLxCR__L_eq_R: "new here and on the repository, identical",
-    S.sLxCR__L_ne_R: "CONFLICT: new here and on the repository, different",
-    S.sLCxR__L_eq_C: "deleted on the repository",
-    S.sLCxR__L_ne_C: "CONFLICT: changed locally, deleted on the repository",
-    S.sxLCxR__only_R: "new on the repository",
-    S.sxLCRx__only_C: "deleted here and on the repository",
-    S.sLxCxR__only_L: "new locally",
-    S.sxLxCxR__none: "not tracked anywhere",
+    S.sLCR__L_eq_C_ne_R: "changed on the server",
+    S.sLCR__L_eq_R_ne_C: "same change here and on the server",
+    S.sLCR__C_eq_R_ne_L: "changed here",
+    S.sLCR__all_ne: "changed here and on the server",
+    S.sxLCR__C_eq_R: "deleted here",
+    S.sxLCR__C_ne_R: "deleted here, changed on the server",
+    S.sLxCR__L_eq_R: "new here and on the server, identical",
+    S.sLxCR__L_ne_R: "new here and on the server, different",
+    S.sLCxR__L_eq_C: "deleted on the server",
+    S.sLCxR__L_ne_C: "changed here, deleted on the server",
+    S.sxLCxR__only_R: "new on the server",
+    S.sxLCRx__only_C: "deleted here and on the server",
+    S.sLxCxR__only_L: "new here",
+    S.sxLxCxR__none: "not tracked",
 }
 
 CONFLICT_STATES = frozenset({S.sLCR__all_ne, S.sxLCR__C_ne_R, S.sLxCR__L_ne_R, S.sLCxR__L_ne_C})

@@ -19,7 +19,7 @@ from typing import BinaryIO, TypeVar
 
 from dsg.backends.base import LockOwner, Repository
 from dsg.core.changes import apply_changes
-from dsg.core.compare import S
+from dsg.core.compare import DESCRIPTIONS, S
 from dsg.core.errors import (
     ConflictsBlocked,
     IntegrityError,
@@ -182,7 +182,7 @@ def _block_on_conflicts(ws: Workspace, plan: Plan, user: UserConfig) -> None:
         if plan.stale_resolutions
         else ""
     )
-    listing = "\n".join(f"  {show(it.path)}  ({it.state.value})" for it in conflicts[:50])
+    listing = "\n".join(f"  {show(it.path)}   {DESCRIPTIONS[it.state]}" for it in conflicts[:50])
     raise ConflictsBlocked(
         f"{len(conflicts)} conflict(s) block the sync; nothing was changed:\n{listing}{stale}",
         hint="choose a side per file with 'dsg resolve PATH --use local|remote|base', "
