@@ -64,8 +64,8 @@ git init -q . && git add task1/src && git commit -qm "cleaning script"
 run "$DSG" init --repo-type posix --host localhost --repo-path "$W/repos" \
   --repo-name killings --no-interactive -m "raw extract from the registry"
 run cat .dsgconfig.yml
-git add .dsgconfig.yml && git commit -qm "dsg config"
-note "Ana commits .dsgconfig.yml to git; Ben clones the git repository, then the data"
+git add .dsgconfig.yml .gitignore && git commit -qm "dsg config"
+note "Ana commits .dsgconfig.yml and .gitignore to git; Ben clones the git repository, then the data"
 mkdir -p "$W/ben" && git clone -q "$W/ana/killings" "$W/ben/killings" && as ben
 run "$DSG" clone
 run "$DSG" status

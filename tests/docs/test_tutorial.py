@@ -71,7 +71,8 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     # what the tutorial tells the reader they will see
-    assert "s1 with 2 entries" in out, out
+    assert "s1 with 2 entries" in out and "to .gitignore" in out, out
+    assert "**/frozen/" in out, "init wrote the data dirs into .gitignore"
     assert "committed s2" in out and "no new snapshot; now at s2" in out, out
     # mistake 1: the typo leaves the codebook alone and says so; the fix brings it back
     typo, fixed = out.split("=== block 7 ")[1].split("=== block 8 ")
