@@ -48,6 +48,7 @@ from dsg.workcopy.config import ProjectConfig
 from dsg.workcopy.rules import ScanRules
 
 SNAP_DIR = re.compile(r"^s([1-9][0-9]*)$")
+ISO_Z = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
 ARCHIVE = re.compile(r"^s([1-9][0-9]*)-sync\.json(\.lz4|\.gz)?$")
 
 
@@ -76,6 +77,9 @@ class SourceSnapshot:
     user: str | None = None
     date: str | None = None  # as recorded
     old_manifest: dict[str, Any] | None = None  # original dsg: path -> entry (xxh3_64)
+    # original dsg: where message, author and date came from: "tree" (the snapshot tree's
+    # own .dsg/last-sync.json), "archive", "sync-messages.json", or None (nowhere)
+    metadata_from: str | None = None
 
     @property
     def number(self) -> int:
@@ -111,6 +115,9 @@ class Source:
     tags: dict[str, str] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     snapshots_dir: Path | None = None
+    # original dsg: every field where sync-messages.json or an archived manifest says
+    # something else than the snapshot tree's own .dsg/last-sync.json
+    disagreements: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _readable_dir(path: Path, what: str) -> None:
@@ -267,6 +274,91 @@ def _read_archive(path: Path) -> Any:
     return orjson.loads(data)
 
 
+MAX_MANIFEST = 1 << 30  # a snapshot tree's .dsg/last-sync.json; larger is not a manifest
+META_FIELDS = (
+    "created_by",
+    "snapshot_message",
+    "created_at",
+    "snapshot_previous",
+    "entry_count",
+    "entries_hash",
+)
+
+
+def _text(v: Any) -> str | None:
+    """A metadata value as text (old files are input from others: anything else is absent)."""
+    return v[:4000] if isinstance(v, str) else None
+
+
+def _tree_manifest(tree: Path, sid: str, problems: list[Problem]) -> dict[str, Any] | None:
+    """The `.dsg/last-sync.json` inside one snapshot tree, if it is that snapshot's."""
+    path = tree / ".dsg" / "last-sync.json"
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        problems.append(Problem(f"cannot read {path}: {e.strerror}", sid, blocking=False))
+        return None
+    if not stat_mod.S_ISREG(st.st_mode) or st.st_size > MAX_MANIFEST:
+        problems.append(Problem(f"{path} is not a manifest file; not used", sid, blocking=False))
+        return None
+    try:
+        doc = _load_json(path, "manifest")
+    except SourceError as e:
+        problems.append(Problem(f"{e.message}; not used", sid, blocking=False))
+        return None
+    md = doc.get("metadata") if isinstance(doc, dict) else None
+    if not isinstance(md, dict):
+        problems.append(Problem(f"{path} has no metadata section; not used", sid, blocking=False))
+        return None
+    if md.get("snapshot_id") != sid:
+        problems.append(
+            Problem(
+                f"{path} describes snapshot {str(md.get('snapshot_id'))[:20]!r}, not {sid}; "
+                "not used",
+                sid,
+                blocking=False,
+            )
+        )
+        return None
+    return doc
+
+
+def _compare_metadata(
+    sid: str,
+    used: str,
+    md: dict[str, Any],
+    other: str,
+    omd: dict[str, Any],
+    out: list[dict[str, Any]],
+    problems: list[Problem],
+) -> None:
+    """Record every field where `other` disagrees with the metadata `used` for `sid`."""
+    differ = []
+    for f in META_FIELDS:
+        a, b = md.get(f), omd.get(f)
+        if f == "created_at":  # the same instant written with another offset is no conflict
+            a, b = _iso_utc(_text(a)) or a, _iso_utc(_text(b)) or b
+        if a != b:
+            out.append(
+                {"snapshot": sid, "field": f, "used": used, "value": a, "source": other,
+                 "other_value": b}
+            )  # fmt: skip
+            differ.append(f"{f} {str(b)[:60]!r} ({used}: {str(a)[:60]!r})")
+    if differ:
+        where = "the snapshot tree's own .dsg/last-sync.json" if used == "tree" else used
+        problems.append(
+            Problem(
+                f"{other} disagrees with {where}: "
+                + "; ".join(differ)
+                + f"; the {used}'s values are imported",
+                sid,
+                blocking=False,
+            )
+        )
+
+
 def read_dsg(root: Path, snapshots_dir: Path | None = None) -> Source:
     """An original dsg repository: its metadata, archive and per-snapshot data trees."""
     _readable_dir(root, "dsg repository")
@@ -278,17 +370,18 @@ def read_dsg(root: Path, snapshots_dir: Path | None = None) -> Source:
     head = last["metadata"].get("snapshot_id")
     if not isinstance(head, str) or not SNAP_DIR.match(head):
         raise SourceError(f"last-sync.json names snapshot {head!r}, expected s1, s2, ...")
-    meta: dict[str, dict[str, Any]] = {}
+    msgs_meta: dict[str, dict[str, Any]] = {}
     msgs_path = meta_dir / "sync-messages.json"
     if msgs_path.is_file():
         msgs = _load_json(msgs_path, "history")
         snaps_meta = msgs.get("snapshots") if isinstance(msgs, dict) else None
         if isinstance(snaps_meta, dict):
-            meta.update({k: v for k, v in snaps_meta.items() if isinstance(v, dict)})
+            msgs_meta.update({k: v for k, v in snaps_meta.items() if isinstance(v, dict)})
         else:
             problems.append(Problem("sync-messages.json has no 'snapshots' map", blocking=False))
     else:
         problems.append(Problem("no .dsg/sync-messages.json", blocking=False))
+    arch_meta: dict[str, dict[str, Any]] = {}
     old_manifests: dict[str, dict[str, Any]] = {}
     archive = meta_dir / "archive"
     if archive.is_dir():
@@ -311,7 +404,7 @@ def read_dsg(root: Path, snapshots_dir: Path | None = None) -> Source:
             if isinstance(doc, dict):
                 old_manifests[sid] = doc.get("entries") or {}
                 if isinstance(doc.get("metadata"), dict):
-                    meta.setdefault(sid, doc["metadata"])
+                    arch_meta[sid] = doc["metadata"]
         if unread:
             problems.append(
                 Problem(
@@ -322,19 +415,19 @@ def read_dsg(root: Path, snapshots_dir: Path | None = None) -> Source:
                     blocking=False,
                 )
             )
-    meta[head] = last["metadata"]
-    old_manifests[head] = last.get("entries") or {}
     sdir = snapshots_dir if snapshots_dir is not None else root / ".zfs" / "snapshot"
     if snapshots_dir is not None:
         _readable_dir(sdir, "snapshots directory")
     dirs = _numbered_dirs(sdir) if sdir.is_dir() else {}
     head_n = snap_number(head)
-    numbers = {n for n in dirs if n <= head_n} | {snap_number(k) for k in meta} | {head_n}
+    numbers = {n for n in dirs if n <= head_n} | {snap_number(k) for k in msgs_meta}
+    numbers |= {snap_number(k) for k in arch_meta} | {head_n}
     numbers.discard(0)
     for n in sorted(k for k in dirs if k > head_n):
         problems.append(
             Problem(f"s{n} is newer than last-sync.json's {head}; not imported", blocking=False)
         )
+    disagreements: list[dict[str, Any]] = []
     snaps = []
     for n in sorted(k for k in numbers if k <= head_n):
         sid = f"s{n}"
@@ -344,20 +437,35 @@ def read_dsg(root: Path, snapshots_dir: Path | None = None) -> Source:
         if tree is None:
             problems.append(Problem(f"no data tree for {sid} in {sdir}", sid))
             tree = sdir / sid
-        md = meta.get(sid, {})
-        if not md:
+        # The tree's own last-sync.json was written with the snapshot: the truth about it.
+        # sync-messages.json is rewritten by every client and 0.4.4 corrupts it when two
+        # people sync (an "s2" by the wrong author with the next snapshot's entries).
+        own = last if tree == root else _tree_manifest(tree, sid, problems)
+        sources: list[tuple[str, dict[str, Any]]] = []
+        if own is not None:
+            sources.append(("tree", own["metadata"]))
+            old_manifests[sid] = own.get("entries") or {}
+        if sid in arch_meta:
+            sources.append(("archive", arch_meta[sid]))
+        if sid in msgs_meta:
+            sources.append(("sync-messages.json", msgs_meta[sid]))
+        if not sources:
             problems.append(Problem("no message recorded", sid, blocking=False))
+        used, md = sources[0] if sources else (None, {})
+        for other, omd in sources[1:]:
+            _compare_metadata(sid, used, md, other, omd, disagreements, problems)
         snaps.append(
             SourceSnapshot(
                 sid,
                 tree,
-                md.get("snapshot_message"),
-                md.get("created_by"),
-                _iso_utc(md.get("created_at")),
+                _text(md.get("snapshot_message")),
+                _text(md.get("created_by")),
+                _iso_utc(_text(md.get("created_at"))),
                 old_manifests.get(sid),
+                used,
             )
         )
-    return Source("dsg", root, snaps, head, {}, problems, sdir)
+    return Source("dsg", root, snaps, head, {}, problems, sdir, disagreements)
 
 
 # --- reading one tree --------------------------------------------------------------------------
@@ -630,6 +738,8 @@ class SnapshotPlan:
     outside_data_dirs: int = 0
     content_digest: str = ""
     tags: list[str] = field(default_factory=list)
+    metadata_from: str | None = None  # original dsg: tree, archive or sync-messages.json
+    created_at: str = ""  # the original date the new record keeps ("" = the import's time)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -681,6 +791,7 @@ class ImportReport:
                 "hashed_bytes": self.hashed_bytes,
             },
             "nfc_repairs": self.repairs,
+            "metadata_disagreements": self.source.disagreements,
             "tags": [{"name": k, "snapshot": v} for k, v in self.source.tags.items()],
             "problems": [p.to_dict() for p in self.problems],
             "blocking": len(self.blocking),
@@ -706,6 +817,7 @@ def _walk_history(
     skip_bad_links: bool,
     hasher: Hasher,
     step: Step | None = None,
+    keep_dates: bool = True,
 ) -> None:
     """Read every snapshot tree in order, diffing each against the previous one; `step`
     (apply) is called per snapshot with its plan, tree and the previous tree's items."""
@@ -741,6 +853,8 @@ def _walk_history(
             author=author,
             author_name=author_name,
             tags=tags_by_snap.get(src.id, []),
+            metadata_from=src.metadata_from,
+            created_at=src.date if keep_dates and src.date and ISO_Z.match(src.date) else "",
         )
         if not src.tree.is_dir():
             report.snapshots.append(sp)
@@ -813,10 +927,30 @@ def plan_import(
     report.problems.extend(source.problems)
     if not source.snapshots:
         report.problems.append(Problem("the source has no snapshots"))
+    if not keeps_dates(config):
+        report.problems.append(Problem(DATES_OVER_SSH, blocking=False))
     _walk_history(
-        source, config, users, report, skip_bad_links=skip_bad_links, hasher=hasher or Hasher()
+        source,
+        config,
+        users,
+        report,
+        skip_bad_links=skip_bad_links,
+        hasher=hasher or Hasher(),
+        keep_dates=keeps_dates(config),
     )
     return report
+
+
+DATES_OVER_SSH = (
+    "the target is reached over SSH, where the agent dates every commit itself: the "
+    "original dates are kept only in the messages (run the import on the repository host "
+    "to keep them as the snapshots' dates)"
+)
+
+
+def keeps_dates(config: ProjectConfig) -> bool:
+    """Original dates become the records' `created_at` only where this process commits."""
+    return config.repository.transport == "local"
 
 
 def check_target(repo: Repository, config: ProjectConfig) -> None:
@@ -877,6 +1011,8 @@ def apply_import(
     planned = {p.id: p.content_digest for p in report.snapshots}
     final = ImportReport(source, repo.location, config.name, list(config.data_dirs))
     final.problems.extend(source.problems)
+    if not keeps_dates(config):
+        final.problems.append(Problem(DATES_OVER_SSH, blocking=False))
     final.dry_run = False
     repo.create(ScanRules.of(config))
     try:
@@ -904,7 +1040,9 @@ def apply_import(
                             with os.fdopen(fd, "rb") as f:
                                 assert e.hash is not None
                                 txn.put_file(rel, f, e.size, e.mtime, e.hash)
-                    rec = txn.commit(sp.message, sp.author, sp.author_name)
+                    rec = txn.commit(
+                        sp.message, sp.author, sp.author_name, original_at=sp.created_at
+                    )
                 except BaseException:
                     txn.abort()
                     raise
@@ -921,6 +1059,7 @@ def apply_import(
                 skip_bad_links=skip_bad_links,
                 hasher=hasher,
                 step=commit,
+                keep_dates=keeps_dates(config),
             )
         if final.blocking:  # the source changed between the plan and the write
             raise blocked_error(final)

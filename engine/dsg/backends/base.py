@@ -161,11 +161,19 @@ class Transaction(ABC):
 
     @abstractmethod
     def commit(
-        self, message: str, author: str, author_name: str, *, login: str = ""
+        self,
+        message: str,
+        author: str,
+        author_name: str,
+        *,
+        login: str = "",
+        original_at: str = "",
     ) -> SnapshotRecord:
         """Publish the next snapshot. Returns its record. A transaction with no changes
         may still be committed (init of an empty project). `login`: the account the
-        repository host authenticated, recorded beside the claimed author."""
+        repository host authenticated, recorded beside the claimed author. `original_at`
+        (import only): the time the snapshot was first committed elsewhere; it becomes
+        `created_at` and the time of this commit `imported_at`."""
 
     @abstractmethod
     def abort(self) -> None: ...

@@ -510,7 +510,13 @@ class PosixTransaction(StagedTransaction):
             )
 
     def commit(
-        self, message: str, author: str, author_name: str, *, login: str = ""
+        self,
+        message: str,
+        author: str,
+        author_name: str,
+        *,
+        login: str = "",
+        original_at: str = "",
     ) -> SnapshotRecord:
         self.settle()
         repo = self.repo
@@ -527,7 +533,9 @@ class PosixTransaction(StagedTransaction):
             stored, dirs = self._store_objects()
         crash_point("posix.after_tree")
         blob = manifest.to_bytes()  # first: the record then reuses its digest
-        record = self.new_record(new_id, manifest, message, author, author_name, utc_now(), login)
+        record = self.new_record(
+            new_id, manifest, message, author, author_name, utc_now(), login, original_at
+        )
         meta = self.dir / ".dsg"
         shutil.rmtree(self.objects)
         atomic_write(meta / "manifest.gz", blob)

@@ -451,8 +451,19 @@ class SshTransaction(Transaction):
         self.repo.call({"op": "delete", "path": path})
 
     def commit(
-        self, message: str, author: str, author_name: str, *, login: str = ""
+        self,
+        message: str,
+        author: str,
+        author_name: str,
+        *,
+        login: str = "",
+        original_at: str = "",
     ) -> SnapshotRecord:
+        if original_at:  # the agent dates every commit itself; a client may not backdate
+            raise RepositoryError(
+                "an original date can be recorded only on the repository host",
+                hint="run 'dsg import' on the repository host",
+            )
         resp = self.repo.call(
             {"op": "commit", "message": message, "author": author, "author_name": author_name}
         )

@@ -125,9 +125,13 @@ class StagedTransaction(Transaction):
         author_name: str,
         created: str,
         login: str = "",
+        original_at: str = "",
     ) -> SnapshotRecord:
         parent_rec = self.repo.record(self.parent) if self.parent else None
         digest = manifest.digest()
+        imported = ""
+        if original_at:  # an imported snapshot keeps its own date; now is when it came in
+            created, imported = original_at, created
         return SnapshotRecord(
             id=new_id,
             parent=self.parent,
@@ -140,6 +144,7 @@ class StagedTransaction(Transaction):
             total_bytes=manifest.total_bytes(),
             tx=self.tx,
             login=login,
+            imported_at=imported,
             chain=SnapshotRecord.compute_chain(
                 parent_rec.chain if parent_rec else None,
                 new_id,
@@ -149,5 +154,6 @@ class StagedTransaction(Transaction):
                 created,
                 digest,
                 login,
+                imported,
             ),
         )

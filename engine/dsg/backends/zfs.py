@@ -421,7 +421,13 @@ class ZfsTransaction(StagedTransaction):
             self.sources[path] = obj
 
     def commit(
-        self, message: str, author: str, author_name: str, *, login: str = ""
+        self,
+        message: str,
+        author: str,
+        author_name: str,
+        *,
+        login: str = "",
+        original_at: str = "",
     ) -> SnapshotRecord:
         self.settle()
         repo = self.repo
@@ -436,7 +442,9 @@ class ZfsTransaction(StagedTransaction):
         manifest = apply_changes(parent_m, self.changes.values(), n, author)
         self._apply(parent_m)
         crash_point("zfs.after_apply")
-        record = self.new_record(new_id, manifest, message, author, author_name, utc_now(), login)
+        record = self.new_record(
+            new_id, manifest, message, author, author_name, utc_now(), login, original_at
+        )
         write_manifest(repo.meta / "manifest.gz", manifest)
         atomic_write(repo.meta / "snapshot.json", record.to_bytes())
         shutil.rmtree(self.dir)

@@ -499,7 +499,10 @@ def log_cmd(
                 if r.login_differs:  # what the host authenticated, beside what was claimed
                     who += f" [login {r.login}]"
                 names = f"  ({', '.join(tagged[r.id])})" if r.id in tagged else ""
-                out.print(Text(show_text(f"{r.id:<6} {r.created_at}  {who}{names}"), style="bold"))
+                when = r.created_at  # an imported snapshot: its original date, then the import's
+                if r.imported_at and r.imported_at != r.created_at:
+                    when += f" (imported {r.imported_at})"
+                out.print(Text(show_text(f"{r.id:<6} {when}  {who}{names}"), style="bold"))
                 out.print(Text(f"       {show_text(r.message)}  ({r.entry_count} entries)"))
         return {
             "snapshots": [
@@ -510,6 +513,7 @@ def log_cmd(
                     "author_name": r.author_name,
                     "message": r.message,
                     "created_at": r.created_at,
+                    "imported_at": r.imported_at or None,
                     "entry_count": r.entry_count,
                     "total_bytes": r.total_bytes,
                     "manifest_digest": r.manifest_digest,

@@ -96,6 +96,9 @@ def _print_report(rep: migrate.ImportReport) -> None:
             )
         )
         out.print(Text(f"         {show_text(sp.message)}"))
+        when = f"dated {sp.created_at}" if sp.created_at else "dated at the import"
+        source = f"; author and message from {sp.metadata_from}" if sp.metadata_from else ""
+        out.print(Text(f"         {when}{source}"))
         if sp.outside_data_dirs:
             out.print(
                 Text(
@@ -113,6 +116,24 @@ def _print_report(rep: migrate.ImportReport) -> None:
         out.print(Text("\ntags (dsg has no tags yet; recorded here only):", style="bold"))
         for name, sid in rep.source.tags.items():
             out.print(f"  {name} -> {sid}")
+    if rep.source.disagreements:
+        out.print(
+            Text(
+                f"\nmetadata cross-check: {len(rep.source.disagreements)} disagreement(s) "
+                "with the snapshot trees' own .dsg/last-sync.json:",
+                style="bold",
+            )
+        )
+        for d in rep.source.disagreements:
+            out.print(
+                Text(
+                    show_text(
+                        f"  {d['snapshot']:<6} {d['field']:<17} {d['source']}: "
+                        f"{d['other_value']!s:.60}  ->  imported ({d['used']}): {d['value']!s:.60}"
+                    ),
+                    style="yellow",
+                )
+            )
     if rep.repairs:
         out.print(Text(f"\nNFC repairs ({len(rep.repairs)}):", style="bold"))
         for r in rep.repairs:

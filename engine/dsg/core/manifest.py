@@ -364,6 +364,9 @@ class SnapshotRecord:
     # The login the repository host authenticated (SSH) for the commit; "" for records made
     # before it was recorded. `author` is what the client claimed.
     login: str = ""
+    # When the snapshot was written into this repository, for one imported from another
+    # system (`dsg import`); `created_at` then keeps the original commit time. "" otherwise.
+    imported_at: str = ""
 
     @staticmethod
     def compute_chain(
@@ -375,10 +378,21 @@ class SnapshotRecord:
         created_at: str,
         manifest_digest: str,
         login: str = "",
+        imported_at: str = "",
     ) -> str:
-        fields = [parent_chain or "", id, parent, author, message, created_at, manifest_digest]
+        fields: list[Any] = [
+            parent_chain or "",
+            id,
+            parent,
+            author,
+            message,
+            created_at,
+            manifest_digest,
+        ]
         if login:  # chained where recorded; records without it keep their chain
             fields.append(login)
+        if imported_at:  # likewise; labelled so it cannot pass for a login
+            fields.append(["imported_at", imported_at])
         return hashlib.sha256(orjson.dumps(fields)).hexdigest()
 
     @property
@@ -397,10 +411,14 @@ class SnapshotRecord:
             self.created_at,
             self.manifest_digest,
             self.login,
+            self.imported_at,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": RECORD_FORMAT, **self.__dict__}
+        d = {"format": RECORD_FORMAT, **self.__dict__}
+        if not self.imported_at:  # records of ordinary commits stay as older readers know them
+            del d["imported_at"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, *, origin: str = "snapshot record") -> SnapshotRecord:
