@@ -288,3 +288,13 @@ def test_an_admin_records_the_shape_of_a_legacy_repository(host: Host) -> None:
     assert mallory.put_file("task1/frozen/x.csv", b"x\n")["ok"] is False  # not in this shape
     assert mallory.put_file(A, b"a\n")["ok"]
     mallory.close()
+
+
+def test_a_repository_dsg_creates_is_closed_to_others(team, host: Host) -> None:
+    """Only the project's group enters a repository the agent created (a read group gets in
+    by the ACL dsg_access sets on a mountpoint the admin made)."""
+    import stat
+
+    mode = stat.S_IMODE((host.top / "repos" / "proj").stat().st_mode)
+    assert mode & 0o007 == 0, oct(mode)
+    assert mode & 0o070 == 0o070 and mode & stat.S_ISGID

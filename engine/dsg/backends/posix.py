@@ -141,6 +141,9 @@ class PosixRepository(LocalRepository):
             )
         try:
             self.root.mkdir()
+            # Members (the group) only: others never enter a repository dsg made itself. One
+            # the admin made keeps its mode and ACLs (dsg_access: a read group may enter).
+            self.root.chmod(0o2770)
         except FileExistsError as e:
             if any(self.root.iterdir()):
                 raise RepositoryExists(

@@ -105,6 +105,9 @@ def ensure_gitignore(root: Path, data_dirs: list[str]) -> GitignoreResult:
     return res
 
 
+LS_FILES = ("ls-files", "-z", "--", ".")
+
+
 def tracked_data_files(root: Path, data_dirs: list[str], limit: int = 1000) -> list[str]:
     """Files git tracks inside a data dir of the project at `root` (at most `limit`).
     Empty when git is missing, `root` is not in a repository, or git is slow or fails."""
@@ -116,7 +119,8 @@ def tracked_data_files(root: Path, data_dirs: list[str], limit: int = 1000) -> l
         return []
     try:
         proc = subprocess.run(
-            [git, "-c", "core.quotepath=off", "ls-files", "-z", "--", "."],
+            # no fsmonitor hook, whatever .git/config says: dsg never runs a project's command
+            [git, "-c", "core.quotepath=off", "-c", "core.fsmonitor=false", *LS_FILES],
             cwd=root,
             capture_output=True,
             timeout=LS_FILES_TIMEOUT,
