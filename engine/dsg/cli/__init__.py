@@ -45,10 +45,12 @@ def build_app(*, core_only: bool = False) -> typer.Typer:
     app.add_typer(daily.commands)
     if not core_only:
         from dsg.cli import admin, backup, history, imports, undo
+        from dsg.cli import config as config_cli
 
         app.add_typer(undo.commands)
         app.add_typer(history.commands)
         app.add_typer(imports.commands)
+        app.add_typer(config_cli.commands, name="config")
         admin_app = typer.Typer(help=ADMIN_HELP, no_args_is_help=True)
         admin_app.add_typer(admin.commands)
         admin_app.add_typer(backup.commands)
@@ -71,7 +73,7 @@ def _plain_metavars(cmd: object) -> None:
 def _command_name(args: list[str]) -> str:
     words: list[str] = []
     for a in args:
-        if a.startswith("-") or len(words) == (2 if words[:1] == ["admin"] else 1):
+        if a.startswith("-") or len(words) == (2 if words[:1] in (["admin"], ["config"]) else 1):
             break
         words.append(a)
     return " ".join(words) or "dsg"

@@ -54,9 +54,18 @@ _HOST = re.compile(
 def find_project_root(start: Path | None = None) -> Path:
     """Walk up from `start` (default: cwd) to the directory holding `.dsgconfig.yml`."""
     here = (start or Path.cwd()).absolute()
+    oldest = None
     for d in (here, *here.parents):
         if (d / PROJECT_CONFIG).is_file():
             return d
+        if oldest is None and (d / ".dsg" / "config.yml").is_file():
+            oldest = d
+    if oldest is not None:  # the first dsg's project file: converted, not read in place
+        raise ConfigError(
+            f"{oldest} has the oldest form of project file, .dsg/config.yml, and no "
+            f"{PROJECT_CONFIG}",
+            hint="run 'dsg config upgrade' there (add --write to write the new file)",
+        )
     raise ConfigError(
         f"no {PROJECT_CONFIG} found in {here} or any parent directory",
         hint="run dsg inside a project, or create one with 'dsg init'",
