@@ -56,7 +56,7 @@ class EventLog:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # O_NOFOLLOW: a link planted at the log's name (committed to git) is not appended to.
-            fd = os.open(self.path, _APPEND, 0o644)
+            fd = os.open(self.path, _APPEND, 0o666)  # the umask decides, as open() did
             with open(fd, "ab") as f:
                 f.write(line + b"\n")
         except OSError:
