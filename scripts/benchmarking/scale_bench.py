@@ -324,6 +324,9 @@ class Bench:
         self.genv = genv
         t = time.perf_counter()
         quiet(["git", "init", "-q"], env=genv)
+        # No `gc --auto`: after the first commit it would repack every object in the
+        # background, while the status rows are being timed.
+        quiet(["git", "config", "gc.auto", "0"], env=genv)
         (w / "git" / "info" / "exclude").write_text("/.dsg/\n/.dsgconfig.yml\n")
         quiet(["git", "-c", "core.looseCompression=0", "add", "-A"], env=genv, cwd=proj)
         quiet(["git", "commit", "-qm", "tree"], env=genv, cwd=proj)
