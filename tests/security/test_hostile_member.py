@@ -298,3 +298,22 @@ def test_a_repository_dsg_creates_is_closed_to_others(team, host: Host) -> None:
     mode = stat.S_IMODE((host.top / "repos" / "proj").stat().st_mode)
     assert mode & 0o007 == 0, oct(mode)
     assert mode & 0o070 == 0o070 and mode & stat.S_ISGID
+
+
+def test_a_local_repository_takes_nothing_outside_its_shape_either(tmp_path: Path) -> None:
+    """Without an agent in between, the client keeps to the repository's shape: a data dir
+    one member adds to their own .dsgconfig.yml is not uploaded, and says why."""
+    from tests.helpers import Researcher, project_config
+
+    (tmp_path / "repos").mkdir()
+    ana = Researcher("ana", tmp_path / "ana" / "proj", tmp_path / "cfg",
+                     project_config("proj", tmp_path / "repos"))  # fmt: skip
+    ana.write(A, "a\n")
+    ana.init("first")
+    ana.config = ana.config.model_copy(update={"data_dirs": ["input", "output", "frozen", "raw"]})
+    (ana.root / ".dsgconfig.yml").write_text(ana.config.to_yaml())
+    ana.write("task1/raw/secret.csv", "x\n")
+    result = ana.sync()
+    assert result.committed is None
+    assert result.plan.untracked == ["task1/raw/secret.csv"]
+    assert "task1/raw/secret.csv" not in ana.repo.manifest(ana.repo.head()).paths

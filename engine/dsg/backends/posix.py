@@ -106,7 +106,8 @@ class PosixRepository(LocalRepository):
             if fmt not in LAYOUTS:
                 raise RepositoryError(
                     f"{self.root} has repository format {fmt!r}, which this dsg does not know",
-                    hint="a newer dsg made it; upgrade dsg (pip install -U dsg)",
+                    hint="a newer dsg made it: install the group's newer dsg wheel "
+                    "(docs/user-guide.md, Install dsg on your laptop)",
                 )
             self._layout = LAYOUTS[fmt]
         return self._layout

@@ -178,9 +178,10 @@ def make_plan(
     tracked: Callable[[str], bool] | None = None,
 ) -> Plan:
     """Classify every path and choose its action. Unchanged paths are only counted,
-    unless `keep_unchanged` (for listings that show every file). A path the scan did not
-    record and `tracked` rejects (a change of data_dirs or ignore rules, or a path from a
-    peer outside the project's shape) gets no action: it is listed in `untracked`."""
+    unless `keep_unchanged` (for listings that show every file). A changed path `tracked`
+    rejects (left out of data_dirs or ignore rules, a path from a peer outside the project's
+    shape, or a local one the repository's shape does not take) gets no action: it is listed
+    in `untracked`."""
     resolutions = resolutions or {}
     plan = Plan(base.snapshot, remote.snapshot)
     for path, le, ce, re_ in merge3(local, base, remote):
@@ -188,7 +189,7 @@ def make_plan(
         if state is S.sLCR__all_eq and not keep_unchanged:
             plan.unchanged += 1
             continue
-        if le is None and tracked is not None and not tracked(path):
+        if tracked is not None and not tracked(path):
             plan.untracked.append(path)
             continue
         action = STATE_ACTIONS[state]
