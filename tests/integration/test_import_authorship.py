@@ -166,3 +166,28 @@ def test_records_without_imported_at_keep_their_form_and_chain() -> None:
     assert imported != rec.chain
     # an imported_at is not interchangeable with a login of the same text
     assert imported != SnapshotRecord.compute_chain(*fields, login="2026-12-06T00:00:00Z")
+
+
+def test_over_ssh_the_plan_says_the_dates_stay_in_the_messages(tmp_path: Path) -> None:
+    """The agent dates every commit itself (a client may not backdate a snapshot): an
+    import into a repository reached over SSH keeps the original dates only in the
+    messages, and the plan says so; on this host they become the records' dates."""
+    from dsg.admin import migrate
+    from dsg.backends.posix import PosixRepository
+    from dsg.workcopy.config import ProjectConfig, RepositoryConfig
+
+    src = migrate.read_dsg(FIXTURE / "repo", FIXTURE / "snapshots")
+    repo = PosixRepository(tmp_path / "p44", "p44")  # only its location is read by a plan
+    for host, kept in (("localhost", True), ("repo.example.org", False)):
+        config = ProjectConfig(
+            name="p44",
+            repository=RepositoryConfig(type="posix", host=host, mountpoint=str(tmp_path)),
+        )
+        rep = migrate.plan_import(src, config, repo, migrate.UserMap())
+        assert [p.created_at for p in rep.snapshots] == (
+            [TRUE[k][1] for k in ("s1", "s2", "s3")] if kept else ["", "", ""]
+        )
+        ssh_warnings = [p for p in rep.problems if "over SSH" in p.message]
+        assert len(ssh_warnings) == (0 if kept else 1)
+        assert all(not p.blocking for p in ssh_warnings)
+    assert not repo.exists()

@@ -856,6 +856,15 @@ def _walk_history(
             metadata_from=src.metadata_from,
             created_at=src.date if keep_dates and src.date and ISO_Z.match(src.date) else "",
         )
+        if keep_dates and src.date and not sp.created_at:
+            report.problems.append(
+                Problem(
+                    f"original date {src.date[:40]!r} not understood: dated at the import "
+                    "(the date stays in the message)",
+                    src.id,
+                    blocking=False,
+                )
+            )
         if not src.tree.is_dir():
             report.snapshots.append(sp)
             continue
