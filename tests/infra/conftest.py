@@ -4,8 +4,8 @@ Two ways this directory runs:
 
 * **suite** (`--hosts` given; needs pytest-testinfra, installed in .venv-ansible):
   ``.venv-ansible/bin/pytest tests/infra --hosts=ansible://lab-zfs1 --ansible-inventory=inventories/lab``
-  collects test_zfs.py, test_access.py, test_server.py and test_operations.py against those
-  hosts.
+  collects test_zfs.py, test_access.py, test_server.py, test_operations.py and
+  test_baseline.py against those hosts.
 * **wrapper** (no `--hosts`; the default test run in .venv): collects only
   test_run_testinfra.py, which converges the lab with the site playbook and runs the suite
   above in .venv-ansible as a subprocess (also after drifting the lab by hand).
@@ -31,7 +31,9 @@ import pytest
 from tests.ansible.conftest import ansible_lab, ansible_tools  # noqa: F401  (for the wrapper)
 from tests.infra import declared as decl
 
-SUITE = {"test_zfs.py", "test_access.py", "test_server.py", "test_operations.py"}
+SUITE = {
+    "test_zfs.py", "test_access.py", "test_server.py", "test_operations.py", "test_baseline.py",
+}  # fmt: skip
 WRAPPER = {"test_run_testinfra.py"}
 CONNECTION_VARS = (
     "ansible_connection", "ansible_host", "ansible_port", "ansible_user", "ansible_become",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,12 +29,58 @@ def test_installed_dsg_is_the_pinned_version(host, declared):
     if got != want:
         problems.append(f"{srv['venv']}: dsg {got}, the inventory pins {want}")
     link = host.file(srv["bin_link"])
-    if not link.is_symlink or link.linked_to != f"{srv['venv']}/bin/dsg":
+    if not link.is_symlink or link.linked_to != host.file(f"{srv['venv']}/bin/dsg").linked_to:
         problems.append(f"{srv['bin_link']}: not a link to {srv['venv']}/bin/dsg")
     r = host.run("%s --version", srv["bin_link"])
     if r.rc != 0 or want not in r.stdout:
         problems.append(f"`{srv['bin_link']} --version` says {r.stdout.strip() or r.stderr!r}")
     report(problems, "the dsg install")
+
+
+def test_release_is_current_and_hash_checked(host, declared):
+    """Method release: the current link points at /opt/dsg/venvs/<release> of the inventory's
+    release directory, that venv carries its release.json (wheel sha256 and all), the PATH
+    link goes through the current link, and at most dsg_server_keep_releases are kept."""
+    need_group(declared, "dsg_servers")
+    srv = declared["server"]
+    if srv["install_method"] != "release":
+        pytest.skip(f"dsg_server_install_method is {srv['install_method']}, not release")
+    manifest_path = Path(srv["release_dir"]) / "release.json"
+    if not manifest_path.is_file():
+        pytest.fail(f"{manifest_path} (dsg_server_release_dir) does not exist on the controller")
+    manifest = json.loads(manifest_path.read_text())
+    venv = f"{srv['venvs_dir'].rstrip('/')}/{manifest['release']}"
+    problems: list[str] = []
+    current = host.file(srv["current_link"])
+    target = host.run("readlink %s", srv["current_link"]).stdout.strip()
+    if not current.is_symlink or target != venv:
+        problems.append(f"{srv['current_link']}: points at {target or '(nothing)'}, not {venv}")
+    marker = host.file(f"{venv}/.dsg-release.json")
+    if not marker.exists:
+        problems.append(f"{venv}/.dsg-release.json: missing (the install did not finish)")
+    else:
+        installed = json.loads(marker.content_string)
+        for key in ("release", "version"):
+            if installed.get(key) != manifest[key]:
+                problems.append(
+                    f"{venv}: {key} {installed.get(key)!r}, release.json {manifest[key]!r}"
+                )
+        if installed.get("wheel", {}).get("sha256") != manifest["wheel"]["sha256"]:
+            problems.append(f"{venv}: installed from another dsg wheel than release.json names")
+    bin_target = host.run("readlink %s", srv["bin_link"]).stdout.strip()
+    if bin_target != f"{srv['current_link']}/bin/dsg":
+        problems.append(
+            f"{srv['bin_link']}: points at {bin_target}, not {srv['current_link']}/bin/dsg"
+        )
+    previous = host.run("readlink %s", srv["previous_link"]).stdout.strip()
+    if previous and not host.file(f"{previous}/.dsg-release.json").exists:
+        problems.append(f"{srv['previous_link']} -> {previous}: not an installed release")
+    kept = [line for line in host.run("ls -1 %s", srv["venvs_dir"]).stdout.split() if line.strip()]
+    if len(kept) > srv["keep_releases"]:
+        problems.append(
+            f"{srv['venvs_dir']}: {len(kept)} releases kept, at most {srv['keep_releases']}"
+        )
+    report(problems, "the dsg release")
 
 
 def handshake(host: Any, agent: str, user: str, project: str) -> dict[str, Any]:

@@ -2,17 +2,18 @@
 
 From a bare VM (fresh overlay, blank disks): `ansible-playbook playbooks/site.yml`
 converges (real pools on the virtual disks, OpenZFS delegation enforced, sshd drop-in,
-sanoid's systemd timer, the engine from a wheel of this checkout), a second run changes
-nothing, and the testinfra suite passes with nothing skipped, including the delegation check
-that skips on zfs-fuse.
+sanoid's systemd timer, the engine from a release of this checkout, the host baseline), a
+second run changes nothing, and the testinfra suite passes with nothing skipped, including
+the delegation check that skips on zfs-fuse.
 
-The guest has no network: the engine's dependencies come from a wheelhouse built here
-(`pip wheel` of this checkout) and copied into the guest with an /etc/pip.conf pointing at
-it; that file stands in for the package index a production server reaches.
+The guest has no network, and needs none for the engine: it is installed as production
+installs it, from a release of this checkout (scripts/release/build into <lab>/vm/release:
+the wheel, its dependencies' wheels and the hashed lock), which the role copies over.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.ansible]
 
 HOST = "lab-vm"
 INVENTORY = "inventories/lab-vm"
-GUEST_WHEELS = "/var/cache/dsg-wheels"
+RELEASE_BUILD = REPO / "scripts" / "release" / "build_release.py"
 RESEARCHERS = ("alice", "bob", "carol")
 
 
@@ -44,31 +45,34 @@ def ensure_lab_user_keys() -> None:
         pytest.skip(f"lab user keys missing and scripts/lab/sshd up failed: {proc.stderr[-500:]}")
 
 
-def build_wheelhouse() -> Path:
-    out = lab_dir() / "vm" / "wheels"
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("dsg-*.whl"):
-        old.unlink()
+def build_release(
+    out: Path, *, source: Path = REPO, build_id: str | None = None, timeout: float = 900
+) -> Path:
+    """scripts/release/build of `source` into `out` (replaced if there), as a test build
+    (uncommitted changes allowed); skips when PyPI cannot be reached for the wheels."""
+    if out.exists():
+        shutil.rmtree(out)
+    argv = [sys.executable, str(RELEASE_BUILD), str(out), "--source", str(source)]
+    argv += ["--allow-dirty", "--verify", "no", "--python", sys.executable]
+    if build_id:
+        argv += ["--build-id", build_id]
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(out), str(REPO)],
-        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     if proc.returncode != 0:
-        pytest.skip(f"cannot build the wheelhouse for the guest (PyPI?): {proc.stderr[-800:]}")
+        pytest.skip(f"cannot build a release for the guest (PyPI?): {proc.stderr[-800:]}")
     return out
 
 
-def push_wheelhouse(vm: LabVM, wheels: Path) -> None:
-    tar = subprocess.Popen(["tar", "-C", str(wheels), "-cf", "-", "."], stdout=subprocess.PIPE)
-    proc = subprocess.run(
-        vm.ssh_argv(
-            ["sh", "-c", f"rm -rf {GUEST_WHEELS} && mkdir -p {GUEST_WHEELS} && "
-             f"tar -C {GUEST_WHEELS} -xf - && chmod -R a+rX {GUEST_WHEELS}"]
-        ),
-        stdin=tar.stdout, capture_output=True, timeout=300,
-    )  # fmt: skip
-    assert tar.wait() == 0 and proc.returncode == 0, proc.stderr
-    vm.sh(f"printf '[global]\\nno-index = true\\nfind-links = {GUEST_WHEELS}\\n' > /etc/pip.conf")
+_release: list[Path] = []
+
+
+def prepare_release() -> Path:
+    """The release inventories/lab-vm installs (<lab>/vm/release), built from this checkout
+    once per session."""
+    if not _release:
+        _release.append(build_release(lab_dir() / "vm" / "release"))
+    return _release[0]
 
 
 def playbook(tools: AnsibleTools, *args: str) -> tuple[Run, dict[str, int]]:
@@ -90,8 +94,8 @@ def test_site_converges_idempotent_and_testinfra_passes(
     )
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    push_wheelhouse(lab_vm, build_wheelhouse())
-    timings["wheelhouse"] = time.monotonic() - t0
+    prepare_release()
+    timings["release build"] = time.monotonic() - t0
 
     # bare: no pools, no dsg
     assert lab_vm.sh("zpool list -H -o name").strip() == ""

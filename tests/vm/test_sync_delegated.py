@@ -57,7 +57,7 @@ def test_engine_syncs_as_delegated_members_over_ssh(
         from tests.vm import test_site_playbook as site
 
         site.ensure_lab_user_keys()
-        site.push_wheelhouse(lab_vm, site.build_wheelhouse())
+        site.prepare_release()
         tools = AnsibleTools(
             ansible_tools.venv, {**ansible_tools.env, "DSG_LAB_VM_PORT": str(lab_vm.port)}
         )
@@ -69,7 +69,7 @@ def test_engine_syncs_as_delegated_members_over_ssh(
         sudo = lab_vm.sh(f"sudo -l -U {user} || true")
         assert "not allowed" in sudo, sudo
     platform = lab_vm.sh(
-        "runuser -u bob -- /opt/dsg/venv/bin/python -c "
+        "runuser -u bob -- /opt/dsg/current/bin/python -c "
         "'from dsg.zfs.ops import Zfs, detect_platform; "
         f'p = detect_platform(Zfs(), "{DATASET}"); print(p.snapshot_dir, p.allow, p.encryption)\''
     ).split()

@@ -73,7 +73,7 @@ def ensure_converged(vm: LabVM, base: AnsibleTools) -> None:
     from tests.vm import test_site_playbook as site
 
     site.ensure_lab_user_keys()
-    site.push_wheelhouse(vm, site.build_wheelhouse())
+    site.prepare_release()
     site.playbook(tools_for(vm, base))
 
 
