@@ -414,7 +414,10 @@ def validate_snapshot(
     )
     shape = repo.shape()
     check.outside_shape = [
-        e.path for e in manifest if (not shape.tracks(e.path) if shape else ("/." in f"/{e.path}"))
+        e.path
+        for e in manifest
+        if e.path in manifest.suspect
+        or (not shape.tracks(e.path) if shape else ("/." in f"/{e.path}"))
     ]
     if record.manifest_digest != check.manifest_digest:
         check.digest_problem = (

@@ -27,7 +27,14 @@ from typing import Any
 import orjson
 
 from dsg.core.errors import ManifestError
-from dsg.core.paths import case_twins, link_problems, link_target_problem, path_problem, show
+from dsg.core.paths import (
+    case_twins,
+    link_problems,
+    link_target_problem,
+    path_problem,
+    show,
+    unsafe_path_problem,
+)
 
 FORMAT = "dsg-manifest/1"
 _PATH = operator.attrgetter("path")
@@ -118,6 +125,11 @@ class Manifest:
     _paths: list[str] | None = field(default=None, repr=False)
     _digest: str | None = field(default=None, repr=False)  # known when read from bytes
     _body: bytes | None = field(default=None, repr=False)  # built by digest(), for to_bytes()
+    # Paths this manifest holds that today's rules refuse (hidden or look-alike names, case
+    # twins, links resolved through links), committed before the rules: path -> why. Loaded
+    # so an old repository keeps working; never applied to a working copy (plan leaves them
+    # alone), reported by validate-snapshot.
+    suspect: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def empty(cls) -> Manifest:
@@ -241,10 +253,12 @@ class Manifest:
             raise ManifestError(f"{origin} is corrupt (entry is not JSON: {e})") from e
         if len(rows) != header.get("count"):
             raise ManifestError(f"{origin} is corrupt (entry count mismatch)")
-        entries = [_entry_from_row(r, origin) for r in rows]
+        suspect: dict[str, str] = {}
+        entries = [_entry_from_row(r, origin, suspect) for r in rows]
         _check_sorted(entries, origin)
         m = cls(entries, snap, _digest=header["digest"])
-        _check_tree(m, origin)
+        _check_tree(m, suspect)
+        m.suspect = suspect
         return m
 
 
@@ -252,7 +266,7 @@ _interned: dict[str, str] = {}
 _intern = _interned.setdefault
 
 
-def _entry_from_row(r: Any, origin: str) -> Entry:
+def _entry_from_row(r: Any, origin: str, suspect: dict[str, str]) -> Entry:
     try:
         kind = r[1]
         if kind == "f":
@@ -271,6 +285,9 @@ def _entry_from_row(r: Any, origin: str) -> Entry:
     if not ok:
         raise ManifestError(f"{origin} is corrupt (malformed entry {str(r)[:120]})")
     problem = path_problem(e.path)
+    if problem is not None and unsafe_path_problem(e.path) is None:
+        suspect[e.path] = problem  # refused today, harmless to name: set aside, not fatal
+        problem = None
     if problem is None and (e.size < 0 or e.snap < 0):
         problem = "negative size or snapshot number"
     if problem is None and e.target is not None:
@@ -291,22 +308,17 @@ def _check_sorted(entries: list[Entry], origin: str) -> None:
         raise ManifestError(f"{origin} is corrupt ({clash})")
 
 
-def _check_tree(m: Manifest, origin: str) -> None:
+def _check_tree(m: Manifest, suspect: dict[str, str]) -> None:
     """What no single entry shows: paths that differ only by letter case (they collide on
     macOS and Windows and block every colleague there), and links whose target, resolved
-    through the tree's other links, leaves the project."""
-    twins = case_twins(m.paths)
-    if twins:
-        group = twins[0]
-        raise ManifestError(
-            f"{origin} holds paths that differ only by letter case: "
-            + ", ".join(repr(show(p)) for p in group[:4])
-        )
+    through the tree's other links, leaves the project. Both are set aside as suspect."""
+    for group in case_twins(m.paths):
+        for p in group:
+            suspect.setdefault(p, "differs only by letter case from " + ", ".join(
+                repr(show(o)) for o in group if o != p))  # fmt: skip
     links = {e.path: e.target for e in m.entries if e.target is not None}
-    bad = link_problems(links)  # type: ignore[arg-type]
-    if bad:
-        path, problem = bad[0]
-        raise ManifestError(f"{origin} holds an invalid entry {show(path)!r}: {problem}")
+    for path, problem in link_problems(links):  # type: ignore[arg-type]
+        suspect.setdefault(path, problem)
 
 
 def _clash_at(paths: list[str], path: str) -> str | None:

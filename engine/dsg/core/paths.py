@@ -122,6 +122,34 @@ def path_problem(path: str) -> str | None:
     return None
 
 
+def unsafe_path_problem(path: str) -> str | None:
+    """Why `path` could not even be named safely on a disk (empty, absolute, `.`/`..`,
+    backslash, control characters, too long, not UTF-8 or not NFC), or None. What
+    `path_problem` refuses beyond this (hidden names, invisible and look-alike characters)
+    is policy: a manifest that holds such a path still loads, and the path is set aside."""
+    if not isinstance(path, str) or not path:
+        return "empty path"
+    if path[0] == "/":
+        return "absolute path"
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        return "path longer than 4096 bytes"
+    for name in path.split("/"):
+        if name in ("", ".", ".."):
+            return f"path component {name!r} not allowed"
+        if "\\" in name:
+            return "backslash in name"
+        if _CONTROL.search(name):
+            return "control character (e.g. newline or tab) in name"
+        try:
+            if len(name.encode("utf-8")) > MAX_COMPONENT_BYTES:
+                return "name longer than 255 bytes"
+        except UnicodeEncodeError:
+            return "name is not valid UTF-8 (undecodable bytes)"
+        if not name.isascii() and not unicodedata.is_normalized("NFC", name):
+            return "name is not NFC-normalised (macOS-style decomposed accents)"
+    return None
+
+
 def check_path(path: str, *, origin: str = "path") -> str:
     problem = path_problem(path)
     if problem:

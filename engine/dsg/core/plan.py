@@ -184,12 +184,14 @@ def make_plan(
     in `untracked`."""
     resolutions = resolutions or {}
     plan = Plan(base.snapshot, remote.snapshot)
+    # paths today's rules refuse, committed before them: never applied here (Manifest.suspect)
+    suspect = base.suspect.keys() | remote.suspect.keys()
     for path, le, ce, re_ in merge3(local, base, remote):
         state = classify(le, ce, re_)
         if state is S.sLCR__all_eq and not keep_unchanged:
             plan.unchanged += 1
             continue
-        if tracked is not None and not tracked(path):
+        if (tracked is not None and not tracked(path)) or (suspect and path in suspect):
             plan.untracked.append(path)
             continue
         action = STATE_ACTIONS[state]
