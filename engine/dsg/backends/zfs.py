@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import uuid
 import weakref
@@ -473,7 +474,7 @@ class ZfsTransaction(StagedTransaction):
             dest = root / ch.path
             dest.parent.mkdir(parents=True, exist_ok=True)
             if ch.entry.is_link:
-                tmp = dest.with_name(f".{dest.name}.dsg-tmp")
+                tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.dsg-tmp")
                 os.symlink(ch.entry.target, tmp)  # type: ignore[arg-type]
                 os.replace(tmp, dest)
             else:

@@ -37,6 +37,7 @@ from dsg.core.paths import show
 from dsg.core.plan import Action, Item, Plan, make_plan, remote_changes
 from dsg.fs.log import EventLog, new_tx
 from dsg.sync.execute import LocalApplier, Progress, run_local, run_remote
+from dsg.workcopy import prescan
 from dsg.workcopy.config import PROJECT_CONFIG, ProjectConfig, SafetyRules, UserConfig
 from dsg.workcopy.rules import ScanRules, tracked_by
 from dsg.workcopy.scan import Problem, ScanResult
@@ -74,7 +75,8 @@ class Result:
 
 
 def event_log(ws: Workspace, command: str, tx: str | None = None) -> EventLog:
-    path = ws.dir / "log" / "dsg.jsonl" if ws.dir.is_dir() else None
+    # a .dsg that is a link (planted through git) gets no event written through it
+    path = ws.dir / "log" / "dsg.jsonl" if prescan.is_real_dir(ws.dir) else None
     return EventLog(path, tx or new_tx(), command)
 
 
