@@ -654,7 +654,8 @@ def read_project(name: str, p: ProjectAccess, zfs: Zfs, *, count: bool = False) 
         state.head = repo.head()
         if state.head is not None:
             rec = repo.record(state.head)
-            state.created_at = parse_time(rec.created_at)
+            # an imported snapshot keeps its original date; its age counts from the import
+            state.created_at = parse_time(rec.imported_at or rec.created_at)
             state.total_bytes = rec.total_bytes
             state.entry_count = rec.entry_count
             state.snapshots = _count_snapshots(repo, p, zfs) if count else snap_number(state.head)

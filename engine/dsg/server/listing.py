@@ -32,7 +32,7 @@ def list_projects(access: AccessFile, login: str) -> list[dict[str, Any]]:
             if head:
                 rec = repo.record(head)
                 row.update(
-                    last_sync=rec.created_at,
+                    last_sync=rec.imported_at or rec.created_at,
                     last_author=rec.author,
                     bytes=rec.total_bytes,
                     files=rec.entry_count,
