@@ -196,14 +196,27 @@ def _errors(e: ValueError) -> list[dict[str, Any]]:
     return list(errors()) if callable(errors) else []
 
 
-def _bad_fields(e: ValueError) -> set[str]:
-    return {_FIELDS.get(str(x["loc"][-1]), "?") for x in _errors(e) if x.get("loc")}
+# stand-ins for the values not asked yet, so that an answer is checked on its own
+_PLACEHOLDERS = {"repo_type": "posix", "repo_path": "/", "repo_name": "project"}
 
 
-def _short_errors(e: ValueError) -> list[str]:
+def _answer_errors(
+    values: dict[str, str], key: str, host: str, pool: str, data_dirs: str
+) -> list[str]:
+    """What is wrong with the answer for `key` (one line each), else nothing."""
+    probe = {k: v or _PLACEHOLDERS[k] for k, v in values.items()}
+    try:
+        _init_config(probe, host, pool, data_dirs)
+    except ValueError as e:
+        mine = [x for x in _errors(e) if x.get("loc") and _FIELDS.get(str(x["loc"][-1])) == key]
+        return _short_errors(e, mine) if mine else []
+    return []
+
+
+def _short_errors(e: ValueError, errors: list[dict[str, Any]] | None = None) -> list[str]:
     """One line per invalid value, without pydantic's types and links."""
     lines = []
-    for x in _errors(e):
+    for x in _errors(e) if errors is None else errors:
         field = str(x["loc"][-1]) if x.get("loc") else "value"
         msg = str(x.get("msg", "")).removeprefix("Value error, ")
         name = _FIELDS.get(field, field).replace("_", "-")
@@ -254,35 +267,28 @@ def init(
         else:
             ask = interactive and not json_mode and sys.stdin.isatty()
             values = {"repo_type": repo_type, "repo_path": repo_path, "repo_name": repo_name}
-            asked: set[str] = set()
-            for _ in range(MAX_PROMPTS):
-                for key, label in INIT_PROMPTS:
+            for key, label in INIT_PROMPTS:
+                for _ in range(MAX_PROMPTS + 1):  # the last turn only checks the answer
                     if values[key]:
-                        continue
+                        break
                     if not ask:
                         raise UsageError(
                             f"--{key.replace('_', '-')} is required with --no-interactive"
                         )
                     default = root.name if key == "repo_name" else None
                     values[key] = typer.prompt(label, default=default).strip()
-                    asked.add(key)
-                try:
-                    config = _init_config(values, host, pool, data_dirs)
-                    break
-                except ValueError as e:
-                    bad = _bad_fields(e)
-                    # a bad answer is asked again; a bad option is an error, in a line each
-                    if not ask or not bad or not bad <= asked:
-                        raise ConfigError(
-                            "invalid init options:\n" + "\n".join(_short_errors(e)),
-                            hint="see 'dsg init --help'",
-                        ) from None
-                    for line in _short_errors(e):
-                        err.print(Text(line, style="yellow"))
-                    for key in bad:
+                    for line in _answer_errors(values, key, host, pool, data_dirs):
+                        err.print(Text(line, style="yellow"))  # then asked again
                         values[key] = ""
-            else:
-                raise UsageError("too many invalid answers; see 'dsg init --help'")
+                else:
+                    raise UsageError("too many invalid answers; see 'dsg init --help'")
+            try:
+                config = _init_config(values, host, pool, data_dirs)
+            except ValueError as e:  # an invalid option: one line each, no validation dump
+                raise ConfigError(
+                    "invalid init options:\n" + "\n".join(_short_errors(e)),
+                    hint="see 'dsg init --help'",
+                ) from None
             if cfg_path.exists():
                 existing = load_project_config(cfg_path)
                 if existing != config:
