@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from dsg.core.bulk import without_gc
 from dsg.core.errors import ManifestError
 from dsg.core.paths import (
     case_twins,
@@ -243,6 +244,7 @@ class Manifest:
         return body, header, snap if isinstance(snap, str) else None
 
     @classmethod
+    @without_gc
     def from_bytes(cls, data: bytes, *, origin: str = "manifest") -> Manifest:
         """Parse and fully validate. Any defect raises ManifestError; never returns empty
         for unreadable input."""

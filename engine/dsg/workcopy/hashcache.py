@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 
+from dsg.core.bulk import without_gc
 from dsg.fs.durable import atomic_write
 
 StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
@@ -37,6 +38,7 @@ class HashCache:
             self._data = self._read()
         return self._data
 
+    @without_gc
     def _read(self) -> dict[str, tuple[int, int, int, int, bytes]]:
         if self.path is None:
             return {}

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dsg.core.bulk import without_gc
 from dsg.core.manifest import Entry, Manifest
 from dsg.core.paths import (
     MAX_COMPONENT_BYTES,
@@ -55,6 +56,7 @@ class ScanResult:
         return [p for p in self.problems if p.blocking]
 
 
+@without_gc
 def scan(
     root: Path,
     rules: ScanRules,
