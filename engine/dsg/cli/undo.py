@@ -132,18 +132,7 @@ def revert(
             else:
                 n = len(res.changes)
                 out.print(f"Committed {res.committed.id}: reverts {snap} ({n} file(s)).")
-                if res.pending_local:
-                    out.print(
-                        Text(
-                            "Your working copy has local changes: run 'dsg sync' to combine "
-                            f"them with {res.committed.id}.",
-                            style="yellow",
-                        )
-                    )
-                elif res.working_copy is not None:
-                    out.print(f"Your working copy is at {res.working_copy.snapshot}.")
-                    for b in res.working_copy.backups:
-                        out.print(Text(f"  kept your version as {show(b)}", style="yellow"))
+                _print_working_copy(res)
         return res.to_dict()
 
     run("revert", json_mode, body)
@@ -206,18 +195,7 @@ def rm_cmd(
         if not json_mode:
             assert res.committed is not None
             out.print(f"Committed {res.committed.id}: {len(res.paths)} file(s) removed.")
-            if res.pending_local:
-                out.print(
-                    Text(
-                        "Your working copy has local changes: run 'dsg sync' to combine "
-                        f"them with {res.committed.id}.",
-                        style="yellow",
-                    )
-                )
-            elif res.working_copy is not None:
-                out.print(f"Your working copy is at {res.working_copy.snapshot}.")
-                for b in res.working_copy.backups:
-                    out.print(Text(f"  kept your version as {show(b)}", style="yellow"))
+            _print_working_copy(res)
         return res.to_dict()
 
     run("rm", json_mode, body)
@@ -232,3 +210,19 @@ def _rm_summary(paths: list[str], head: str | None) -> str:
         f"{len(paths)} file(s) of {head} would be removed from the repository, in "
         f"{in_dirs}; e.g. " + ", ".join(show(p) for p in examples)
     )
+
+
+def _print_working_copy(res: Any) -> None:
+    """After a commit made for the user (revert, rm): where their working copy stands."""
+    if res.pending_local:
+        out.print(
+            Text(
+                "Your working copy has local changes: run 'dsg sync' to combine "
+                f"them with {res.committed.id}.",
+                style="yellow",
+            )
+        )
+    elif res.working_copy is not None:
+        out.print(f"Your working copy is at {res.working_copy.snapshot}.")
+        for b in res.working_copy.backups:
+            out.print(Text(f"  kept your version as {show(b)}", style="yellow"))
