@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -79,7 +78,6 @@ def tree(root: Path) -> dict[str, str]:
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_first_week(tmp_path: Path) -> None:
-    started = time.monotonic()
     base = tmp_path / "repos"
     base.mkdir()
     ana, ben, chen = (Person(n, tmp_path / n) for n in ("ana", "ben", "chen"))
@@ -179,17 +177,7 @@ def test_first_week(tmp_path: Path) -> None:
     assert "Up to date" in chen.dsg("status")
     assert tree(chen.root) == tree(ana.root)
 
-    # the walkthrough stays a default-tier test (~15 s on an idle machine)
-    assert time.monotonic() - started < 120, "the first week took too long"
 
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a sync made while a path is outside data_dirs moves the base past it "
-    "(ops.sync sets the base to the repository's manifest, untracked paths included), so "
-    "after the fix the stale local file looks like a local edit and would be uploaded over "
-    "the colleague's newer version (a remote-only file would look deleted here)",
-)
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_a_fixed_data_dirs_typo_changes_nothing(tmp_path: Path) -> None:
     base = tmp_path / "repos"

@@ -157,6 +157,20 @@ def status(ws: Workspace, repo: Repository, keep_unchanged: bool = False) -> Res
     return Result(plan, snapshot=base.snapshot, problems=scan_result.problems)
 
 
+def base_after(final: Manifest, old: Manifest, untracked: list[str]) -> Manifest:
+    """The base this copy holds after applying a plan: the repository's manifest, except for
+    paths the plan left alone (`untracked`), which keep what the copy last had of them (or
+    stay absent). Recording the repository's version there would make the copy's stale file
+    look like a local edit once the path is tracked again."""
+    if not untracked:
+        return final
+    skipped = set(untracked)
+    entries = [e for e in final.entries if e.path not in skipped]
+    entries += [e for p in skipped if (e := old.get(p)) is not None]
+    entries.sort(key=lambda e: e.path)
+    return Manifest(entries, final.snapshot)
+
+
 def tracked(ws: Workspace, repo: Repository) -> Callable[[str], bool]:
     """What this copy syncs: inside its own data dirs and ignore rules and inside the shape
     the repository records. Anything else from the base or the repository (a path a member
@@ -384,7 +398,7 @@ def sync(
         result.backups = applier.backups
         crash_point("execute.before_base")
         rec = result.committed or (repo.record(new_head) if new_head else None)
-        ws.set_base(final, rec)
+        ws.set_base(base_after(final, base, plan.untracked), rec)
         ws.hash_cache().save()
         _forget_used_resolutions(ws, plan)
         result.snapshot = new_head
@@ -532,7 +546,7 @@ def clone(
         tx = new_tx()
         applier = LocalApplier(ws.root, repo, ws.hash_cache(), user.user_id, tx, progress)
         run_local(applier, plan, head)
-        ws.set_base(remote, repo.record(head))
+        ws.set_base(base_after(remote, Manifest.empty(), plan.untracked), repo.record(head))
         ws.hash_cache().save()
         event_log(ws, "clone", tx)("cloned", snapshot=head, files=len(remote))
         return Result(plan, snapshot=head, problems=scan_result.problems)
