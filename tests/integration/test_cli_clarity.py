@@ -272,6 +272,20 @@ def test_full_disk_names_the_file_and_the_bytes_needed(
     assert err["details"]["needed_bytes"] >= 300_000 - 128 * 1024
 
 
+def _interrupt(pid: int) -> None:
+    """Ctrl-C, as a terminal sends it; again while the process has not ended (on a busy
+    machine the first one may arrive before the prompt is waiting for input)."""
+    for _ in range(20):
+        os.kill(pid, signal.SIGINT)
+        time.sleep(0.25)
+        try:
+            ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if ended is not None:  # exited (left to be reaped by the caller)
+            return
+
+
 def _interact(cwd: Path, env: dict[str, str], args: list[str], steps: list[tuple[str, str]]):
     """Run dsg with its stdin and stdout on a pty; for each (prompt text, answer) wait for
     the text, then type the answer ("^C": send SIGINT). Returns (exit code, all output)."""
@@ -291,7 +305,7 @@ def _interact(cwd: Path, env: dict[str, str], args: list[str], steps: list[tuple
                 seen += os.read(fd, 4096)
             start = seen.index(want.encode(), start) + len(want)
             if answer == "^C":
-                os.kill(pid, signal.SIGINT)
+                _interrupt(pid)
             else:
                 os.write(fd, answer.encode() + b"\n")
         while True:
