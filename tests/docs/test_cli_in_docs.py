@@ -16,7 +16,7 @@ DSG = ROOT / ".venv" / "bin" / "dsg"
 DOCS = sorted([*(ROOT / "docs").glob("*.md"), *(ROOT / "docs" / "examples").glob("*.md")])
 # `dsg` where a command starts: a line's start, a prompt, or after && ; | ( or a cron field
 COMMAND = re.compile(
-    r"(?:^|\$ |&& |; |\| |\( |\* root |/usr/local/bin/)dsg ((?:admin )?[a-z][a-z-]*)(?=\s|$)"
+    r"(?:^|\$ |&& |; |\| |\( |\* root |/usr/local/bin/)dsg ((?:admin |config )?[a-z][a-z-]*)(?=\s|$)"
     r"([^;|&#`]*)"
 )
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z-]*|-[a-zA-Z])\b")
@@ -64,8 +64,9 @@ def help_of(*args):
 # a command's row: "| name  ..." in rich's boxes, "  name  ..." in click's plain layout
 ROW = re.compile(r"(?m)^(?:\u2502 |  )([a-z][a-z-]+)(?= |$)")
 names = ROW.findall(help_of())
-admin = ["admin " + n for n in ROW.findall(help_of("admin"))]
-print(json.dumps({c: help_of(*c.split()) for c in [n for n in names if n != "admin"] + admin}))
+groups = ("admin", "config")  # command groups: their commands are `dsg GROUP NAME`
+sub = [g + " " + n for g in groups for n in ROW.findall(help_of(g))]
+print(json.dumps({c: help_of(*c.split()) for c in [n for n in names if n not in groups] + sub}))
 """
 
 
