@@ -40,11 +40,17 @@ def test_snapfetch_gets_each_version(history, tmp_path: Path) -> None:
         bob.cli("snapfetch", A, "--snapshot", "s1", "-o", str(tmp_path / "a-s1.csv")).returncode
         == 1
     )
-    assert bob.cli("snapfetch", A, "--snapshot", "latest").returncode == 2
-    # default output name keeps the extension, from a subdirectory
+    # a name that could be a tag is looked up as one; text that cannot be a ref is a usage error
+    latest = bob.cli("snapfetch", A, "--snapshot", "latest")
+    assert latest.returncode == 1 and "no tag latest" in latest.stderr
+    assert bob.cli("snapfetch", A, "--snapshot", "La test!").returncode == 2
+    # without -o and with stdout not a terminal, the content goes to stdout: nothing new is
+    # written into a data dir (paths relative to a subdirectory work)
+    before = sorted(p.name for p in (bob.root / "task1" / "output").iterdir())
     proc = bob.cli("snapfetch", "../input/a.csv", "-s", "2", cwd=bob.root / "task1" / "output")
     assert proc.returncode == 0, proc.stderr
-    assert (bob.root / "task1" / "output" / "a.s2.csv").read_bytes() == b"bob's version\n"
+    assert proc.stdout == "bob's version\n"
+    assert sorted(p.name for p in (bob.root / "task1" / "output").iterdir()) == before
 
 
 def test_snapmount_is_read_only_and_unmounts(history) -> None:

@@ -191,10 +191,13 @@ def make_plan(
         if state is S.sLCR__all_eq and not keep_unchanged:
             plan.unchanged += 1
             continue
-        if (tracked is not None and not tracked(path)) or (suspect and path in suspect):
+        action = STATE_ACTIONS[state]
+        # left alone only where something would happen (nothing to do is nothing to skip)
+        if action is not Action.none and (
+            (tracked is not None and not tracked(path)) or (suspect and path in suspect)
+        ):
             plan.untracked.append(path)
             continue
-        action = STATE_ACTIONS[state]
         item = Item(path, state, action, le, ce, re_)
         if state in CONFLICT_STATES:
             res = resolutions.get(path)
