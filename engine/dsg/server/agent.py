@@ -119,6 +119,7 @@ class Agent:
         self.held = 0  # answers written but not flushed
         self.created = False  # this session created the repository (destroy_new may undo it)
         self.shape: ScanRules | None = None  # the project's shape, as the repository records it
+        self.shape_known = False
         self.limits = Limits()
         self.txn_paths: dict[str, str] = {}  # casefolded -> path, put in this transaction
         self.txn_deleted: set[str] = set()
@@ -291,7 +292,7 @@ class Agent:
         self.role, self.project = role, req.project
         self.limits = access.limits
         self.repo = open_project(req.project, access)
-        self.shape = self.repo.shape() if self.repo.exists() else None
+        self._read_shape_for_hello()
         os.umask(0o002)  # group-shared repositories: members must be able to write
         self.log("session", project=req.project, login=self.login, role=role)
         send_json(
@@ -422,7 +423,7 @@ class Agent:
         if req.shape is not None:
             shape = ScanRules.from_json(req.shape.encode(), origin="the shape in create")
         self.r_.create(shape)
-        self.created, self.shape = True, shape
+        self.created, self.shape, self.shape_known = True, shape, True
         self.log("created", project=self.project, login=self.login)
         self._audit(
             "project.create",
@@ -491,10 +492,24 @@ class Agent:
             raise ProtocolError("no open transaction")
         return self.txn
 
+    def _read_shape_for_hello(self) -> None:
+        """The shape goes out with the hello when it can be read; when it cannot (no access
+        to zfs yet, as on zfs-fuse without sudo), the hello still succeeds, the client keeps to
+        its own rules, and the first put reads it strictly (and fails if it still cannot)."""
+        self.shape_known = False
+        try:
+            self.shape = self.r_.shape() if self.r_.exists() else None
+            self.shape_known = True
+        except DsgError as e:
+            self.shape = None
+            self.log("shape-unread", level="warning", reason=e.message)
+
     def _check_new_path(self, path: str) -> None:
         """A path this session puts into the repository: a valid stored path, inside the
         project's shape, not a case twin of another path of the result, within the caps."""
         check_path(path)
+        if not self.shape_known:
+            self.shape, self.shape_known = self.r_.shape(), True
         if self.shape is not None and not self.shape.tracks(path):
             raise PathError(
                 f"{show(path)} is outside project {self.project}'s data directories "
