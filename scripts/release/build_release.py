@@ -213,7 +213,7 @@ def build(args: argparse.Namespace) -> Path:
         raise BuildError(f"{source} has no pyproject.toml")
     version = project_version(source)
     git = git_info(source)
-    if git and git["dirty"] and not args.allow_dirty and not args.build_id:
+    if git and git["dirty"] and not args.allow_dirty:
         raise BuildError(
             f"{source} has uncommitted changes under {', '.join(BUILD_INPUTS)}: commit them, "
             "or pass --allow-dirty (a test build; its id carries the wheel's hash)"
