@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,14 @@ def project_config(
             type=repo_type, host="localhost", mountpoint=str(mountpoint), **repo
         ),
     )
+
+
+def settle() -> None:
+    """Let the racy window (scan.RACY_NS) pass: files written just before a scan are hashed
+    but not cached, so a test that counts hashes waits this long after writing."""
+    from dsg.workcopy.scan import RACY_NS
+
+    time.sleep(RACY_NS / 1e9 + 0.02)
 
 
 @dataclass

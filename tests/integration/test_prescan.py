@@ -22,7 +22,7 @@ import dsg.workcopy.workspace
 from dsg.workcopy import prescan
 from dsg.workcopy.rules import ScanRules
 from dsg.workcopy.scan import ScanResult
-from tests.helpers import Researcher, project_config
+from tests.helpers import Researcher, project_config, settle
 
 
 @pytest.fixture
@@ -36,10 +36,12 @@ def ana(tmp_path: Path) -> Researcher:
     r.write("task0/output/skip.tmp", "ignored by suffix")
     os.mkfifo(r.root / "task0/output/pipe")  # a problem the scan reports (not blocking)
     r.link("task1/input/link.csv", "d0/f1.csv")
+    settle()
     r.init()
     r.write("task0/input/d0/f0.csv", "changed since init")
     r.delete("task2/input/d0/f2.csv")
     r.write("task1/input/new.csv", "new")
+    settle()
     yield r
     prescan.discard()
 

@@ -96,7 +96,10 @@ def _in_background(fn: Callable[[], T], name: str) -> Future[T]:
 
 
 def checked_scan(ws: Workspace, progress: Callable[[int], None] | None = None) -> ScanResult:
-    result = ws.scan(progress)
+    return _check_scan(ws.scan(progress))
+
+
+def _check_scan(result: ScanResult) -> ScanResult:
     if result.blocking:
         shown = "\n".join(f"  {p}" for p in result.blocking[:50])
         more = f"\n  ... and {len(result.blocking) - 50} more" if len(result.blocking) > 50 else ""
@@ -147,14 +150,58 @@ def check_history(ws: Workspace, repo: Repository, base: Manifest, head: str | N
 
 def status(ws: Workspace, repo: Repository, keep_unchanged: bool = False) -> Result:
     repo.warm()
-    base = ws.base()  # first: it is read while a prescan (prescan.py) may still be scanning
-    scan_result = ws.scan()
+    base, scan_result = _scan_against_base(ws, quick=not keep_unchanged)
+    if scan_result.clean:
+        unchanged = _unchanged(ws, repo)
+        if unchanged is not None:
+            return unchanged
+        scan_result = ws.scan()  # the repository moved on: plan with the whole local side
+    if base is None:
+        base = ws.base()
     head, remote = read_remote(repo, base)
     check_history(ws, repo, base, head)
     plan = make_plan(
         scan_result.manifest, base, remote, ws.resolutions(), keep_unchanged, tracked(ws, repo)
     )
+    ws.note_scan(scan_result, base)
     return Result(plan, snapshot=base.snapshot, problems=scan_result.problems)
+
+
+def _scan_against_base(
+    ws: Workspace, *, quick: bool, checked: bool = False
+) -> tuple[Manifest | None, ScanResult]:
+    """The scan and, unless the scan found the copy clean (the clean stamp), the base
+    manifest, read while a prescan is still scanning where there is one."""
+    loaded: list[Manifest] = []
+
+    def load_base() -> None:
+        if not loaded:
+            loaded.append(ws.base())
+
+    if not quick:
+        load_base()
+    result = ws.scan(quick=quick, on_dirty=load_base)
+    if checked:
+        _check_scan(result)
+    if not result.clean:
+        load_base()
+    return (loaded[0] if loaded else None), result
+
+
+def _unchanged(ws: Workspace, repo: Repository) -> Result | None:
+    """The result for a copy found clean by its stamp when the repository's head is still
+    the base, checked as read_remote and check_history would; None when it is not."""
+    rec = ws.base_record()
+    found = ws.clean_stamp()
+    if rec is None or found is None or ws.resolutions():
+        return None
+    head = repo.head()
+    if head != rec.id or repo.record(head) != rec:
+        return None
+    if repo.manifest_digest(head) != rec.manifest_digest:
+        return None
+    plan = Plan(rec.id, head, [], unchanged=found[0].files)
+    return Result(plan, snapshot=rec.id)
 
 
 def base_after(final: Manifest, old: Manifest, untracked: list[str]) -> Manifest:
@@ -335,8 +382,16 @@ def sync(
     with ws.lock():
         if continue_:
             _apply_conflicts_file(ws, repo)
-        base = ws.base()  # first: see status()
-        scan_result = checked_scan(ws)
+        base, scan_result = _scan_against_base(ws, quick=not continue_, checked=True)
+        if scan_result.clean:
+            unchanged = _unchanged(ws, repo)
+            if unchanged is not None:
+                log("unchanged", snapshot=unchanged.snapshot, files=unchanged.plan.unchanged)
+                unchanged.dry_run = dry_run
+                return unchanged
+            scan_result = checked_scan(ws)  # the repository moved on
+        if base is None:
+            base = ws.base()
         local = scan_result.manifest
         log(
             "scanned",
@@ -398,8 +453,11 @@ def sync(
         result.backups = applier.backups
         crash_point("execute.before_base")
         rec = result.committed or (repo.record(new_head) if new_head else None)
-        ws.set_base(base_after(final, base, plan.untracked), rec)
+        new_base = base_after(final, base, plan.untracked)
+        ws.set_base(new_base, rec)
         ws.hash_cache().save()
+        if not plan.changes_local:  # the tree is as scanned: the next status can be quick
+            ws.note_scan(scan_result, new_base)
         _forget_used_resolutions(ws, plan)
         result.snapshot = new_head
         log("synced", snapshot=new_head, backups=len(applier.backups))

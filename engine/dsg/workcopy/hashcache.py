@@ -23,6 +23,8 @@ class HashCache:
     """path -> (size, mtime_ns, ctime_ns, inode, hash), stored in `.dsg/hashcache.gz` and
     read on first use (a sync that finds its scan done and downloads nothing never reads it)."""
 
+    FILE = "hashcache.gz"
+
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._data: dict[str, tuple[int, int, int, int, bytes]] | None = None

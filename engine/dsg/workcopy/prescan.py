@@ -4,10 +4,13 @@
 they can scan, and the scan is one core's work too (20,000 files: ~0.15 s). On a machine with
 a second core the two can overlap: `start` forks a child right after the command starts,
 which scans with the rules it reads from the raw `.dsgconfig.yml` and sends the result back
-through a pipe. `Workspace.scan` then `take`s it, but only if the child ran with exactly the
-rules of the validated configuration for the same directory; anything else (another
-configuration form, a child that failed or was killed, a different project) falls back to an
-ordinary scan, so the prescan can make a command faster but never change its result.
+through a pipe: first a marker line, "C" when the tree is exactly as the clean stamp
+(stamp.py) recorded it or "D" as soon as it is not (the parent can start reading the base
+manifest then), then the whole scan. `Workspace.scan` then `take`s it, but only if the
+child ran with exactly the rules of the validated configuration for the same directory;
+anything else (another configuration form, a child that failed or was killed, a different
+project) falls back to an ordinary scan, so the prescan can make a command faster but
+never change its result.
 
 `dsg sync` takes the working copy's lock before forking, so the scan it uses is taken under
 the lock as always; `Workspace.lock` adopts that lock (`adopt_lock`).
@@ -23,6 +26,7 @@ import marshal
 import os
 import signal
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,7 @@ from dsg.workcopy.rules import (
 from dsg.workcopy.scan import ScanResult
 
 STATE_DIR = ".dsg"  # the working copy's own state (see workspace.py)
-_FORMAT = 1
+_FORMAT = 2
 
 
 @dataclass
@@ -105,7 +109,7 @@ def start(root: Path, data: Any, *, lock: bool) -> None:
             # (docs/performance.md, "The prescan").
             with contextlib.suppress(OSError):
                 os.nice(10)
-            _send(w, _scan(root, rules))
+            _scan(root, rules, w)
             code = 0
         finally:
             os._exit(code)
@@ -113,47 +117,90 @@ def start(root: Path, data: Any, *, lock: bool) -> None:
     _child = _Child(pid, r, root, rules)
 
 
-def _scan(root: Path, rules: ScanRules) -> bytes:
+def _scan(root: Path, rules: ScanRules, fd: int) -> None:
+    """Walk, then send the marker line (b"C <stamp signature>" when the tree is exactly as
+    the clean stamp recorded it, b"D" as soon as it is not), then the whole scan."""
+    from dsg.fs.files import write_all
+    from dsg.workcopy import stamp as stamp_mod
     from dsg.workcopy.hashcache import HashCache
-    from dsg.workcopy.scan import scan
+    from dsg.workcopy.scan import scan, walk
 
-    cache = HashCache.load(root / STATE_DIR / "hashcache.gz")
-    result = scan(root, rules, cache)
+    found = stamp_mod.load(root / STATE_DIR, rules)
+    expect = found[0].blocks if found is not None else None
+    sent = False
+
+    def dirty() -> None:
+        nonlocal sent
+        if not sent:
+            write_all(fd, b"D\n")
+            sent = True
+
+    if expect is None:
+        dirty()  # the parent can start on the base manifest now
+    walked = walk(root, rules, expect, on_mismatch=dirty)
+    if found is not None and walked.is_clean(expect):
+        write_all(fd, b"C " + found[1].encode() + b"\n")
+        sent = True
+    dirty()
+    cache = HashCache.load(root / STATE_DIR / HashCache.FILE)
+    result = scan(root, rules, cache, walked=walked)
     cache.save()  # before sending: the parent reads the cache again only after this
     m = result.manifest
-    return marshal.dumps(
-        (
-            _FORMAT,
-            [(e.path, e.size, e.mtime, e.hash, e.target) for e in m.entries],
-            [(p.path, p.message, p.blocking) for p in result.problems],
-            result.hashed_files,
-            result.hashed_bytes,
-        )
+    write_all(
+        fd,
+        marshal.dumps(
+            (
+                _FORMAT,
+                [(e.path, e.size, e.mtime, e.hash, e.target) for e in m.entries],
+                [(p.path, p.message, p.blocking) for p in result.problems],
+                result.hashed_files,
+                result.hashed_bytes,
+                result.digests,
+            )
+        ),
     )
-
-
-def _send(fd: int, payload: bytes) -> None:
-    from dsg.fs.files import write_all
-
-    write_all(fd, payload)
     os.close(fd)
 
 
-def take(root: Path, rules: ScanRules) -> ScanResult | None:
+def take(
+    root: Path,
+    rules: ScanRules,
+    *,
+    clean_sig: str | None = None,
+    on_dirty: Callable[[], None] | None = None,
+) -> ScanResult | None:
     """The child's scan of `root`, if one was started with exactly these rules and finished
-    well; None otherwise. Waits for the child; a second call returns None."""
+    well; None otherwise. With `clean_sig` (the signature of the clean stamp the caller
+    checked), a child that found the tree as that stamp recorded it gives a `clean` result
+    at once. `on_dirty` runs as soon as the child knows the tree is not clean, while it goes
+    on scanning. Waits for the child; a second call returns None."""
     global _child
-    child, _child = _child, None
+    child = _child
     if child is None:
         return None
-    chunks = []
+    if child.root != root or child.rules != rules:
+        _stop_child()
+        return None
+    buf = b""
+    while b"\n" not in buf and (chunk := os.read(child.fd, 4096)):
+        buf += chunk
+    marker, _, rest = buf.partition(b"\n")
+    if clean_sig is not None and marker == b"C " + clean_sig.encode():
+        _stop_child()  # the full scan it goes on with is not needed
+        from dsg.core.manifest import Manifest
+
+        return ScanResult(Manifest.empty(), prescanned=True, clean=True)
+    if marker == b"D" and on_dirty is not None:
+        on_dirty()
+    _child = None
+    chunks = [rest]
     try:
         while chunk := os.read(child.fd, 1 << 20):
             chunks.append(chunk)
     finally:
         os.close(child.fd)
         _, status = os.waitpid(child.pid, 0)
-    if status != 0 or child.root != root or child.rules != rules:
+    if status != 0 or not marker:
         return None
     return _decode(b"".join(chunks))
 
@@ -163,7 +210,7 @@ def _decode(payload: bytes) -> ScanResult | None:
     from dsg.workcopy.scan import Problem
 
     try:
-        fmt, rows, problems, hashed_files, hashed_bytes = marshal.loads(payload)
+        fmt, rows, problems, hashed_files, hashed_bytes, digests = marshal.loads(payload)
         if fmt != _FORMAT:
             return None
         return ScanResult(
@@ -172,6 +219,7 @@ def _decode(payload: bytes) -> ScanResult | None:
             hashed_files,
             hashed_bytes,
             prescanned=True,
+            digests=digests,
         )
     except (EOFError, ValueError, TypeError):  # not what _scan sends: scan again
         return None
@@ -213,10 +261,9 @@ def adopt_lock(state_dir: Path) -> int | None:
     return None
 
 
-def discard() -> None:
-    """Forget a started prescan: stop a child whose scan was not taken (a command that ended
-    before scanning: it has no use for it), release an early lock. Run at exit."""
-    global _child, _lock
+def _stop_child() -> None:
+    """Stop a child whose scan is not (or no longer) wanted."""
+    global _child
     child, _child = _child, None
     if child is not None:
         with contextlib.suppress(OSError):
@@ -224,6 +271,18 @@ def discard() -> None:
         os.close(child.fd)
         with contextlib.suppress(OSError):
             os.waitpid(child.pid, 0)
+
+
+def discard_scan() -> None:
+    """The command needs no scan after all: stop the child (an early lock is kept)."""
+    _stop_child()
+
+
+def discard() -> None:
+    """Forget a started prescan: stop a child whose scan was not taken (a command that ended
+    before scanning: it has no use for it), release an early lock. Run at exit."""
+    global _lock
+    _stop_child()
     if _lock is not None:
         os.close(_lock[1])
         _lock = None

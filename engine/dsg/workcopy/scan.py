@@ -3,16 +3,26 @@
 Only directories named in `data_dirs` (anywhere in the tree, e.g. `task1/input`) are
 recorded; hidden names (`.git`, `.dsg`, temp files) are never entered. Hashes come from a
 local cache validated by (size, mtime_ns, ctime_ns, inode); only changed files are read.
+
+A scan is two steps. `walk` lists the tree one directory at a time, in sorted order, into
+blocks of stat rows and a digest per block; that is all a no-op status needs when the
+digests are those of the clean stamp (stamp.py). `scan` then turns the blocks into entries,
+hashing what the cache does not know.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import stat as stat_mod
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from dsg.core.bulk import without_gc
 from dsg.core.manifest import Entry, Manifest
@@ -28,6 +38,24 @@ from dsg.core.paths import (
 from dsg.fs.files import hash_file
 from dsg.workcopy.hashcache import HashCache
 from dsg.workcopy.rules import ScanRules
+
+# A file changed this close to the scan may change again within its timestamp's granularity
+# without its stat changing: its hash is used but not cached, and no clean stamp covers it
+# (git's "racily clean" entries). Linux filesystems stamp with the kernel's coarse clock
+# (a tick, at most 10 ms); whole-second timestamps (HFS+, FAT, some network filesystems)
+# get two seconds.
+RACY_NS = 50_000_000
+RACY_COARSE_NS = 2_000_000_000
+_SECOND = 1_000_000_000
+
+
+def is_racy(ctime_ns: int, started_ns: int) -> bool:
+    if ctime_ns % _SECOND == 0:
+        return ctime_ns >= started_ns - RACY_COARSE_NS
+    return ctime_ns >= started_ns - RACY_NS
+
+
+Row = tuple[Any, ...]  # a file: (name, size, mtime_ns, ctime_ns, inode); a link: (name, target)
 
 
 @dataclass
@@ -50,38 +78,70 @@ class ScanResult:
     hashed_files: int = 0
     hashed_bytes: int = 0
     prescanned: bool = False  # done by a child while the command loaded (prescan.py)
+    # The walk's block digests when a clean stamp may record this scan: no problem, no link,
+    # no file changed within RACY_NS of the scan. None otherwise.
+    digests: list[bytes] | None = None
+    # Set by a quick scan that found the tree exactly as the clean stamp recorded it: then
+    # `manifest` is empty and means nothing (stamp.py).
+    clean: bool = False
 
     @property
     def blocking(self) -> list[Problem]:
         return [p for p in self.problems if p.blocking]
 
 
-@without_gc
-def scan(
-    root: Path,
-    rules: ScanRules,
-    cache: HashCache | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> ScanResult:
-    """Scan the working copy at `root`. Entries carry no attribution (snap 0)."""
-    cache = cache if cache is not None else HashCache()
-    entries: list[Entry] = []
-    problems: list[Problem] = []
-    result = ScanResult(Manifest.empty(), problems)
-    root_s = str(root)
-    # Locals for the loop below, which runs once per name in the tree.
-    all_dirs = rules.all_dirs
-    ignored = rules.ignored
-    cached = cache.data.get
-    odd = ODD_CHAR.search
+@dataclass
+class Walk:
+    """The tree's blocks: (directory prefix, sorted rows) per directory holding data."""
 
-    def walk(dir_abs: str, prefix: str, in_data: bool) -> None:
+    blocks: list[tuple[str, list[Row]]] = field(default_factory=list)
+    digests: list[bytes] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    links: bool = False
+    started_ns: int = 0
+    # with `expect`: True while every block so far had the expected digest (those blocks
+    # are not kept: `matched` holds where to list them again if a later one differs)
+    matching: bool = True
+    matched: list[tuple[str, str, bool]] = field(default_factory=list)
+    relisted: bool = False
+
+    def is_clean(self, expect: Sequence[bytes] | None) -> bool:
+        return (
+            expect is not None
+            and self.matching
+            and len(self.digests) == len(expect)
+            and not self.problems
+            and not self.links
+        )
+
+
+class _Lister:
+    """Lists one directory into sorted rows and the subdirectories to visit."""
+
+    def __init__(self, rules: ScanRules, problems: list[Problem]) -> None:
+        self.rules = rules
+        self.problems = problems
+        self.links = False
+
+    def __call__(
+        self, dir_abs: str, prefix: str, in_data: bool
+    ) -> tuple[list[Row], list[tuple[str, bool]]]:
+        problems = self.problems
+        rules = self.rules
+        rows: list[Row] = []
+        subdirs: list[tuple[str, bool]] = []
         try:
             it = os.scandir(dir_abs)
         except OSError as e:
             if in_data:
                 problems.append(Problem(prefix.rstrip("/"), f"cannot read directory: {e.strerror}"))
-            return
+            return rows, subdirs
+        # Locals for the loop below, which runs once per name in the tree.
+        ignored = rules.ignored
+        odd = ODD_CHAR.search
+        data_here = in_data or rules.all_dirs
+        data_dirs = rules.data_dirs
+        is_reg = stat_mod.S_ISREG
         with it:
             for de in it:
                 name = de.name
@@ -94,7 +154,6 @@ def scan(
                 # with "." never get here.
                 plain = name.isascii() and len(name) <= MAX_COMPONENT_BYTES and not odd(name)
                 bad = None if plain else name_problem(name)
-                data_here = in_data or all_dirs
                 try:
                     is_dir = de.is_dir(follow_symlinks=False)
                     if bad:
@@ -105,44 +164,136 @@ def scan(
                             problems.append(Problem(rel, msg, blocking=False))
                         continue
                     if is_dir:
-                        walk(de.path, rel + "/", data_here or name in rules.data_dirs)
+                        subdirs.append((name, data_here or name in data_dirs))
                         continue
                     if not data_here:
                         continue
                     st = de.stat(follow_symlinks=False)
+                    mode = st.st_mode
+                    if is_reg(mode):
+                        rows.append((name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+                    elif stat_mod.S_ISLNK(mode):
+                        rows.append((name, os.readlink(de.path)))
+                        self.links = True
+                    else:
+                        msg = "not a regular file or symlink; not synced"
+                        problems.append(Problem(rel, msg, blocking=False))
                 except OSError as e:
                     problems.append(Problem(rel, f"cannot stat: {e.strerror}"))
-                    continue
-                mode = st.st_mode
-                if stat_mod.S_ISLNK(mode):
-                    target = os.readlink(de.path)
-                    bad = link_target_problem(rel, target)
-                    if bad:
-                        problems.append(Problem(rel, bad + "; dsg stores only relative links"))
-                        continue
-                    entries.append(Entry(rel, 0, 0, None, target))
-                elif stat_mod.S_ISREG(mode):
-                    key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)  # stat_key
-                    hit = cached(rel)
-                    digest = hit[4] if hit is not None and hit[:4] == key else None
-                    if digest is None:
-                        try:
-                            digest = hash_file(de.path)
-                        except OSError as e:
-                            problems.append(Problem(rel, f"cannot read: {e.strerror}"))
-                            continue
-                        cache.store(rel, key, digest)
-                        result.hashed_files += 1
-                        result.hashed_bytes += st.st_size
-                    entries.append(Entry(rel, st.st_size, st.st_mtime_ns, digest))
-                    if progress is not None and len(entries) % 1000 == 0:
-                        progress(len(entries))
-                else:
-                    problems.append(
-                        Problem(rel, "not a regular file or symlink; not synced", blocking=False)
-                    )
+        rows.sort()
+        subdirs.sort()
+        return rows, subdirs
 
-    walk(root_s, "", False)
+
+def block_digest(prefix: str, rows: list[Row]) -> bytes:
+    return hashlib.blake2b(orjson.dumps([prefix, rows]), digest_size=16).digest()
+
+
+@without_gc
+def walk(
+    root: Path,
+    rules: ScanRules,
+    expect: Sequence[bytes] | None = None,
+    on_mismatch: Callable[[], None] | None = None,
+) -> Walk:
+    """List the tree at `root` in sorted order. With `expect` (a clean stamp's digests), the
+    blocks that match it are not kept; `on_mismatch` runs once, when the first one does not
+    (the caller may start other work then)."""
+    w = Walk(started_ns=time.time_ns(), matching=expect is not None)
+    lister = _Lister(rules, w.problems)
+    stack: list[tuple[str, str, bool]] = [("", str(root), False)]
+    while stack:
+        prefix, dir_abs, in_data = stack.pop()
+        rows, subdirs = lister(dir_abs, prefix, in_data)
+        if rows:
+            digest = block_digest(prefix, rows)
+            i = len(w.digests)
+            w.digests.append(digest)
+            if w.matching:
+                assert expect is not None
+                if i < len(expect) and expect[i] == digest and not lister.links:
+                    w.matched.append((prefix, dir_abs, in_data))
+                else:
+                    w.matching = False
+                    if on_mismatch is not None:
+                        on_mismatch()
+            if not w.matching:
+                w.blocks.append((prefix, rows))
+        for name, data in reversed(subdirs):
+            stack.append((f"{prefix}{name}/", f"{dir_abs}/{name}", data))
+    w.links = lister.links
+    if expect is not None and w.matching and not w.is_clean(expect):
+        w.matching = False  # fewer blocks than the stamp's, or a problem
+        if on_mismatch is not None:
+            on_mismatch()
+    return w
+
+
+def _relist(w: Walk, rules: ScanRules) -> None:
+    """Make the walk whole again: list the directories that matched the stamp before a later
+    one did not (they were not kept)."""
+    lister = _Lister(rules, w.problems)
+    for prefix, dir_abs, in_data in w.matched:
+        rows, _ = lister(dir_abs, prefix, in_data)
+        if rows:
+            w.blocks.append((prefix, rows))
+    w.links = w.links or lister.links
+    w.matched = []
+    w.relisted = True  # listed in two passes: no stamp from this walk
+
+
+@without_gc
+def scan(
+    root: Path,
+    rules: ScanRules,
+    cache: HashCache | None = None,
+    progress: Callable[[int], None] | None = None,
+    *,
+    walked: Walk | None = None,
+) -> ScanResult:
+    """Scan the working copy at `root` (or finish `walked`, a walk of it). Entries carry no
+    attribution (snap 0)."""
+    w = walked if walked is not None else walk(root, rules)
+    if w.matched:
+        _relist(w, rules)
+    cache = cache if cache is not None else HashCache()
+    entries: list[Entry] = []
+    problems = w.problems
+    result = ScanResult(Manifest.empty(), problems)
+    cached = cache.data.get
+    racy_after = w.started_ns - RACY_COARSE_NS  # is_racy() only for the files after this
+    racy = False
+    root_s = str(root)
+    for prefix, rows in w.blocks:
+        for row in rows:
+            rel = prefix + row[0]
+            if len(row) == 2:
+                target = row[1]
+                bad = link_target_problem(rel, target)
+                if bad:
+                    problems.append(Problem(rel, bad + "; dsg stores only relative links"))
+                    continue
+                entries.append(Entry(rel, 0, 0, None, target))
+                continue
+            _, size, mtime, ctime, ino = row
+            key = (size, mtime, ctime, ino)  # stat_key
+            hit = cached(rel)
+            digest = hit[4] if hit is not None and hit[:4] == key else None
+            recent = ctime >= racy_after and is_racy(ctime, w.started_ns)
+            racy = racy or recent
+            if digest is None:
+                try:
+                    digest = hash_file(f"{root_s}/{rel}")
+                except OSError as e:
+                    problems.append(Problem(rel, f"cannot read: {e.strerror}"))
+                    continue
+                if not recent:
+                    cache.store(rel, key, digest)
+                result.hashed_files += 1
+                result.hashed_bytes += size
+            entries.append(Entry(rel, size, mtime, digest))
+            if progress is not None and len(entries) % 1000 == 0:
+                progress(len(entries))
     entries = _without_bad_links(root_s, entries, rules, problems)
     entries.sort(key=lambda e: e.path)
     for group in case_twins(e.path for e in entries):
@@ -151,6 +302,8 @@ def scan(
             problems.append(Problem(p, f"differs only by letter case from {others}"))
     cache.retain({e.path for e in entries})
     result.manifest = Manifest(entries)
+    if not (w.relisted or problems or w.links or racy):
+        result.digests = w.digests
     return result
 
 

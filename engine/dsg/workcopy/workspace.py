@@ -3,6 +3,7 @@
     base.manifest.gz   the manifest of the snapshot this copy last synced to (C)
     base.json          that snapshot's record (its chain hash proves the history)
     hashcache.gz       path -> (size, mtime_ns, ctime_ns, inode, hash)
+    clean.json         the clean stamp: the last scan that found the copy exactly its base
     resolutions.json   conflict choices recorded by `dsg resolve`
     conflicts.txt      the conflicts of the last blocked sync, editable for --continue
     lock               flock(2): one dsg command at a time per working copy
@@ -27,11 +28,12 @@ from dsg.core.manifest import Manifest, SnapshotRecord
 from dsg.core.paths import show
 from dsg.core.plan import CHOICES, Item, Resolution, fingerprint
 from dsg.fs.durable import atomic_write, read_manifest, write_manifest
-from dsg.workcopy import prescan
+from dsg.workcopy import prescan, watch
+from dsg.workcopy import stamp as stamp_mod
 from dsg.workcopy.config import PROJECT_CONFIG, ProjectConfig, load_project_config
 from dsg.workcopy.hashcache import HashCache
 from dsg.workcopy.rules import ScanRules
-from dsg.workcopy.scan import ScanResult, scan
+from dsg.workcopy.scan import ScanResult, scan, walk
 
 STATE_DIR = prescan.STATE_DIR
 
@@ -42,6 +44,7 @@ class Workspace:
         self.dir = self.root / STATE_DIR
         self._config = config
         self._cache: HashCache | None = None
+        self._watch_token: str | None = None  # the watcher's, taken before the last walk
 
     @property
     def config(self) -> ProjectConfig:
@@ -111,6 +114,7 @@ class Workspace:
 
     def set_base(self, manifest: Manifest, record: SnapshotRecord | None) -> None:
         self.ensure_dir()
+        stamp_mod.remove(self.dir)  # it names the old base
         write_manifest(self.dir / "base.manifest.gz", manifest)
         if record is not None:
             atomic_write(self.dir / "base.json", record.to_bytes())
@@ -118,21 +122,81 @@ class Workspace:
     # --- scanning ----------------------------------------------------------------------
     def hash_cache(self) -> HashCache:
         if self._cache is None:
-            self._cache = HashCache.load(self.dir / "hashcache.gz")
+            self._cache = HashCache.load(self.dir / HashCache.FILE)
         return self._cache
 
-    def scan(self, progress: Callable[[int], None] | None = None) -> ScanResult:
+    def rules(self) -> ScanRules:
+        return ScanRules.of(self.config)
+
+    def clean_stamp(self) -> tuple[stamp_mod.Stamp, str] | None:
+        """The clean stamp and its signature, if it names this copy's base and rules."""
+        found = stamp_mod.load(self.dir, self.rules())
+        if found is None:
+            return None
+        rec = self.base_record()
+        stamp = found[0]
+        if rec is None or (rec.id, rec.manifest_digest) != (stamp.snapshot, stamp.manifest_digest):
+            return None
+        return found
+
+    def scan(
+        self,
+        progress: Callable[[int], None] | None = None,
+        *,
+        quick: bool = False,
+        on_dirty: Callable[[], None] | None = None,
+    ) -> ScanResult:
         """The working copy now; `progress(n)` is called every 1,000 files (it may raise
-        to stop the scan)."""
-        rules = ScanRules.of(self.config)
-        early = prescan.take(self.root, rules)
+        to stop the scan). With `quick`, a tree exactly as the clean stamp recorded it gives
+        a result with `clean` set and no manifest; `on_dirty` runs before a full scan's work
+        (or, with a prescan, as soon as the tree is known not to be clean)."""
+        rules = self.rules()
+        found = self.clean_stamp() if quick else None
+        # Taken before any walk: a change after this moment changes the token.
+        self._watch_token = watch.token(self.dir)
+        if found is not None and found[0].watch is not None and found[0].watch == self._watch_token:
+            prescan.discard_scan()  # the watcher saw nothing change since the stamp's scan
+            return ScanResult(Manifest.empty(), clean=True)
+        early = prescan.take(
+            self.root, rules, clean_sig=found[1] if found else None, on_dirty=on_dirty
+        )
         if early is not None:  # the same scan, done by a child while the command loaded
             self._cache = None  # the child saved it: read it again if it is needed
             return early
-        result = scan(self.root, rules, self.hash_cache(), progress)
+        expect = found[0].blocks if found is not None else None
+        if expect is None and on_dirty is not None:
+            on_dirty()
+        walked = walk(self.root, rules, expect, on_mismatch=on_dirty)
+        if walked.is_clean(expect):
+            return ScanResult(Manifest.empty(), clean=True)
+        result = scan(self.root, rules, self.hash_cache(), progress, walked=walked)
         if self.dir.is_dir():
             self.hash_cache().save()
         return result
+
+    def note_scan(self, result: ScanResult, base: Manifest) -> bool:
+        """Write the clean stamp if `result` (a full scan, taken under this copy's current
+        base `base`) found every tracked file as the base has it. True if written."""
+        if result.clean or result.digests is None or not prescan.is_real_dir(self.dir):
+            return False
+        rec = self.base_record()
+        if rec is None or rec.id != base.snapshot:
+            return False
+        if not stamp_mod.same_content(result.manifest, base):
+            return False
+        base_file = stamp_mod.file_key(self.dir / stamp_mod.BASE)
+        if base_file is None:
+            return False
+        stamp = stamp_mod.Stamp(
+            stamp_mod.rules_key(self.rules()),
+            base_file,
+            rec.id,
+            rec.manifest_digest,
+            len(base),
+            tuple(result.digests),
+            self._watch_token,
+        )
+        return stamp_mod.write(self.dir, stamp)
 
     # --- resolutions ---------------------------------------------------------------------
     def resolutions(self) -> dict[str, Resolution]:
