@@ -57,7 +57,8 @@ def child(mode: str, root: str) -> None:
                     n += 1
     else:
         if mode == "cold":
-            Path(root, ".dsg", "hashcache.gz").unlink(missing_ok=True)
+            for name in ("hashcache.bin", "hashcache.gz", "clean.json"):
+                Path(root, ".dsg", name).unlink(missing_ok=True)
         cfg = load_project_config(Path(root) / ".dsgconfig.yml")
         ws = Workspace(Path(root), cfg)
         res = ops.status(ws, open_repository(cfg))

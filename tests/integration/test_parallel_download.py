@@ -49,7 +49,7 @@ def test_a_many_file_clone_arrives_whole_with_mtimes_and_cache(make_researcher) 
     assert tree_content(bob.root) == tree_content(alice.root)
     manifest = bob.repo.manifest(bob.repo.head())
     assert len(manifest) > 2 * MAX_QUEUED  # the queue fills and drains
-    cache = HashCache.load(bob.root / ".dsg" / "hashcache.gz")
+    cache = HashCache.load(bob.root / ".dsg" / HashCache.FILE)
     for entry in manifest:
         st = os.lstat(bob.root / entry.path)
         assert st.st_mtime_ns == entry.mtime, entry.path

@@ -204,7 +204,7 @@ def test_snapfetch_does_not_write_through_a_link_at_its_temp_name(team, tmp_path
 def test_atomic_writes_in_the_working_copy_do_not_follow_a_planted_link(team, tmp_path) -> None:
     alice, bob = team
     victim = tmp_path / "bashrc"
-    for name in ("base.json", "base.manifest.gz", "hashcache.gz"):
+    for name in ("base.json", "base.manifest.gz", "hashcache.bin", "clean.json"):
         plant(bob.root / ".dsg" / f".{name}.tmp", tmp_path / f"victim-{name}")
     plant(bob.root / ".dsg" / ".base.json.tmp2", victim)
     alice.write(A, "changed\n")

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Literal
 
 from dsg.core.changes import Change
-from dsg.core.compare import CONFLICT_STATES, S, SyncState, classify, merge3
+from dsg.core.compare import CONFLICT_STATES, S, SyncState, Triple, classify, merge3
 from dsg.core.manifest import Entry, Manifest
 
 Choice = Literal["local", "remote", "base"]
@@ -186,7 +186,11 @@ def make_plan(
     plan = Plan(base.snapshot, remote.snapshot)
     # paths today's rules refuse, committed before them: never applied here (Manifest.suspect)
     suspect = base.suspect.keys() | remote.suspect.keys()
-    for path, le, ce, re_ in merge3(local, base, remote):
+    if remote is base and not keep_unchanged:  # nobody synced since: local against base only
+        triples, plan.unchanged = _changed_since_base(local, base)
+    else:
+        triples = merge3(local, base, remote)
+    for path, le, ce, re_ in triples:
         state = classify(le, ce, re_)
         if state is S.sLCR__all_eq and not keep_unchanged:
             plan.unchanged += 1
@@ -209,6 +213,24 @@ def make_plan(
                     plan.stale_resolutions.append(path)
         plan.items.append(item)
     return plan
+
+
+def _changed_since_base(local: Manifest, base: Manifest) -> tuple[list[Triple], int]:
+    """merge3(local, base, base) less the paths whose local entry has the base's content,
+    which are only counted: in path order, as merge3 gives them."""
+    by_path = {e.path: e for e in base.entries}
+    pop = by_path.pop
+    out: list[Triple] = []
+    same = 0
+    for le in local.entries:
+        ce = pop(le.path, None)
+        if ce is not None and le.same_content(ce):
+            same += 1
+        else:
+            out.append((le.path, le, ce, ce))
+    out += [(p, None, ce, ce) for p, ce in by_path.items()]
+    out.sort(key=lambda t: t[0])
+    return out, same
 
 
 def remote_changes(plan: Plan) -> list[Change]:

@@ -1,10 +1,18 @@
 """The working copy's hash cache: a file's hash kept while its (size, mtime_ns, ctime_ns,
-inode) stay the same, so a scan reads only what changed."""
+inode) stay the same, so a scan reads only what changed.
+
+Stored in `.dsg/hashcache.bin`: a header, the paths joined by NUL, then one fixed-width
+record a path, so reading it builds the table in a few C-level passes rather than a Python
+step per field. The older `hashcache.gz` (gzipped JSON rows) is read when no `.bin` exists
+and removed at the next save.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import struct
 from pathlib import Path
 
 import orjson
@@ -13,21 +21,53 @@ from dsg.core.bulk import without_gc
 from dsg.fs.durable import atomic_write
 
 StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+Row = tuple[int, int, int, int, bytes]
+
+MAGIC = b"dsg-hashcache/2\n"
+_HEADER = struct.Struct("<QQ")  # entries, bytes of the path table
+_RECORD = struct.Struct("<qqqQ16s")  # size, mtime_ns, ctime_ns, inode, xxh3-128
+MAX_BYTES = 1 << 32  # 4 GiB: tens of millions of files
 
 
 def stat_key(st: os.stat_result) -> StatKey:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-class HashCache:
-    """path -> (size, mtime_ns, ctime_ns, inode, hash), stored in `.dsg/hashcache.gz` and
-    read on first use (a sync that finds its scan done and downloads nothing never reads it)."""
+def encode(data: dict[str, Row]) -> bytes:
+    paths = b"\0".join(p.encode("utf-8", "surrogateescape") for p in data)
+    pack = _RECORD.pack
+    records = b"".join([pack(*v) for v in data.values()])
+    return b"".join((MAGIC, _HEADER.pack(len(data), len(paths)), paths, records))
 
-    FILE = "hashcache.gz"
+
+def decode(blob: bytes) -> dict[str, Row]:
+    """The table in `blob`; ValueError for anything that is not a whole, well-formed one."""
+    if not blob.startswith(MAGIC):
+        raise ValueError("not a dsg hash cache")
+    at = len(MAGIC)
+    count, plen = _HEADER.unpack_from(blob, at)
+    at += _HEADER.size
+    if len(blob) != at + plen + count * _RECORD.size:
+        raise ValueError("truncated or padded hash cache")
+    if count == 0:
+        return {}
+    paths = blob[at : at + plen].decode("utf-8", "surrogateescape").split("\0")
+    if len(paths) != count:
+        raise ValueError("hash cache path table does not match its records")
+    records = _RECORD.iter_unpack(memoryview(blob)[at + plen :])
+    return dict(zip(paths, records, strict=True))
+
+
+class HashCache:
+    """path -> (size, mtime_ns, ctime_ns, inode, hash), read on first use (a sync that
+    finds its scan done and downloads nothing never reads it)."""
+
+    FILE = "hashcache.bin"
+    OLD_FILE = "hashcache.gz"
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self._data: dict[str, tuple[int, int, int, int, bytes]] | None = None
+        self._data: dict[str, Row] | None = None
         self.dirty = False
 
     @classmethod
@@ -35,24 +75,40 @@ class HashCache:
         return cls(path)
 
     @property
-    def data(self) -> dict[str, tuple[int, int, int, int, bytes]]:
+    def data(self) -> dict[str, Row]:
         if self._data is None:
             self._data = self._read()
         return self._data
 
     @without_gc
-    def _read(self) -> dict[str, tuple[int, int, int, int, bytes]]:
+    def _read(self) -> dict[str, Row]:
         if self.path is None:
             return {}
         try:
-            rows = orjson.loads(gzip.decompress(self.path.read_bytes()))
-            return {r[0]: (r[1], r[2], r[3], r[4], bytes.fromhex(r[5])) for r in rows}
+            with open(self.path, "rb") as f:
+                blob = f.read(MAX_BYTES + 1)
+            if len(blob) > MAX_BYTES:
+                raise ValueError("hash cache too large")
+            return decode(blob)
         except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, EOFError, IndexError, TypeError, orjson.JSONDecodeError):
+            return self._read_old()
+        except (OSError, ValueError, struct.error, UnicodeDecodeError):
             # A cache is only an optimisation: a damaged one is dropped and rebuilt.
             self.dirty = True
             return {}
+
+    def _read_old(self) -> dict[str, Row]:
+        assert self.path is not None
+        old = self.path.with_name(self.OLD_FILE)
+        try:
+            rows = orjson.loads(gzip.decompress(old.read_bytes()))
+            data = {r[0]: (r[1], r[2], r[3], r[4], bytes.fromhex(r[5])) for r in rows}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, EOFError, IndexError, TypeError, orjson.JSONDecodeError):
+            data = {}
+        self.dirty = True  # saved in the new form (and the old file removed) next time
+        return data
 
     def lookup(self, path: str, key: StatKey) -> bytes | None:
         hit = self.data.get(path)
@@ -74,6 +130,7 @@ class HashCache:
     def save(self) -> None:
         if self.path is None or not self.dirty or self._data is None:
             return
-        rows = [[p, *v[:4], v[4].hex()] for p, v in self.data.items()]
-        atomic_write(self.path, gzip.compress(orjson.dumps(rows), compresslevel=1))
+        atomic_write(self.path, encode(self._data))
+        with contextlib.suppress(FileNotFoundError):
+            self.path.with_name(self.OLD_FILE).unlink()
         self.dirty = False

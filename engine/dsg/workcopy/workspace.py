@@ -2,7 +2,7 @@
 
     base.manifest.gz   the manifest of the snapshot this copy last synced to (C)
     base.json          that snapshot's record (its chain hash proves the history)
-    hashcache.gz       path -> (size, mtime_ns, ctime_ns, inode, hash)
+    hashcache.bin      path -> (size, mtime_ns, ctime_ns, inode, hash) (hashcache.py)
     clean.json         the clean stamp: the last scan that found the copy exactly its base
     resolutions.json   conflict choices recorded by `dsg resolve`
     conflicts.txt      the conflicts of the last blocked sync, editable for --continue
