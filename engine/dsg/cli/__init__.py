@@ -44,12 +44,13 @@ def build_app(*, core_only: bool = False) -> typer.Typer:
     app.callback(invoke_without_command=True)(_version)
     app.add_typer(daily.commands)
     if not core_only:
-        from dsg.cli import admin, backup, history, imports, undo
+        from dsg.cli import admin, backup, history, imports, undo, watch
         from dsg.cli import config as config_cli
 
         app.add_typer(undo.commands)
         app.add_typer(history.commands)
         app.add_typer(imports.commands)
+        app.add_typer(watch.commands)
         app.add_typer(config_cli.commands, name="config")
         admin_app = typer.Typer(help=ADMIN_HELP, no_args_is_help=True)
         admin_app.add_typer(admin.commands)
