@@ -222,3 +222,20 @@ def test_the_cli_status_is_quick_and_correct(ana: Researcher) -> None:
     ana.write("task0/input/d1/f20.csv", "edited\n")
     proc = ana.cli("status")
     assert proc.returncode == 0 and "f20.csv" in proc.stdout, proc.stdout
+
+
+def test_threaded_listing_gives_the_same_walk(ana: Researcher, monkeypatch) -> None:
+    from dsg.workcopy.scan import walk
+
+    ana.write("task0/input/d0/bad\u200bname.csv", "x")  # a problem, found by some thread
+    ana.write("task1/output/e/f/g.csv", "deep\n")
+    ana.link("task0/input/d0/l.csv", "f0.csv")
+
+    def run(threads: str) -> tuple:
+        monkeypatch.setenv("DSG_SCAN_THREADS", threads)
+        w = walk(ana.root, ana.ws.rules())
+        return w.digests, w.blocks, [str(p) for p in w.problems], w.links
+
+    serial = run("1")
+    assert serial[2] and serial[3]
+    assert run("3") == serial == run("8")

@@ -17,7 +17,8 @@ import hashlib
 import os
 import stat as stat_mod
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,17 @@ def block_digest(prefix: str, rows: list[Row]) -> bytes:
     return hashlib.blake2b(orjson.dumps([prefix, rows]), digest_size=16).digest()
 
 
+def scan_threads() -> int:
+    """Threads listing directories at once (DSG_SCAN_THREADS, default 1): lstat releases
+    the GIL, so with idle cores the system calls of several directories can overlap; on
+    the 2-core lab machine more threads did not win (docs/performance.md)."""
+    try:
+        n = int(os.environ.get("DSG_SCAN_THREADS", "1"))
+    except ValueError:
+        n = 1
+    return max(1, min(n, 32))
+
+
 @without_gc
 def walk(
     root: Path,
@@ -196,31 +208,53 @@ def walk(
     expect: Sequence[bytes] | None = None,
     on_mismatch: Callable[[], None] | None = None,
 ) -> Walk:
-    """List the tree at `root` in sorted order. With `expect` (a clean stamp's digests), the
-    blocks that match it are not kept; `on_mismatch` runs once, when the first one does not
-    (the caller may start other work then)."""
+    """List the tree at `root`, a level at a time, each level in sorted order. With `expect`
+    (a clean stamp's digests), the blocks that match it are not kept; `on_mismatch` runs
+    once, when the first one does not (the caller may start other work then)."""
     w = Walk(started_ns=time.time_ns(), matching=expect is not None)
     lister = _Lister(rules, w.problems)
-    stack: list[tuple[str, str, bool]] = [("", str(root), False)]
-    while stack:
-        prefix, dir_abs, in_data = stack.pop()
-        rows, subdirs = lister(dir_abs, prefix, in_data)
-        if rows:
-            digest = block_digest(prefix, rows)
-            i = len(w.digests)
-            w.digests.append(digest)
-            if w.matching:
-                assert expect is not None
-                if i < len(expect) and expect[i] == digest and not lister.links:
-                    w.matched.append((prefix, dir_abs, in_data))
-                else:
-                    w.matching = False
-                    if on_mismatch is not None:
-                        on_mismatch()
-            if not w.matching:
-                w.blocks.append((prefix, rows))
-        for name, data in reversed(subdirs):
-            stack.append((f"{prefix}{name}/", f"{dir_abs}/{name}", data))
+    threads = scan_threads()
+    chunk = threads * 8  # directories listed ahead: bounds what is held at once
+    pool: ThreadPoolExecutor | None = None
+
+    def listed(dirs: list[tuple[str, str, bool]]) -> Iterable[tuple[list[Row], list[Any]]]:
+        nonlocal pool
+        if threads == 1 or len(dirs) == 1:
+            return (lister(d, p, data) for p, d, data in dirs)
+        if pool is None:
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="dsg-scan")
+        return pool.map(lambda t: lister(t[1], t[0], t[2]), dirs)
+
+    level: list[tuple[str, str, bool]] = [("", str(root), False)]
+    try:
+        while level:
+            below: list[tuple[str, str, bool]] = []
+            for at in range(0, len(level), chunk):
+                dirs = level[at : at + chunk]
+                for (prefix, dir_abs, in_data), (rows, subdirs) in zip(
+                    dirs, listed(dirs), strict=True
+                ):
+                    below += [(f"{prefix}{n}/", f"{dir_abs}/{n}", d) for n, d in subdirs]
+                    if not rows:
+                        continue
+                    digest = block_digest(prefix, rows)
+                    i = len(w.digests)
+                    w.digests.append(digest)
+                    if w.matching:
+                        assert expect is not None
+                        if i < len(expect) and expect[i] == digest and not lister.links:
+                            w.matched.append((prefix, dir_abs, in_data))
+                        else:
+                            w.matching = False
+                            if on_mismatch is not None:
+                                on_mismatch()
+                    if not w.matching:
+                        w.blocks.append((prefix, rows))
+            level = below
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    w.problems.sort(key=lambda p: p.path)  # listed by several threads: in path order
     w.links = lister.links
     if expect is not None and w.matching and not w.is_clean(expect):
         w.matching = False  # fewer blocks than the stamp's, or a problem
