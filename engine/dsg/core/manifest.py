@@ -163,10 +163,15 @@ class Manifest:
         if not all(map(operator.lt, paths, islice(paths, 1, None))):
             dup = next(a for a, b in pairwise(paths) if not a < b)
             raise ManifestError(f"duplicate or unsorted path {show(dup)!r} in manifest")
-        for e in added:
-            clash = _clash_at(paths, e.path)
+        if len(added) > len(items) // 8:  # many new paths (an upload of a tree): one pass
+            clash = path_clash(items)
             if clash:
                 raise ManifestError(clash)
+        else:
+            for e in added:
+                clash = _clash_at(paths, e.path)
+                if clash:
+                    raise ManifestError(clash)
         return cls(items, snapshot, _paths=paths)
 
     def __len__(self) -> int:
