@@ -143,7 +143,11 @@ def access_document(d: dict[str, Any]) -> dict[str, Any]:
 def delegations(d: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
     a = d["access"]
     return access_filters.dsg_access_delegations(
-        a["projects"], present_users(d), a["zfs_role_permissions"], a["dataset_parent"]
+        a["projects"],
+        present_users(d),
+        a["zfs_role_permissions"],
+        a["dataset_parent"],
+        a.get("extra_delegations") or {},
     )
 
 

@@ -78,11 +78,17 @@ def dsg_access_read_members(project, present_users):
     return dsg_access_project_members(project, present_users, ("read",))
 
 
-def dsg_access_delegations(projects, present_users, role_permissions, parent):
-    """{dataset: {user: [permissions]}} for every declared project (absent ones: {})."""
+def dsg_access_delegations(projects, present_users, role_permissions, parent, extra=None):
+    """{dataset: {user: [permissions]}} for every declared project (absent ones: {}).
+    `extra` ({account: [permissions]}) is granted on every present project besides its
+    members (e.g. dsg_backup's pull account: send, hold, release)."""
     out = {}
     for project in projects or []:
         grants = {}
+        if _present(project):
+            for account, perms in sorted((extra or {}).items()):
+                if perms:
+                    grants[account] = sorted(set(perms))
         for user, role in sorted(_members(project, present_users).items()):
             if role not in ROLES:
                 raise ValueError(f"project {project['name']}: unknown role {role!r} for {user}")

@@ -1,0 +1,1 @@
+../../dsg_access/library/dsg_zfs_allow.py
