@@ -44,11 +44,21 @@ def test_rm_rf_here_stops_before_the_repository_loses_the_files(big_team) -> Non
     d = exc.value.details["deletions"][0]
     assert d["side"] == "remote" and d["count"] == N and d["total"] == N + 3
     assert alice.repo.head() == head  # nothing committed
+    # status says so before any sync is tried, as text and as JSON
+    proc = alice.cli("status")
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stdout.split())
+    assert "'dsg sync' would stop here (mass-delete guard)" in said, said
+    assert f"delete {N} of the {N + 3} files in the repository" in said
+    proc = alice.cli("status", "--json")
+    guard = json.loads(proc.stdout)["mass_delete"]
+    assert guard["kind"] == "mass_delete" and guard["details"]["deletions"][0]["count"] == N
     # the fix it suggests: restore brings them back, and there is nothing to sync
     proc = alice.cli("restore", "task1/input/big", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(json.loads(proc.stdout)["restored"]) == N
     assert alice.sync().plan.is_noop
+    assert "mass_delete" not in json.loads(alice.cli("status", "--json").stdout)
 
 
 def test_allow_mass_delete_commits_and_the_receiver_is_guarded_too(big_team) -> None:

@@ -366,6 +366,11 @@ def status(
             if result.problems:
                 out.print(Text("\nProblems:", style="bold"))
                 print_problems(result.problems)
+            if result.mass_delete is not None:
+                guard = result.mass_delete
+                out.print(Text("\n'dsg sync' would stop here (mass-delete guard):", style="bold"))
+                out.print(Text(guard.message.removesuffix("\nnothing was changed"), style="yellow"))
+                out.print(Text(guard.hint or ""))
             if copies:
                 shown = ", ".join(show(c) for c in copies[:3])
                 more = f" and {len(copies) - 3} more" if len(copies) > 3 else ""

@@ -59,6 +59,8 @@ class Result:
     problems: list[Problem] = field(default_factory=list)
     dry_run: bool = False
     recovered: list[str] = field(default_factory=list)
+    # status: the mass-delete guard a sync of this plan would stop at (nothing is changed)
+    mass_delete: MassDelete | None = None
 
     def to_dict(self) -> dict[str, object]:
         d = self.plan.to_dict()
@@ -71,6 +73,8 @@ class Result:
         )
         if self.recovered:
             d["recovered"] = self.recovered
+        if self.mass_delete is not None:
+            d["mass_delete"] = self.mass_delete.to_dict()
         return d
 
 
@@ -164,7 +168,12 @@ def status(ws: Workspace, repo: Repository, keep_unchanged: bool = False) -> Res
         scan_result.manifest, base, remote, ws.resolutions(), keep_unchanged, tracked(ws, repo)
     )
     ws.note_scan(scan_result, base)
-    return Result(plan, snapshot=base.snapshot, problems=scan_result.problems)
+    result = Result(plan, snapshot=base.snapshot, problems=scan_result.problems)
+    try:  # say so now rather than at the sync
+        _guard_mass_delete(plan, base, remote, ws.config.safety, allow=False)
+    except MassDelete as e:
+        result.mass_delete = e
+    return result
 
 
 def _scan_against_base(
