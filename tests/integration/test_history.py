@@ -349,7 +349,12 @@ def test_clean(team: tuple[Researcher, Researcher]) -> None:
     os.symlink(alice.root / "gone", mnt / "s9")  # dangling
     (mnt / "s8").mkdir()  # empty, not mounted
     assert alice.cli("snapmount", "--snapshot", "s1").returncode == 0  # live: kept
+    (alice.root / ".dsg/.base.json.0123456789abcdef.tmp").write_text("a crash's leftover")
+    (alice.root / ".dsg/log/.dsg.jsonl.fedcba9876543210.tmp").write_text("")
+    (alice.root / ".dsg/.base.json.tmp").write_text("not dsg's temp name: kept")
     expected = {
+        (".dsg/.base.json.0123456789abcdef.tmp", "state-temp"),
+        (".dsg/log/.dsg.jsonl.fedcba9876543210.tmp", "state-temp"),
         ("task1/input/a.dsg-conflict-20261129T201500Z-bob.csv", "conflict-copy"),
         ("task1/output/.result.txt.dsg-tmp-0123abcd", "temp"),
         (".dsg/validate-s1.json", "validate-progress"),
@@ -369,6 +374,7 @@ def test_clean(team: tuple[Researcher, Researcher]) -> None:
     assert {(i["path"], i["kind"]) for i in doc["items"]} == expected
     assert not any(os.path.lexists(alice.root / p) for p, _ in expected)
     assert (mnt / "s1" / A).is_file()  # the live view is kept (a link, or a mounted clone)
+    assert (alice.root / ".dsg/.base.json.tmp").exists()
     assert alice.read("task1/src/a.dsg-conflict-20261129T201500Z-bob.R")
     assert alice.read("task1/input/notes.dsg-conflict-soon.txt")
     alice.delete("task1/input/notes.dsg-conflict-soon.txt")

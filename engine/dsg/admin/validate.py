@@ -545,6 +545,7 @@ def validate_chain(
 # --- clean -------------------------------------------------------------------------------
 
 TEMP_NAME = re.compile(r"^\..+\.dsg-tmp(-.*)?$")
+STATE_TEMP = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")  # fs/durable.py temp_name, left by a crash
 
 
 @dataclass
@@ -608,6 +609,12 @@ def clean_candidates(ws: Workspace, tracked: Manifest | None) -> list[CleanItem]
     if ws.dir.is_dir():
         for p in sorted(ws.dir.glob("validate-*.json")):
             items.append(CleanItem(f".dsg/{p.name}", "validate-progress", _size(str(p))))
+        for d in (ws.dir, ws.dir / "log"):
+            if d.is_dir() and not d.is_symlink():
+                for p in sorted(d.iterdir()):
+                    if STATE_TEMP.match(p.name) and p.is_file() and not p.is_symlink():
+                        rel = str(p.relative_to(ws.root))
+                        items.append(CleanItem(rel, "state-temp", _size(str(p))))
         mnt = ws.dir / "mnt"
         if mnt.is_dir() and not mnt.is_symlink():
             for p in sorted(mnt.iterdir()):
