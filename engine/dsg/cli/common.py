@@ -177,12 +177,3 @@ def project_relative(root: Path, p: str) -> str:
     if not norm.startswith(prefix):
         raise UsageError(f"{p} is outside the project at {root}")
     return norm.removeprefix(prefix)
-
-
-def snapshot_arg(value: str) -> str:
-    v = value.strip()
-    if v.isdigit():
-        v = f"s{v}"
-    if not (v.startswith("s") and v[1:].isdigit() and int(v[1:]) > 0):
-        raise UsageError(f"--snapshot {value!r}: expected s1, s2, ... (or a number)")
-    return v
