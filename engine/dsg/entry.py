@@ -11,6 +11,15 @@ import sys
 
 
 def main() -> None:
+    try:
+        _main()
+    except KeyboardInterrupt:
+        # Ctrl-C while the command was still loading (the CLI handles it once running):
+        # exit as the shell expects, without a traceback.
+        _exit_now(130)
+
+
+def _main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["serve"] and not {"-h", "--help"} & set(args):
         from dsg.server.agent import main as agent_main

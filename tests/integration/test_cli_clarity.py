@@ -13,6 +13,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from contextlib import closing
 from pathlib import Path
@@ -364,3 +365,24 @@ def test_interactive_init_asks_again_and_ctrl_c_exits_130(tmp_path: Path, repo_b
     code, text = _interact(other, env, ["init"], [("repository type (posix/zfs)", "^C")])
     assert code == 130, text
     assert not (other / ".dsgconfig.yml").exists()
+
+
+@pytest.mark.parametrize("command", ["log", "status"])
+def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(
+    command: str, tmp_path: Path
+) -> None:
+    # KeyboardInterrupt raised where the CLI is loaded (what a Ctrl-C at that moment does)
+    code = (
+        "import sys, dsg.cli\n"
+        "def interrupted(**kw):\n"
+        "    raise KeyboardInterrupt\n"
+        "dsg.cli.main = interrupted\n"
+        "import dsg.entry\n"
+        f"sys.argv = ['dsg', '{command}']\n"
+        "dsg.entry.main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
