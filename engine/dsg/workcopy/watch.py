@@ -32,28 +32,28 @@ on NFS, SMB and the like, and the docs say so (docs/user-guide.md).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import fcntl
 import os
 import re
-import secrets
-import selectors
-import signal
 import socket
 import stat
 import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from dsg.core.errors import WorkingCopyError
+
+if TYPE_CHECKING:
+    import selectors
+
+# ctypes, selectors, signal and friends are imported where the watcher runs: every status
+# imports this module for `token`, which needs none of them.
 
 SOCKET = "watch.sock"
 LOCK = "watch.lock"
@@ -288,6 +288,9 @@ def token(state_dir: Path, timeout: float = TIMEOUT) -> str | None:
 # --- inotify ------------------------------------------------------------------------------
 class _Libc:
     def __init__(self) -> None:
+        import ctypes
+
+        self.get_errno = ctypes.get_errno
         libc = ctypes.CDLL(None, use_errno=True)
         self.init1 = libc.inotify_init1
         self.init1.argtypes = [ctypes.c_int]
@@ -312,7 +315,7 @@ def _lib() -> _Libc:
 
 def _check(rc: int) -> int:
     if rc < 0:
-        e = ctypes.get_errno()
+        e = _lib().get_errno()
         raise OSError(e, os.strerror(e))
     return rc
 
@@ -336,51 +339,49 @@ class _Stop(Exception):
     pass
 
 
-@dataclass
 class _Conn:
-    sock: socket.socket
-    deadline: float
-    data: bytes = b""
-    cookie: bytes | None = None
+    __slots__ = ("cookie", "data", "deadline", "sock")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.data = b""
+        self.cookie: bytes | None = None
 
 
-@dataclass
 class Watcher:
     """One working copy's watcher. `inotify_fd`, if given, is used for the first set of
     watches (a test makes it with a small queue); later ones are made here."""
 
-    root: Path
-    inotify_fd: int | None = None
-    fd: int = -1
-    epoch: str = ""
-    changes: int = 0
-    events: int = 0
-    overflows: int = 0
-    rewatches: int = 0
-    problem: str | None = None
-    wds: dict[int, tuple[bytes, int]] = field(default_factory=dict)  # wd -> (path, inode)
-    gone: set[int] = field(default_factory=set)  # removed on purpose: IN_IGNORED expected
-    moved: set[int] = field(default_factory=set)
-    state_wd: int = -1
-    root_wd: int = -1
-    stopping: bool = False
-    _rewatch: bool = False
-    _retry_at: float = 0.0
-    _seq: int = 0
-    _conns: dict[int, _Conn] = field(default_factory=dict)
-    _sel: selectors.BaseSelector | None = None
-    _started: str = ""
-
-    def __post_init__(self) -> None:
-        self.root = Path(self.root).absolute()
+    def __init__(self, root: Path, inotify_fd: int | None = None) -> None:
+        self.root = Path(root).absolute()
         self.state = self.root / ".dsg"
         self._root_b = os.fsencode(self.root)
         st = os.stat(self.root)
         self.root_key = (st.st_dev, st.st_ino)
+        self.inotify_fd = inotify_fd
+        self.fd = -1
+        self.epoch = ""
+        self.changes = self.events = self.overflows = self.rewatches = 0
+        self.problem: str | None = None
+        self.wds: dict[int, tuple[bytes, int]] = {}  # wd -> (path, inode)
+        self.gone: set[int] = set()  # removed on purpose: IN_IGNORED expected
+        self.moved: set[int] = set()
+        self.state_wd = self.root_wd = -1
+        self.stopping = False
+        self._rewatch = False
+        self._retry_at = 0.0
+        self._seq = 0
+        self._conns: dict[int, _Conn] = {}
+        self._sel: selectors.BaseSelector | None = None
+        self._started = ""
 
     # --- watches
     def establish(self) -> None:
         """A new inotify instance watching the whole tree, under a new epoch."""
+        import secrets
+        import selectors
+
         if self.fd >= 0:
             if self._sel is not None:
                 self._sel.unregister(self.fd)
@@ -560,6 +561,8 @@ class Watcher:
 
     # --- queries
     def _accept(self, listener: socket.socket) -> None:
+        import selectors
+
         try:
             s, _ = listener.accept()
         except OSError:
@@ -656,6 +659,10 @@ class Watcher:
     def run(self, on_ready: Callable[[Watcher], None] | None = None) -> None:
         """Watch until stopped (SIGTERM, SIGINT, a "stop" query, or the tree going away).
         One watcher per working copy: a second one fails with WatchError."""
+        import fcntl
+        import selectors
+        import signal
+
         if not sys.platform.startswith("linux"):
             raise WatchError(
                 "dsg watch is Linux-only (it uses inotify)",
