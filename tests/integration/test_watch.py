@@ -339,7 +339,7 @@ def test_one_watcher_per_working_copy(ana: Researcher, watcher: Running) -> None
     r = ana.cli("watch", "--json")
     assert r.returncode == 1, r.stdout + r.stderr
     doc = orjson.loads(r.stdout)
-    assert doc["error"]["kind"] == "watch"
+    assert doc["error"]["kind"] == "working_copy"
     assert f"pid {watcher.proc.pid}" in doc["error"]["message"]
     r = ana.cli("watch", "--status", "--json")
     assert r.returncode == 0

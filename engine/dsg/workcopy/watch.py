@@ -128,7 +128,7 @@ _CRED = struct.Struct("3i")  # pid, uid, gid
 
 
 class WatchError(WorkingCopyError):
-    kind = "watch"
+    """The watcher cannot run here (kind "working_copy", like the other working-copy errors)."""
 
 
 Event = tuple[int, int, int, bytes]  # wd, mask, cookie, name
