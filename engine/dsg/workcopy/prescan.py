@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsg.workcopy import watch
 from dsg.workcopy.rules import (
     DEFAULT_DATA_DIRS,
     DEFAULT_IGNORE_NAMES,
@@ -49,6 +50,7 @@ class _Child:
     fd: int
     root: Path
     rules: ScanRules
+    watch: str | None = None  # the file watcher's token, taken before the child's walk
 
 
 _child: _Child | None = None
@@ -91,6 +93,7 @@ def start(root: Path, data: Any, *, lock: bool) -> None:
         if fd is None:
             return  # another command runs here: Workspace.lock reports it
         _lock = (state, fd)
+    tok = watch.token(state)  # before the walk: a stamp from this scan may hold it (watch.py)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: scan, send, and leave without running any exit handler
@@ -114,7 +117,12 @@ def start(root: Path, data: Any, *, lock: bool) -> None:
         finally:
             os._exit(code)
     os.close(w)
-    _child = _Child(pid, r, root, rules)
+    _child = _Child(pid, r, root, rules, tok)
+
+
+def watch_token() -> str | None:
+    """The watcher's token taken before the pending child's walk (None without a child)."""
+    return _child.watch if _child is not None else None
 
 
 def _scan(root: Path, rules: ScanRules, fd: int) -> None:

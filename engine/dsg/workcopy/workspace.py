@@ -16,6 +16,7 @@ done, so an interrupted sync is simply re-planned from the same base next time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -157,22 +158,33 @@ class Workspace:
         if found is not None and found[0].watch is not None and found[0].watch == self._watch_token:
             prescan.discard_scan()  # the watcher saw nothing change since the stamp's scan
             return ScanResult(Manifest.empty(), clean=True)
+        child_token = prescan.watch_token()  # the child walked after it, not after ours
         early = prescan.take(
             self.root, rules, clean_sig=found[1] if found else None, on_dirty=on_dirty
         )
         if early is not None:  # the same scan, done by a child while the command loaded
             self._cache = None  # the child saved it: read it again if it is needed
+            self._watch_token = child_token
+            if early.clean:
+                self._restamp(found, child_token)
             return early
         expect = found[0].blocks if found is not None else None
         if expect is None and on_dirty is not None:
             on_dirty()
         walked = walk(self.root, rules, expect, on_mismatch=on_dirty)
         if walked.is_clean(expect):
+            self._restamp(found, self._watch_token)
             return ScanResult(Manifest.empty(), clean=True)
         result = scan(self.root, rules, self.hash_cache(), progress, walked=walked)
         if self.dir.is_dir():
             self.hash_cache().save()
         return result
+
+    def _restamp(self, found: tuple[stamp_mod.Stamp, str] | None, tok: str | None) -> None:
+        """A walk after `tok` was taken found the tree as the stamp has it: the stamp takes
+        `tok` (a watcher started since), so the next status need not walk."""
+        if found is not None and tok is not None and found[0].watch != tok:
+            stamp_mod.write(self.dir, dataclasses.replace(found[0], watch=tok))
 
     def note_scan(self, result: ScanResult, base: Manifest) -> bool:
         """Write the clean stamp if `result` (a full scan, taken under this copy's current
