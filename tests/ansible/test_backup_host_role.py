@@ -1,5 +1,5 @@
 """Pull mode's roles on the lab host, for real (zfs-fuse; the OpenZFS run with `zfs allow`
-and a real pull is tests/vm/test_backup_pull.py).
+and a real pull is tests/vm/test_site_playbook_backup_pull.py).
 
 `operations.yml --tags backup` with a pull declared on lab-zfs1 (it is both server and backup
 host in inventories/lab): dsg_backup_host makes the backup account, the backup parent
