@@ -64,6 +64,10 @@ def stamped(r: Researcher) -> Path:
     return path
 
 
+def test_init_of_a_settled_tree_leaves_a_stamp(ana: Researcher) -> None:
+    assert is_quick(ana)  # the fixture's tree was settled before init
+
+
 def test_a_clean_copy_answers_from_the_stamp(ana: Researcher, monkeypatch) -> None:
     stamped(ana)
 

@@ -584,6 +584,7 @@ def init(
     ws.ensure_dir()
     ws.set_base(final, record)
     ws.hash_cache().save()
+    ws.note_scan(scan_result, final)  # the tree is as scanned: the first status can be quick
     event_log(ws, "init", tx)("committed", snapshot=record.id, files=len(final))
     return Result(plan, snapshot=record.id, committed=record, problems=scan_result.problems)
 
