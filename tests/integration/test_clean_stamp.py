@@ -243,3 +243,31 @@ def test_threaded_listing_gives_the_same_walk(ana: Researcher, monkeypatch) -> N
     serial = run("1")
     assert serial[2] and serial[3]
     assert run("3") == serial == run("8")
+
+
+def test_a_clean_copy_whose_repository_moved_on_plans_from_the_base(
+    ana: Researcher, tmp_path: Path, monkeypatch
+) -> None:
+    bob = Researcher("bob", tmp_path / "bob", tmp_path / "cfg-b", ana.config)
+    bob.clone()
+    bob.write("task0/input/d0/f0.csv", "bob's\n")
+    bob.delete("task1/input/d0/f1.csv")
+    bob.write("task3/input/new.csv", "new\n")
+    bob.sync(message="bob")
+    stamped(ana)
+    walks: list[int] = []
+    real_walk = dsg.workcopy.workspace.walk
+    monkeypatch.setattr(
+        dsg.workcopy.workspace, "walk", lambda *a, **k: walks.append(1) or real_walk(*a, **k)
+    )
+    expected = {
+        "task0/input/d0/f0.csv": "download",
+        "task1/input/d0/f1.csv": "delete_local",
+        "task3/input/new.csv": "download",
+    }
+    assert quick_actions(ana) == expected and walks == [1]  # one walk, no second scan
+    result = ana.sync(message="take bob's")
+    assert walks == [1, 1] and result.committed is None and result.snapshot == "s2"
+    assert ana.read("task0/input/d0/f0.csv") == b"bob's\n"
+    assert not ana.path("task1/input/d0/f1.csv").exists()
+    assert full_status(ana) == {}

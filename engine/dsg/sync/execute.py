@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import stat as stat_mod
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from dsg.fs.files import copy_hashing, hash_bytes, hash_file, read_upto, write_n
 from dsg.fs.readahead import read_ahead
 from dsg.fs.writers import Writers
 from dsg.workcopy.hashcache import HashCache, StatKey, stat_key
+from dsg.workcopy.scan import is_racy
 
 register("execute.after_remote_commit", "execute.after_first_local", "execute.before_base")
 
@@ -230,7 +232,8 @@ class LocalApplier:
         digest = self.cache.lookup(path, key)
         if digest is None:
             digest = hash_file(p)
-            self.cache.store(path, key, digest)
+            if not is_racy(st.st_ctime_ns, time.time_ns()):  # as a scan would (scan.py)
+                self.cache.store(path, key, digest)
         return digest == expected.hash
 
     def backup(self, path: str) -> str:

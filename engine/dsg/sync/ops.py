@@ -159,7 +159,8 @@ def status(ws: Workspace, repo: Repository, keep_unchanged: bool = False) -> Res
         unchanged = _unchanged(ws, repo)
         if unchanged is not None:
             return unchanged
-        scan_result = ws.scan()  # the repository moved on: plan with the whole local side
+        base = ws.base()
+        scan_result = local_as_base(base)  # the repository moved on
     if base is None:
         base = ws.base()
     head, remote = read_remote(repo, base)
@@ -195,6 +196,13 @@ def _scan_against_base(
     if not result.clean:
         load_base()
     return (loaded[0] if loaded else None), result
+
+
+def local_as_base(base: Manifest) -> ScanResult:
+    """The local side of a copy its clean stamp found exactly at `base`: the base's files,
+    as a scan records them (no attribution), without walking again."""
+    entries = [Entry(e.path, e.size, e.mtime, e.hash, e.target) for e in base.entries]
+    return ScanResult(Manifest(entries))
 
 
 def _unchanged(ws: Workspace, repo: Repository) -> Result | None:
@@ -399,7 +407,8 @@ def sync(
                 log("unchanged", snapshot=unchanged.snapshot, files=unchanged.plan.unchanged)
                 unchanged.dry_run = dry_run
                 return unchanged
-            scan_result = checked_scan(ws)  # the repository moved on
+            base = ws.base()
+            scan_result = local_as_base(base)  # the repository moved on
         if base is None:
             base = ws.base()
         local = scan_result.manifest
