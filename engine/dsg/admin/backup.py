@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from dsg.core import faults
 from dsg.core.errors import IntegrityError, RepositoryError
@@ -155,6 +155,119 @@ def snapshot_infos(zfs: Zfs, dataset: str) -> list[SnapInfo] | None:
     return [SnapInfo(s.snapname, guids.get(s.name, ""), s.creation) for s in snaps]
 
 
+# --- sources and targets ---------------------------------------------------------------------
+
+
+TARGET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+
+
+def check_target_name(name: str) -> str:
+    """A backup target's name (on-site, off-site, ...): its hold tag and metrics file."""
+    if not TARGET_NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"backup target name {name[:40]!r}: use 1-32 of a-z, 0-9 and '-', starting with a "
+            "letter or digit"
+        )
+    return name
+
+
+def hold_tag(target: str, name: str | None = None) -> str:
+    """The hold on the newest common snapshot: per named target, else per target pool."""
+    return HOLD_PREFIX + (check_target_name(name) if name else target.split("/")[0])
+
+
+class Source(Protocol):
+    """Where the snapshots come from: this host's zfs (push) or a primary that sends on
+    request over a restricted key (pull, `dsg.admin.pull.RemoteSource`)."""
+
+    def describe(self, dataset: str) -> str: ...
+
+    def snapshots(self, dataset: str) -> list[SnapInfo] | None: ...
+
+    def encrypted(self, dataset: str) -> bool: ...
+
+    def resumable(self, dataset: str) -> bool: ...
+
+    def send_argv(self, dataset: str, step: Step, raw: bool) -> list[str]: ...
+
+    def resume_argv(self, dataset: str, token: str) -> list[str]: ...
+
+    def hold(self, dataset: str, snapshot: str, tag: str) -> None: ...
+
+    def release(self, dataset: str, snapshot: str, tag: str) -> None: ...
+
+
+class LocalSource:
+    """The project datasets of this host (the push path)."""
+
+    def __init__(self, zfs: Zfs):
+        self.zfs = zfs
+
+    def describe(self, dataset: str) -> str:
+        return dataset
+
+    def snapshots(self, dataset: str) -> list[SnapInfo] | None:
+        return snapshot_infos(self.zfs, dataset)
+
+    def encrypted(self, dataset: str) -> bool:
+        return self.zfs.key_state(dataset).encrypted
+
+    def resumable(self, dataset: str) -> bool:
+        return not self.zfs.platform.is_zfs_fuse
+
+    def send_argv(self, dataset: str, step: Step, raw: bool) -> list[str]:
+        base = None if step.base is None else f"@{step.base}"
+        return self.zfs.send_argv(f"{dataset}@{step.snapshot}", base=base, raw=raw)
+
+    def resume_argv(self, dataset: str, token: str) -> list[str]:
+        return self.zfs.resume_send_argv(token)
+
+    def hold(self, dataset: str, snapshot: str, tag: str) -> None:
+        _ensure_hold(self.zfs, f"{dataset}@{snapshot}", tag)
+
+    def release(self, dataset: str, snapshot: str, tag: str) -> None:
+        _release(self.zfs, f"{dataset}@{snapshot}", tag)
+
+
+# --- resuming an interrupted receive -------------------------------------------------------
+
+RESUME_UNSUPPORTED = (
+    "zfs-fuse has no resumable receive (zfs receive -s, receive_resume_token): an interrupted "
+    "step is sent again from its start"
+)
+
+
+@dataclass(frozen=True)
+class ResumeDecision:
+    action: Literal["none", "resume", "unsupported", "stuck"]
+    message: str | None = None
+
+
+def decide_resume(
+    token: str | None, receiver_resumes: bool, sender_resumes: bool
+) -> ResumeDecision:
+    """What to do before planning, given the target's receive_resume_token. Pure.
+
+    - no resumable receive on the backup side (zfs-fuse): nothing to resume, and say so;
+    - a token and a sender that can `zfs send -t`: resume it first;
+    - a token the sender cannot resume (zfs-fuse primary): stop, an admin decides (the
+      partial state blocks every other receive into the target, and discarding it,
+      `zfs receive -A`, is a destroy the backup account is not given)."""
+    if not receiver_resumes:
+        return ResumeDecision("unsupported", RESUME_UNSUPPORTED)
+    if not token:
+        return ResumeDecision("none")
+    if not sender_resumes:
+        return ResumeDecision(
+            "stuck", "the backup holds a partial receive but the primary cannot resume it"
+        )
+    return ResumeDecision("resume")
+
+
+class ResumeStuck(RepositoryError):
+    kind = "backup_resume_stuck"
+
+
 # --- execution ---------------------------------------------------------------------------------
 
 
@@ -171,6 +284,9 @@ class Result:
     source_head: str | None = None
     lag_seconds: float | None = None  # age of the oldest source snapshot not on the backup
     raw: bool = False  # the source is encrypted: sent raw (zfs send -w), stays encrypted
+    resumable: bool = False  # received with -s (OpenZFS): an interrupted step resumes
+    resumed: str | None = None  # a snapshot whose interrupted receive this run resumed
+    notes: list[str] = field(default_factory=list)
     error: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,10 +304,6 @@ def receiver_zfs(host: str | None, prefix: str = "") -> Zfs | None:
     return Zfs(words) if words else None
 
 
-def hold_tag(target: str) -> str:
-    return HOLD_PREFIX + target.split("/")[0]
-
-
 def replicate(
     project: str,
     source: str,
@@ -199,23 +311,73 @@ def replicate(
     zfs: Zfs,
     receiver: Zfs | None = None,
     *,
+    name: str | None = None,
     dry_run: bool = False,
     on_step: Callable[[Step], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> tuple[Plan, Result]:
-    """Plan, then (unless `dry_run`) execute, one project's replication."""
-    recv = receiver or zfs
+    """Plan, then (unless `dry_run`) execute, one project's replication from this host
+    (push): `zfs` sends, `receiver` (default: the same zfs) receives."""
+    return replicate_from(
+        LocalSource(zfs), project, source, target, receiver or zfs,
+        tag=hold_tag(target, name), force=True, dry_run=dry_run, on_step=on_step,
+        on_bytes=on_bytes,
+    )  # fmt: skip
+
+
+def replicate_from(
+    origin: Source,
+    project: str,
+    source: str,
+    target: str,
+    recv: Zfs,
+    *,
+    tag: str,
+    force: bool,
+    dry_run: bool = False,
+    on_step: Callable[[Step], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> tuple[Plan, Result]:
+    """The executor shared by push and pull: resume an interrupted receive, plan, send
+    each step into `recv`, move the holds. `force` receives incrementals with -F (push: roll
+    back whatever touched the copy); pull never does (its account is not given rollback or
+    destroy, and a stream from the primary must not be able to take anything away)."""
     check_dataset_name(source)
     check_dataset_name(target)
-    res = Result(project, source, target)
+    res = Result(project, origin.describe(source), target)
     t0 = time.monotonic()
-    src = snapshot_infos(zfs, source)
+    src = origin.snapshots(source)
     if src is None:
         raise RepositoryError(f"project {project}: source dataset {source} does not exist")
+    res.raw = origin.encrypted(source)
+    receiver_resumes = not recv.platform.is_zfs_fuse
+    res.resumable = receiver_resumes and origin.resumable(source)
+    token = recv.receive_resume_token(target) if receiver_resumes else None
+    decision = decide_resume(token, receiver_resumes, origin.resumable(source))
+    if decision.action == "unsupported" and decision.message:
+        res.notes.append(decision.message)
+    if decision.action == "stuck":
+        raise ResumeStuck(
+            f"{target}: {decision.message}",
+            hint=f"as root on the backup host, discard it (zfs receive -A {target}) and run "
+            "the backup again: the step is sent from its start",
+            details={"target": target},
+        )
+
+    def relay(n: int) -> None:
+        res.bytes += n
+        if on_bytes is not None:
+            on_bytes(n)
+        faults.crash_point("backup.mid_stream")
+
+    if decision.action == "resume":
+        if dry_run:
+            res.notes.append(f"would resume the interrupted receive into {target} first")
+        else:
+            _resume(origin, source, target, recv, token or "", tag, res, relay)
     dst = snapshot_infos(recv, target)
     plan = plan_replication(source, target, src, dst)
     res.source_head, res.common = plan.source_head, plan.common
-    res.raw = zfs.key_state(source).encrypted
     if res.raw and dst is not None:
         check_raw_target(source, target, recv.key_state(target))
     if dry_run:
@@ -226,44 +388,90 @@ def replicate(
     parent = target.rpartition("/")[0]
     if parent and not recv.dataset_exists(parent):
         recv.create_dataset(parent, parents=True)
-    tag = hold_tag(target)
-
-    def relay(n: int) -> None:
-        res.bytes += n
-        if on_bytes is not None:
-            on_bytes(n)
-        faults.crash_point("backup.mid_stream")
-
+    guids = {s.name: s.guid for s in src}
     for step in plan.steps:
         if on_step is not None:
             on_step(step)
         s0 = time.monotonic()
-        zfs.replicate(
-            f"{source}@{step.snapshot}",
+        recv.receive_from(
+            origin.send_argv(source, step, res.raw),
             target,
-            base=None if step.base is None else f"@{step.base}",
-            properties=True,
-            raw=res.raw,
-            force=step.base is not None,  # roll back anything done to the copy since
+            force=force and step.base is not None,
             mount=False,
-            receiver=recv,
+            resumable=res.resumable,
             timeout=None,
             relay=relay,
         )
+        _check_received(recv, target, step.snapshot, guids.get(step.snapshot))
         if step.base is None:
             _settle_new_copy(recv, target)
-        _move_hold(zfs, source, tag, step)
-        _move_hold(recv, target, tag, step)
+        _move_holds(origin, source, recv, target, tag, step)
         res.common = step.snapshot
         res.steps.append({**step.to_dict(), "seconds": round(time.monotonic() - s0, 3)})
     if plan.common is not None and not plan.steps:
         # Up to date: make sure the newest common snapshot is still held on both sides.
-        _ensure_hold(zfs, f"{source}@{plan.common}", tag)
+        origin.hold(source, plan.common, tag)
         _ensure_hold(recv, f"{target}@{plan.common}", tag)
     res.ok = True
     res.seconds = round(time.monotonic() - t0, 3)
     res.lag_seconds = _lag(src, res.common)
     return plan, res
+
+
+def _resume(
+    origin: Source,
+    source: str,
+    target: str,
+    recv: Zfs,
+    token: str,
+    tag: str,
+    res: Result,
+    relay: Callable[[int], None],
+) -> None:
+    """Finish the interrupted receive from its token, then hold what it completed."""
+    before = dsg_snapshots(snapshot_infos(recv, target) or [])
+    s0 = time.monotonic()
+    recv.receive_from(
+        origin.resume_argv(source, token), target, mount=False, resumable=True, relay=relay
+    )
+    after = dsg_snapshots(snapshot_infos(recv, target) or [])
+    if not after:
+        raise RepositoryError(f"resumed receive into {target} left no dsg snapshot")
+    base = before[-1].name if before else None
+    done = after[-1].name
+    if done == base:
+        return
+    step = Step(done, base)
+    if base is None:
+        _settle_new_copy(recv, target)
+    _move_holds(origin, source, recv, target, tag, step)
+    res.resumed = done
+    res.steps.append(
+        {**step.to_dict(), "kind": "resumed", "seconds": round(time.monotonic() - s0, 3)}
+    )
+
+
+def _check_received(recv: Zfs, target: str, snapshot: str, guid: str | None) -> None:
+    """The step's snapshot is on the copy, and is the one the primary listed (a stream is
+    the sender's word: in pull mode, a primary's)."""
+    rows = {r.property: r.value for r in recv.get_rows(["guid"], [f"{target}@{snapshot}"])}
+    if "guid" not in rows or (guid and rows["guid"] != guid):
+        raise BackupDiverged(
+            f"after receiving {snapshot} into {target} the copy's {snapshot} is "
+            f"{'missing' if 'guid' not in rows else 'another snapshot (guid differs)'}",
+            hint="nothing was removed from the copy; compare both sides (zfs list -t snapshot "
+            "-o name,guid) before the next run",
+            details={"snapshot": snapshot, "expected_guid": guid, "guid": rows.get("guid")},
+        )
+
+
+def _move_holds(origin: Source, source: str, recv: Zfs, target: str, tag: str, step: Step) -> None:
+    """Hold the newly common snapshot on both sides, then release the previous one."""
+    origin.hold(source, step.snapshot, tag)
+    _ensure_hold(recv, f"{target}@{step.snapshot}", tag)
+    if step.base is not None:
+        origin.release(source, step.base, tag)
+        _release(recv, f"{target}@{step.base}", tag)
 
 
 def check_raw_target(source: str, target: str, key: KeyState) -> None:
@@ -306,15 +514,12 @@ def _ensure_hold(zfs: Zfs, snapshot: str, tag: str) -> None:
             raise
 
 
-def _move_hold(zfs: Zfs, dataset: str, tag: str, step: Step) -> None:
-    """Hold the newly common snapshot, then release the previous one."""
-    _ensure_hold(zfs, f"{dataset}@{step.snapshot}", tag)
-    if step.base is not None:
-        try:
-            zfs.release(f"{dataset}@{step.base}", tag)
-        except ZfsError as e:
-            if "no such tag" not in e.stderr:
-                raise
+def _release(zfs: Zfs, snapshot: str, tag: str) -> None:
+    try:
+        zfs.release(snapshot, tag)
+    except ZfsError as e:
+        if "no such tag" not in e.stderr:
+            raise
 
 
 # --- restore drill -----------------------------------------------------------------------------
@@ -588,9 +793,14 @@ def _destroy_scratch(zfs: Zfs, scratch: str) -> bool:
     return True
 
 
-def drill_metric_path(textfile_dir: Path, project: str) -> Path:
-    return textfile_dir / f"dsg_restore_drill_{project}.prom"
+def _metric_file(kind: str, project: str, name: str | None) -> str:
+    # '@' is in neither a project name nor a target name: no two (project, name) collide.
+    return f"{kind}_{project}{'@' + check_target_name(name) if name else ''}.prom"
 
 
-def backup_metric_path(textfile_dir: Path, project: str) -> Path:
-    return textfile_dir / f"dsg_backup_{project}.prom"
+def drill_metric_path(textfile_dir: Path, project: str, name: str | None = None) -> Path:
+    return textfile_dir / _metric_file("dsg_restore_drill", project, name)
+
+
+def backup_metric_path(textfile_dir: Path, project: str, name: str | None = None) -> Path:
+    return textfile_dir / _metric_file("dsg_backup", project, name)

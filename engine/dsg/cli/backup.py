@@ -5,9 +5,13 @@ Argument handling, printing, metrics files and audit records; the work is in `ba
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -69,6 +73,16 @@ def _previous_value(path: Path, metric: str) -> float | None:
         return None
 
 
+NameOpt = Annotated[
+    str,
+    typer.Option(
+        "--name",
+        help="the target's name (e.g. onsite, offsite): its hold tag dsg-backup-NAME and its "
+        "metrics file; default: the hold is named after the target pool",
+    ),
+]
+
+
 @commands.command("backup")
 def backup_cmd(
     projects: Annotated[
@@ -84,6 +98,7 @@ def backup_cmd(
         str,
         typer.Option("--to-prefix", help="prefix for zfs on the receiving side, e.g. 'sudo -n'"),
     ] = "",
+    name: NameOpt = "",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", "-n", help="print the plan; change nothing")
     ] = False,
@@ -92,13 +107,15 @@ def backup_cmd(
     log_dir: LogDirOpt = "",
     json_mode: JsonOpt = False,
 ) -> None:
-    """Replicate project datasets to the backup pool: incremental, resumable, held base.
+    """Replicate project datasets to the backup pool (push): incremental, held base, an
+    interrupted step resumed from its token on OpenZFS.
 
     Exit 0 when every project is backed up (or, with --dry-run, plannable), 1 otherwise.
     """
     if not to:
         raise_usage("--to is required (the backup parent dataset, e.g. backup/dsg)", json_mode)
     check_target = _checked(to, json_mode)
+    _checked_name(name, json_mode)
     try:
         access = _access(access_file)
     except DsgError as e:
@@ -109,43 +126,219 @@ def backup_cmd(
         raise_usage(f"not zfs projects of this host: {', '.join(unknown)}", json_mode)
     zfs = Zfs.from_env()
     receiver = b.receiver_zfs(to_host, to_prefix)
+
+    def one(project: str, on_bytes: Callable[[int], None]) -> tuple[b.Plan, b.Result]:
+        source = access.projects[project].dataset
+        assert source is not None
+        return b.replicate(
+            project, source, f"{check_target}/{project}", zfs, receiver,
+            name=name or None, dry_run=dry_run, on_bytes=on_bytes,
+        )  # fmt: skip
+
+    sources = {n: access.projects[n].dataset or "" for n in names}
+    _run_backups(
+        "admin backup", names, sources, check_target, one,
+        where=f"{to_host}:" if to_host else "", name=name, dry_run=dry_run,
+        textfile_dir=textfile_dir, log_dir=log_dir, json_mode=json_mode,
+    )  # fmt: skip
+
+
+@commands.command("pull")
+def pull_cmd(
+    projects: Annotated[
+        list[str] | None,
+        typer.Argument(help="projects (default: every project the primary's key may send)"),
+    ] = None,
+    from_host: Annotated[
+        str,
+        typer.Option(
+            "--from-host",
+            help="the primary ([user@]host): its pull account's forced command answers "
+            "(dsg admin send-for-backup); ssh program and options from $DSG_SSH_COMMAND",
+        ),
+    ] = "",
+    to: Annotated[
+        str, typer.Option("--to", help="backup parent dataset here: <to>/<project> receives")
+    ] = "",
+    to_prefix: Annotated[
+        str,
+        typer.Option(
+            "--to-prefix",
+            help="prefix for zfs here, e.g. 'runuser -u dsg-backup --' (the backup account "
+            "with zfs allow receive,create,mount,hold,release,userprop,readonly,mountpoint)",
+        ),
+    ] = "",
+    name: NameOpt = "",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="print the plan; change nothing")
+    ] = False,
+    textfile_dir: TextfileOpt = "",
+    log_dir: LogDirOpt = "",
+    json_mode: JsonOpt = False,
+) -> None:
+    """Pull project snapshots from a primary into this backup host (the primary cannot
+    reach the copy): the same plan, holds, resume, metrics and audit as `dsg admin backup`.
+
+    Exit 0 when every project is backed up (or, with --dry-run, plannable), 1 otherwise.
+    """
+    from dsg.admin import pull as p
+
+    if not from_host or not to or not name:
+        raise_usage(
+            "--from-host (the primary), --to (the backup parent dataset) and --name (the "
+            "target's name, as the primary's forced command has it) are required",
+            json_mode,
+        )
+    target_root = _checked(to, json_mode)
+    _checked_name(name, json_mode)
+    try:
+        origin = p.RemoteSource(from_host)
+    except ValueError as e:
+        raise_usage(str(e), json_mode)
+    names = list(projects or [])
+    if not names:
+        try:
+            names = origin.projects()
+        except DsgError as e:
+            fail("admin pull", e, json_mode)
+    for n in names:
+        try:
+            p.check_project_name(n)
+        except ValueError as e:
+            raise_usage(str(e), json_mode)
+    recv = Zfs(shlex.split(to_prefix)) if to_prefix else Zfs.from_env()
+    tag = b.hold_tag(target_root, name)
+
+    def one(project: str, on_bytes: Callable[[int], None]) -> tuple[b.Plan, b.Result]:
+        return b.replicate_from(
+            origin, project, project, f"{target_root}/{project}", recv,
+            tag=tag, force=False, dry_run=dry_run, on_bytes=on_bytes,
+        )  # fmt: skip
+
+    _run_backups(
+        "admin pull", names, {n: f"{from_host}:{n}" for n in names}, target_root, one,
+        where="", name=name, dry_run=dry_run, textfile_dir=textfile_dir, log_dir=log_dir,
+        json_mode=json_mode,
+    )  # fmt: skip
+
+
+def _run_backups(
+    command: str,
+    names: list[str],
+    sources: dict[str, str],
+    target_root: str,
+    one: Callable[[str, Callable[[int], None]], tuple[b.Plan, b.Result]],
+    *,
+    where: str,
+    name: str,
+    dry_run: bool,
+    textfile_dir: str,
+    log_dir: str,
+    json_mode: bool,
+) -> NoReturn:
+    """Back up each project with `one`, recording, printing and measuring each the same
+    way for push and pull; exit 0 when all went well."""
     audit = _audit(log_dir)
     results: list[dict[str, Any]] = []
-    for name in names:
-        source = access.projects[name].dataset
-        assert source is not None
-        target = f"{check_target}/{name}"
+    for project in names:
+        target = f"{target_root}/{project}"
         started = time.time()
         try:
-            with transfer_progress(not json_mode, f"{name}") as prog:
-                plan, res = b.replicate(
-                    name, source, target, zfs, receiver, dry_run=dry_run, on_bytes=prog
-                )
+            with transfer_progress(not json_mode, f"{project}") as prog:
+                plan, res = one(project, prog)
             doc = {**res.to_dict(), "plan": plan.to_dict()}
         except (DsgError, ValueError) as e:
             error = e.to_dict() if isinstance(e, DsgError) else {"kind": "error", "message": str(e)}
-            res = b.Result(name, source, target, error=error)
+            res = b.Result(project, sources[project], target, error=error)
             doc = {**res.to_dict(), "plan": None}
         results.append(doc)
         if not dry_run:
             audit.record(
-                "admin.backup",
+                command.replace(" ", "."),
                 login=_login(),
-                project=name,
-                destination=f"{to_host + ':' if to_host else ''}{target}",
+                project=project,
+                source=res.source,
+                destination=f"{where}{target}",
+                name=name or None,
                 outcome="ok" if res.ok else "failed",
                 common=res.common,
+                resumed=res.resumed,
                 steps=len(res.steps),
                 bytes=res.bytes,
             )
             if textfile_dir:
-                _write_backup_metrics(Path(textfile_dir), res, started)
+                _write_backup_metrics(Path(textfile_dir), res, started, name)
         if not json_mode:
             _print_backup(res, dry_run)
     ok = all(r["ok"] for r in results)
     if json_mode:
-        emit_json({"ok": ok, "command": "admin backup", "dry_run": dry_run, "projects": results})
+        emit_json({"ok": ok, "command": command, "dry_run": dry_run, "projects": results})
     raise typer.Exit(0 if ok else 1)
+
+
+@commands.command("send-for-backup")
+def send_for_backup_cmd(
+    name: Annotated[
+        str,
+        typer.Option("--name", help="the backup target this key serves (hold dsg-backup-NAME)"),
+    ] = "",
+    project: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--project",
+            help="NAME=DATASET, repeated: the projects this key may back up (default: the "
+            "zfs projects of the access file)",
+        ),
+    ] = None,
+    access_file: AccessOpt = "",
+    request: Annotated[
+        str,
+        typer.Option(
+            "--request", help="the request (default: $SSH_ORIGINAL_COMMAND, as sshd sets it)"
+        ),
+    ] = "",
+) -> None:
+    """(The forced command of a pull key, on the primary.) Answer one backup request:
+    list a project's dsg snapshots, send one (raw when encrypted), resume an interrupted
+    send from its token, hold or release one under this target's tag. Nothing else.
+
+    Exit 0 answered, 2 refused (the request or the configuration), 1 failed.
+    """
+    from dsg.admin import pull as p
+
+    try:
+        tag = b.hold_tag("", b.check_target_name(name)) if name else ""
+        if not tag:
+            raise ValueError("--name is required (the backup target this key serves)")
+        if project:
+            allowed = p.parse_projects(project)
+        else:
+            access = _access(access_file)
+            allowed = {
+                n: pa.dataset
+                for n, pa in access.projects.items()
+                if pa.type == "zfs" and pa.dataset
+            }
+        req = p.parse_request(request or os.environ.get("SSH_ORIGINAL_COMMAND"), allowed)
+        doc = p.serve_request(req, allowed, Zfs.from_env(), tag, sys.stdout.buffer)
+    except (DsgError, ValueError) as e:
+        message = e.message if isinstance(e, DsgError) else str(e)
+        code = e.exit_code if isinstance(e, DsgError) and e.exit_code != 1 else 1
+        if isinstance(e, (ValueError, p.RequestRefused)):
+            code = 2
+        sys.stderr.write(f"dsg send-for-backup: {message}\n")
+        raise typer.Exit(code) from None
+    if doc is not None:
+        sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+    raise typer.Exit(0)
+
+
+def _checked_name(name: str, json_mode: bool) -> None:
+    if name:
+        try:
+            b.check_target_name(name)
+        except ValueError as e:
+            raise_usage(str(e), json_mode)
 
 
 def _login() -> str:
@@ -176,6 +369,10 @@ def _checked(dataset: str, json_mode: bool) -> str:
 
 
 def _print_backup(res: b.Result, dry_run: bool) -> None:
+    for note in res.notes:
+        out.print(Text(f"{res.project}: note: {note}", style="yellow"))
+    if res.resumed:
+        out.print(f"{res.project}: resumed the interrupted receive of {res.resumed}")
     if res.error:
         out.print(Text(f"{res.project}: FAILED: {res.error['message']}", style="bold red"))
         if res.error.get("hint"):
@@ -219,11 +416,14 @@ def _write_metrics(
     write_atomic(path, render(fams))
 
 
-def _write_backup_metrics(textfile_dir: Path, res: b.Result, started: float) -> None:
-    path = b.backup_metric_path(textfile_dir, res.project)
+def _write_backup_metrics(
+    textfile_dir: Path, res: b.Result, started: float, name: str = ""
+) -> None:
+    path = b.backup_metric_path(textfile_dir, res.project, name or None)
     key = "dsg_backup_last_success_timestamp_seconds"
     last_ok = started if res.ok else _previous_value(path, key)
-    _write_metrics(path, {"project": res.project, "target": res.target}, [
+    labels = {"project": res.project, "target": res.target, **({"name": name} if name else {})}
+    _write_metrics(path, labels, [
         ("dsg_backup_success", "1 when the last backup run succeeded", 1.0 if res.ok else 0.0),
         ("dsg_backup_last_run_timestamp_seconds", "start of the last backup run", started),
         (key, "start of the last successful backup run", last_ok),
@@ -251,6 +451,7 @@ def restore_drill_cmd(
         bool, typer.Option("--keep", help="keep the scratch copy (to inspect a failure)")
     ] = False,
     key_location: KeyLocationOpt = "",
+    name: NameOpt = "",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", "-n", help="say what would be restored; change nothing")
     ] = False,
@@ -270,6 +471,7 @@ def restore_drill_cmd(
     key_url = _key_url(key_location, json_mode)
     scratch_parent = _checked(scratch or f"{backup_root.split('/')[0]}/dsg-drill", json_mode)
     _checked(project, json_mode)
+    _checked_name(name, json_mode)
     started = time.time()
 
     def plan_only() -> dict[str, Any]:
@@ -309,7 +511,7 @@ def restore_drill_cmd(
             encrypted=res.encrypted,
         )
         if textfile_dir:
-            _write_drill_metrics(Path(textfile_dir), res, started)
+            _write_drill_metrics(Path(textfile_dir), res, started, name)
         if not json_mode:
             _print_drill(res)
         if not res.ok:
@@ -367,11 +569,14 @@ def _print_drill(res: b.DrillResult) -> None:
     out.print(f"  scratch copy {res.scratch}: {where}")
 
 
-def _write_drill_metrics(textfile_dir: Path, res: b.DrillResult, started: float) -> None:
-    path = b.drill_metric_path(textfile_dir, res.project)
+def _write_drill_metrics(
+    textfile_dir: Path, res: b.DrillResult, started: float, name: str = ""
+) -> None:
+    path = b.drill_metric_path(textfile_dir, res.project, name or None)
     key = "dsg_restore_drill_last_success_timestamp_seconds"
     last_ok = started if res.ok else _previous_value(path, key)
-    _write_metrics(path, {"project": res.project, "backup": res.backup}, [
+    labels = {"project": res.project, "backup": res.backup, **({"name": name} if name else {})}
+    _write_metrics(path, labels, [
         ("dsg_restore_drill_success", "1 when the last drill verified", 1.0 if res.ok else 0.0),
         ("dsg_restore_drill_last_run_timestamp_seconds", "start of the last drill", started),
         (key, "start of the last passed drill", last_ok),

@@ -52,7 +52,7 @@ from dsg.zfs.names import (
     split_snapshot,
 )
 from dsg.zfs.pools import PoolOps
-from dsg.zfs.sendrecv import SendRecvOps, Stage
+from dsg.zfs.sendrecv import SendRecvOps, Stage, check_resume_token
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -80,6 +80,7 @@ __all__ = [
     "ZfsUnsupported",
     "check_dataset_name",
     "check_property_value",
+    "check_resume_token",
     "check_snapshot_name",
     "check_user_property",
     "detect_platform",

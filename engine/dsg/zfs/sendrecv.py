@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 import subprocess
 import tempfile
@@ -17,10 +18,22 @@ from dsg.zfs.names import ZfsError, _check_base, _classify, check_dataset_name, 
 Stage = tuple[list[str], IO[bytes] | int | None, IO[bytes] | int]
 
 
-def _recv_args(target: str, force: bool, mount: bool) -> list[str]:
-    # `-u` is missing from zfs-fuse's usage text but works (checked in the lab).
-    flags = [*(["-F"] if force else []), *([] if mount else ["-u"])]
+def _recv_args(target: str, force: bool, mount: bool, resumable: bool = False) -> list[str]:
+    # `-u` is missing from zfs-fuse's usage text but works (checked in the lab). `-s`
+    # (keep a partial receive and its receive_resume_token) is OpenZFS's only.
+    flags = [*(["-F"] if force else []), *([] if mount else ["-u"]), *(["-s"] if resumable else [])]
     return ["receive", *flags, check_dataset_name(target)]
+
+
+RESUME_TOKEN_RE = re.compile(r"[0-9]+-[0-9a-f]+-[0-9a-f]+-[0-9a-f]+")
+MAX_RESUME_TOKEN = 8192
+
+
+def check_resume_token(token: str) -> str:
+    """A receive_resume_token as `zfs get` prints it (version-checksum-length-hex)."""
+    if len(token) > MAX_RESUME_TOKEN or not RESUME_TOKEN_RE.fullmatch(token):
+        raise ValueError(f"not a zfs receive resume token: {token[:80]!r}")
+    return token
 
 
 def _wait_all(procs: Iterable[subprocess.Popen[bytes]], timeout: float | None) -> list[int]:
@@ -112,6 +125,62 @@ class SendRecvOps(ZfsCommand):
         args = _recv_args(target, force, mount)
         with self._receiving_into(target):
             self._stream([(self.argv("zfs", args), inp, subprocess.DEVNULL)], timeout)
+
+    def send_argv(
+        self,
+        snapshot: str,
+        *,
+        base: str | None = None,
+        properties: bool = True,
+        raw: bool = False,
+    ) -> list[str]:
+        """The argv of ``zfs send`` for `snapshot` (as :meth:`send` runs it), for a pipeline
+        this process builds itself (e.g. another host's receive)."""
+        return self.argv("zfs", self._send_args(snapshot, base, False, properties, raw))
+
+    def resume_send_argv(self, token: str) -> list[str]:
+        """``zfs send -t TOKEN``: the rest of an interrupted stream (OpenZFS); the token
+        carries the snapshot, its base and the stream's flags."""
+        return self.argv("zfs", ["send", "-t", check_resume_token(token)])
+
+    def receive_resume_token(self, target: str) -> str | None:
+        """The target's receive_resume_token (an interrupted ``receive -s``), or None when
+        there is none or this ZFS has no such property (zfs-fuse)."""
+        if self.platform.is_zfs_fuse:
+            return None
+        proc = self.run(
+            "zfs",
+            ["get", "-H", "-o", "value", "receive_resume_token", check_dataset_name(target)],
+            check=False,
+        )
+        value = proc.stdout.strip()
+        return value if proc.returncode == 0 and value not in ("", "-") else None
+
+    def receive_from(
+        self,
+        sender: Sequence[str],
+        target: str,
+        *,
+        force: bool = False,
+        mount: bool = True,
+        resumable: bool = False,
+        timeout: float | None = None,
+        relay: Callable[[int], None] | None = None,
+    ) -> None:
+        """``sender | zfs receive ...``: the stream another command writes (a local
+        ``zfs send`` from :meth:`send_argv`, or ssh to a host that sends) received into
+        `target`, through this process when `relay` is given. `resumable` (``-s``) keeps
+        what an interrupted stream delivered, resumable with ``zfs send -t``."""
+        recv = self.argv("zfs", _recv_args(target, force, mount, resumable))
+        stages: list[Stage] = [
+            (list(sender), subprocess.DEVNULL, subprocess.PIPE),
+            (recv, None, subprocess.DEVNULL),
+        ]
+        with self._receiving_into(target):
+            if relay is None:
+                self._stream(stages, timeout)
+            else:
+                self._stream_relayed(stages, relay, timeout)
 
     def replicate(
         self,
