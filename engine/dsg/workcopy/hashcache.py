@@ -98,7 +98,8 @@ class HashCache:
             return {}
 
     def _read_old(self) -> dict[str, Row]:
-        assert self.path is not None
+        if self.path is None:
+            return {}
         old = self.path.with_name(self.OLD_FILE)
         try:
             rows = orjson.loads(gzip.decompress(old.read_bytes()))

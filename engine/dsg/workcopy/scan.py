@@ -240,8 +240,7 @@ def walk(
                     digest = block_digest(prefix, rows)
                     i = len(w.digests)
                     w.digests.append(digest)
-                    if w.matching:
-                        assert expect is not None
+                    if w.matching and expect is not None:
                         if i < len(expect) and expect[i] == digest and not lister.links:
                             w.matched.append((prefix, dir_abs, in_data))
                         else:

@@ -194,6 +194,10 @@ class Workspace:
         rec = self.base_record()
         if rec is None or rec.id != base.snapshot:
             return False
+        # Only a base that is exactly the repository's snapshot: one that kept other entries
+        # for paths this copy leaves alone (ops.base_after) must be planned against in full.
+        if base.digest() != rec.manifest_digest:
+            return False
         if not stamp_mod.same_content(result.manifest, base):
             return False
         base_file = stamp_mod.file_key(self.dir / stamp_mod.BASE)
