@@ -106,11 +106,22 @@ def test_a_child_that_dies_falls_back(ana: Researcher) -> None:
 
 @pytest.mark.parametrize(
     "answer",
-    [b"\x00not marshal", marshal.dumps((1, [("short row",)], [], 0, 0)), marshal.dumps((9,))],
-    ids=["not-marshal", "wrong-rows", "wrong-shape"],
+    [
+        b"D\n\x00not marshal",
+        b"D\n" + marshal.dumps((2, [("short row",)], [], 0, 0, None)),
+        b"D\n" + marshal.dumps((9,)),
+        b"C 0123\n" + marshal.dumps((9,)),
+        b"no marker line",
+        b"",
+    ],
+    ids=["not-marshal", "wrong-rows", "wrong-shape", "clean-then-damaged", "no-marker", "empty"],
 )
 def test_a_damaged_answer_falls_back(ana: Researcher, monkeypatch, answer: bytes) -> None:
-    monkeypatch.setattr(prescan, "_scan", lambda root, rules: answer)
+    def fake(root: Path, rules: ScanRules, fd: int) -> None:
+        os.write(fd, answer)
+        os.close(fd)
+
+    monkeypatch.setattr(prescan, "_scan", fake)
     prescan.start(ana.root, raw(ana), lock=False)
     result = ana.ws.scan()
     assert not result.prescanned and "task1/input/new.csv" in result.manifest.paths
@@ -184,7 +195,8 @@ def test_dsg_prescan_0_turns_it_off(ana: Researcher) -> None:
 def test_the_child_holds_only_its_pipe(ana: Researcher, monkeypatch) -> None:
     """The child keeps none of the parent's descriptors: not its ssh session or lock, nor
     the terminal or a pipe the command's output goes to."""
-    monkeypatch.setattr(prescan, "_scan", lambda root, rules: b"x" * (4 << 20))  # blocks
+    # the child writes more than the pipe holds: it blocks, alive, until the test looks
+    monkeypatch.setattr(prescan, "_scan", lambda root, rules, fd: os.write(fd, b"x" * (4 << 20)))
     prescan.start(ana.root, raw(ana), lock=True)
     pid = prescan._child.pid
     fds = Path(f"/proc/{pid}/fd")
@@ -199,7 +211,7 @@ def test_the_child_holds_only_its_pipe(ana: Researcher, monkeypatch) -> None:
 def test_a_scan_not_taken_is_stopped(ana: Researcher, monkeypatch) -> None:
     """A command that ends before it scans (discard runs at exit) stops the child at once,
     even in the middle of a long scan, and releases the lock."""
-    monkeypatch.setattr(prescan, "_scan", lambda root, rules: time.sleep(60) or b"")
+    monkeypatch.setattr(prescan, "_scan", lambda root, rules, fd: time.sleep(60))
     prescan.start(ana.root, raw(ana), lock=True)
     pid = prescan._child.pid
     began = time.monotonic()
