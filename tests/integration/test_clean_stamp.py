@@ -271,3 +271,24 @@ def test_a_clean_copy_whose_repository_moved_on_plans_from_the_base(
     assert ana.read("task0/input/d0/f0.csv") == b"bob's\n"
     assert not ana.path("task1/input/d0/f1.csv").exists()
     assert full_status(ana) == {}
+
+
+@pytest.mark.parametrize("planted", ["fifo", "link"])
+def test_state_files_planted_as_a_fifo_or_link_are_not_read(
+    ana: Researcher, tmp_path: Path, planted: str
+) -> None:
+    """A .dsg/ that came through git may hold a FIFO (a read would hang) or a link to a file
+    elsewhere (a read would follow it) at a state file's name: neither is opened."""
+    stamped(ana)
+    target = tmp_path / "elsewhere"
+    target.write_bytes((ana.root / ".dsg" / STAMP).read_bytes())
+    for name in (STAMP, "hashcache.bin"):
+        p = ana.root / ".dsg" / name
+        p.unlink()
+        if planted == "fifo":
+            os.mkfifo(p)
+        else:
+            p.symlink_to(target)
+    assert not is_quick(ana)  # the planted stamp is not trusted
+    assert quick_actions(ana) == {} == full_status(ana)  # and nothing hung
+    assert target.read_bytes().startswith(b'{"format"')  # the link's target untouched

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import os
 import secrets
+import stat
 from collections.abc import Collection
 from itertools import chain
 from pathlib import Path
@@ -43,6 +44,24 @@ def temp_name(path: str) -> str:
     `dir/.name.<16 hex>.tmp` (the scan skips hidden names, `dsg clean` removes leftovers)."""
     head, sep, name = path.rpartition("/")
     return f"{head}{sep}.{name}.{secrets.token_hex(8)}.tmp"
+
+
+def read_state_file(path: Path, limit: int) -> bytes | None:
+    """A state file's bytes, or None when it is missing, not a regular file (a link, a FIFO
+    planted through git), or larger than `limit`: never followed, never blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+        return data if len(data) <= limit else None
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:

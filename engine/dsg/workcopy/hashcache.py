@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 
 from dsg.core.bulk import without_gc
-from dsg.fs.durable import atomic_write
+from dsg.fs.durable import atomic_write, read_state_file
 
 StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 Row = tuple[int, int, int, int, bytes]
@@ -84,15 +84,14 @@ class HashCache:
     def _read(self) -> dict[str, Row]:
         if self.path is None:
             return {}
-        try:
-            with open(self.path, "rb") as f:
-                blob = f.read(MAX_BYTES + 1)
-            if len(blob) > MAX_BYTES:
-                raise ValueError("hash cache too large")
-            return decode(blob)
-        except FileNotFoundError:
+        if not os.path.lexists(self.path):
             return self._read_old()
-        except (OSError, ValueError, struct.error, UnicodeDecodeError):
+        try:
+            blob = read_state_file(self.path, MAX_BYTES)
+            if blob is None:
+                raise ValueError("not a regular file of at most MAX_BYTES")
+            return decode(blob)
+        except (ValueError, struct.error, UnicodeDecodeError):
             # A cache is only an optimisation: a damaged one is dropped and rebuilt.
             self.dirty = True
             return {}
@@ -101,11 +100,12 @@ class HashCache:
         if self.path is None:
             return {}
         old = self.path.with_name(self.OLD_FILE)
-        try:
-            rows = orjson.loads(gzip.decompress(old.read_bytes()))
-            data = {r[0]: (r[1], r[2], r[3], r[4], bytes.fromhex(r[5])) for r in rows}
-        except FileNotFoundError:
+        blob = read_state_file(old, MAX_BYTES)
+        if blob is None:
             return {}
+        try:
+            rows = orjson.loads(gzip.decompress(blob))
+            data = {r[0]: (r[1], r[2], r[3], r[4], bytes.fromhex(r[5])) for r in rows}
         except (OSError, ValueError, EOFError, IndexError, TypeError, orjson.JSONDecodeError):
             data = {}
         self.dirty = True  # saved in the new form (and the old file removed) next time

@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 
 from dsg.core.manifest import Manifest
-from dsg.fs.durable import atomic_write
+from dsg.fs.durable import atomic_write, read_state_file
 from dsg.workcopy.rules import ScanRules
 
 STAMP = "clean.json"
@@ -104,12 +104,8 @@ def file_key(path: Path) -> str | None:
 
 def read(state_dir: Path) -> tuple[Stamp, str] | None:
     """The stamp and its signature (a hash of its bytes, for a prescan to name it)."""
-    try:
-        with open(state_dir / STAMP, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except OSError:
-        return None
-    stamp = None if len(data) > MAX_BYTES else Stamp.from_bytes(data)
+    data = read_state_file(state_dir / STAMP, MAX_BYTES)
+    stamp = None if data is None else Stamp.from_bytes(data)
     return None if stamp is None else (stamp, hashlib.blake2b(data, digest_size=16).hexdigest())
 
 
