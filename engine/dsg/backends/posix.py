@@ -54,6 +54,7 @@ from dsg.core.errors import (
 from dsg.core.faults import crash_point, register
 from dsg.core.manifest import Entry, Manifest, SnapshotRecord, snap_id, snap_number
 from dsg.core.paths import check_path, show
+from dsg.core.stored import StoredManifest
 from dsg.fs.durable import atomic_write, flush_written, fsync_dir, read_manifest, sync_filesystem
 from dsg.workcopy.rules import ScanRules
 
@@ -243,6 +244,10 @@ class PosixRepository(LocalRepository):
 
     def manifest_digest(self, snapshot: str) -> str:
         return self._verified_manifest_file(snapshot)[1]
+
+    def stored_manifest(self, snapshot: str) -> StoredManifest:
+        data, _ = self._verified_manifest_file(snapshot)
+        return StoredManifest.from_bytes(data, origin=f"manifest of {snapshot}")
 
     def manifest_bytes(self, snapshot: str) -> bytes:
         return self._verified_manifest_file(snapshot)[0]
@@ -444,7 +449,7 @@ class PosixTransaction(StagedTransaction):
         self.dir = repo.root / "txn" / tx
         super().__init__(repo, parent, tx, self.dir / ".dsg" / "objects")
         self.repo: PosixRepository = repo
-        self._parent_manifest: Manifest | None = None
+        self._parent_manifest: Manifest | StoredManifest | None = None
         self._parent_error: BaseException | None = None
         # The commit needs the parent's manifest (parsing it is O(files)); load it while the
         # uploads arrive, which mostly wait on the network.
@@ -462,13 +467,18 @@ class PosixTransaction(StagedTransaction):
 
     def _load_parent(self) -> None:
         try:
-            self._parent_manifest = (
-                self.repo.manifest(self.parent) if self.parent else Manifest.empty()
-            )
+            if not self.parent:
+                self._parent_manifest = (
+                    Manifest.empty() if self.repo.layout == 1 else StoredManifest.empty()
+                )
+            elif self.repo.layout == 1:  # its commit builds the whole tree from the manifest
+                self._parent_manifest = self.repo.manifest(self.parent)
+            else:
+                self._parent_manifest = self.repo.stored_manifest(self.parent)
         except BaseException as e:  # re-raised in the committing thread
             self._parent_error = e
 
-    def parent_manifest(self) -> Manifest:
+    def parent_manifest(self) -> Manifest | StoredManifest:
         self._prefetch.join()
         if self._parent_error is not None:
             raise self._parent_error
@@ -529,16 +539,29 @@ class PosixTransaction(StagedTransaction):
             raise HeadMoved(f"repository head moved to {head} (expected {self.parent})")
         n = snap_number(self.parent) + 1
         new_id = snap_id(n)
-        parent_m = self.parent_manifest()
-        manifest = apply_changes(parent_m, self.changes.values(), n, author)
-        if repo.layout == 1:
+        parent = self.parent_manifest()
+        if isinstance(parent, Manifest):  # format 1
+            manifest = apply_changes(parent, self.changes.values(), n, author)
             self._build_tree(manifest)
+            blob = manifest.to_bytes()  # first: the record then reuses its digest
+            digest, count, total = manifest.digest(), len(manifest), manifest.total_bytes()
         else:
+            edited, total = self.edited_parent(parent, n, author)
             stored, dirs = self._store_objects()
+            blob = edited.to_bytes()
+            digest, count = edited.digest, len(edited)
         crash_point("posix.after_tree")
-        blob = manifest.to_bytes()  # first: the record then reuses its digest
         record = self.new_record(
-            new_id, manifest, message, author, author_name, utc_now(), login, original_at
+            new_id,
+            digest,
+            count,
+            total,
+            message,
+            author,
+            author_name,
+            utc_now(),
+            login,
+            original_at,
         )
         meta = self.dir / ".dsg"
         shutil.rmtree(self.objects)

@@ -17,10 +17,11 @@ from dsg.backends.base import (
     write_verified,
 )
 from dsg.core.changes import Change
-from dsg.core.errors import PathError, RepositoryError
+from dsg.core.errors import ManifestError, PathError, RepositoryError
 from dsg.core.faults import crash_point
-from dsg.core.manifest import Entry, Manifest, SnapshotRecord
+from dsg.core.manifest import Entry, SnapshotRecord
 from dsg.core.paths import check_path, link_target_problem, show
+from dsg.core.stored import StoredManifest
 from dsg.fs.files import hash_bytes, read_upto
 from dsg.fs.writers import Writers
 
@@ -116,10 +117,23 @@ class StagedTransaction(Transaction):
         self.changes[path] = Change(path, entry)
         return entry
 
+    def edited_parent(
+        self, parent: StoredManifest, n: int, author: str
+    ) -> tuple[StoredManifest, int]:
+        """The new snapshot's manifest spliced from the parent's lines, which must be the
+        ones the parent's record vouches for, and the bytes its files hold."""
+        rec = self.repo.record(self.parent) if self.parent else None
+        if rec is not None and rec.manifest_digest != parent.digest:
+            raise ManifestError(f"the manifest of {self.parent} does not match its record")
+        edited, delta = parent.edit(self.changes.values(), n, author)
+        return edited, (rec.total_bytes if rec is not None else 0) + delta
+
     def new_record(
         self,
         new_id: str,
-        manifest: Manifest,
+        digest: str,
+        entry_count: int,
+        total_bytes: int,
         message: str,
         author: str,
         author_name: str,
@@ -128,7 +142,6 @@ class StagedTransaction(Transaction):
         original_at: str = "",
     ) -> SnapshotRecord:
         parent_rec = self.repo.record(self.parent) if self.parent else None
-        digest = manifest.digest()
         imported = ""
         if original_at:  # an imported snapshot keeps its own date; now is when it came in
             created, imported = original_at, created
@@ -140,8 +153,8 @@ class StagedTransaction(Transaction):
             message=message,
             created_at=created,
             manifest_digest=digest,
-            entry_count=len(manifest),
-            total_bytes=manifest.total_bytes(),
+            entry_count=entry_count,
+            total_bytes=total_bytes,
             tx=self.tx,
             login=login,
             imported_at=imported,

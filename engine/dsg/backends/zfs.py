@@ -39,7 +39,6 @@ from dsg.backends.base import LockOwner, Transaction, new_tag, write_verified
 from dsg.backends.local import LocalRepository
 from dsg.backends.posix import check_snapshot_id, utc_now
 from dsg.backends.staging import StagedTransaction
-from dsg.core.changes import apply_changes
 from dsg.core.errors import (
     HeadMoved,
     ManifestError,
@@ -49,7 +48,8 @@ from dsg.core.errors import (
 )
 from dsg.core.faults import crash_point, register
 from dsg.core.manifest import Manifest, SnapshotRecord, snap_id, snap_number
-from dsg.fs.durable import atomic_write, read_manifest, sync_filesystem, write_manifest
+from dsg.core.stored import StoredManifest
+from dsg.fs.durable import atomic_write, read_manifest, sync_filesystem
 from dsg.workcopy.rules import ScanRules
 from dsg.zfs.ops import Snapshot, Zfs
 
@@ -251,8 +251,28 @@ class ZfsRepository(LocalRepository):
             raise ManifestError(f"manifest of {self.dataset}@{snapshot} does not match its record")
         return m
 
+    def stored_manifest(self, snapshot: str) -> StoredManifest:
+        """The manifest's lines, checked against the record without parsing each entry."""
+        self._require()
+        rec = self.record(snapshot)
+        if self._live_matches(snapshot):
+            with contextlib.suppress(ManifestError, OSError):
+                s = StoredManifest.from_bytes((self.meta / "manifest.gz").read_bytes())
+                if s.snapshot == snapshot and s.digest == rec.manifest_digest:
+                    return s
+        p = self._snapshot_dir(snapshot) / ".dsg" / "manifest.gz"
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise ManifestError(f"cannot read manifest {p}: {e.strerror}") from e
+        s = StoredManifest.from_bytes(data, origin=f"manifest of {self.dataset}@{snapshot}")
+        if s.snapshot != snapshot or s.digest != rec.manifest_digest:
+            raise ManifestError(f"manifest of {self.dataset}@{snapshot} does not match its record")
+        return s
+
     def manifest_digest(self, snapshot: str) -> str:
-        return self.manifest(snapshot).digest()
+        cached = self._manifests.get(snapshot)
+        return cached.digest() if cached is not None else self.stored_manifest(snapshot).digest
 
     def _snapshot_dir(self, snapshot: str) -> Path:
         """A read-only directory with the committed tree of `snapshot`."""
@@ -439,14 +459,23 @@ class ZfsTransaction(StagedTransaction):
             raise HeadMoved(f"repository head moved to {head} (expected {self.parent})")
         n = snap_number(self.parent) + 1
         new_id = snap_id(n)
-        parent_m = repo.manifest(self.parent) if self.parent else Manifest.empty()
-        manifest = apply_changes(parent_m, self.changes.values(), n, author)
-        self._apply(parent_m)
+        parent = repo.stored_manifest(self.parent) if self.parent else StoredManifest.empty()
+        manifest, total = self.edited_parent(parent, n, author)
+        self._apply(parent)
         crash_point("zfs.after_apply")
         record = self.new_record(
-            new_id, manifest, message, author, author_name, utc_now(), login, original_at
+            new_id,
+            manifest.digest,
+            len(manifest),
+            total,
+            message,
+            author,
+            author_name,
+            utc_now(),
+            login,
+            original_at,
         )
-        write_manifest(repo.meta / "manifest.gz", manifest)
+        atomic_write(repo.meta / "manifest.gz", manifest.to_bytes())
         atomic_write(repo.meta / "snapshot.json", record.to_bytes())
         shutil.rmtree(self.dir)
         sync_filesystem(repo.root)
@@ -458,7 +487,7 @@ class ZfsTransaction(StagedTransaction):
         repo._snaps = None
         return record
 
-    def _apply(self, parent: Manifest) -> None:
+    def _apply(self, parent: StoredManifest) -> None:
         """Make the live tree the new snapshot's tree: deletions first, then puts."""
         root = self.repo.root
         for ch in self.changes.values():
