@@ -3,9 +3,10 @@
 
     .venv/bin/python scripts/benchmarking/engine_ab.py --old ab56901              # 30,000 files
     .venv/bin/python scripts/benchmarking/engine_ab.py --old HEAD~3 --files 100000 --rounds 6
-        [--dir D] [--json out.json]
+        [--new REV] [--dir D] [--json out.json]
 
-Checks the other commit's engine out (git worktree, under --dir), builds one tree of small
+Checks the other commit's engine out (git worktree, under --dir; with --new, the new one too,
+so the working tree may change during a run), builds one tree of small
 files, gives each engine its own copy and its own local posix repository (`dsg init`), then
 runs rounds that alternate which engine goes first:
 
@@ -56,6 +57,9 @@ def run(engine: Path, wc: Path, conf: Path, *args: str) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--old", required=True, help="the other commit (any git revision)")
+    ap.add_argument(
+        "--new", default=None, help="the commit measured as new (default: this working tree)"
+    )
     ap.add_argument("--files", type=int, default=30_000)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--dir", type=Path, default=None, help="where trees go (default: a temp dir)")
@@ -70,6 +74,23 @@ def main() -> None:
             capture_output=True,
         )
         engines = {"old": old / "engine", "new": REPO / "engine"}
+        if a.new:  # a commit of its own, so the working tree can change during the run
+            subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    str(REPO),
+                    "worktree",
+                    "add",
+                    "--detach",
+                    "-f",
+                    str(top / "new"),
+                    a.new,
+                ],
+                check=True,
+                capture_output=True,
+            )
+            engines["new"] = top / "new" / "engine"
         conf = top / "conf"
         conf.mkdir()
         (conf / "dsg.yml").write_text("user_name: Bench\nuser_id: bench@hrdag.org\n")
@@ -126,12 +147,15 @@ def main() -> None:
                 f"  CPU {med['new'][1] / med['old'][1]:.2f}x"
             )
         if a.json:
-            a.json.write_text(json.dumps({"files": a.files, "old": a.old, "rows": out}))
+            a.json.write_text(
+                json.dumps({"files": a.files, "old": a.old, "new": a.new, "rows": out})
+            )
     finally:
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(top / "old")],
-            capture_output=True,
-        )
+        for name in ("old", "new"):
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(top / name)],
+                capture_output=True,
+            )
         shutil.rmtree(top, ignore_errors=True)
 
 
