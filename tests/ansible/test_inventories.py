@@ -21,7 +21,7 @@ from tests.ansible.conftest import REPO
 pytestmark = pytest.mark.ansible
 
 ALLOW_LIST = REPO / "inventories" / "staging-vs-production.yml"
-SHARED = ("all", "dsg_zfs_hosts", "dsg_servers")
+SHARED = ("all", "dsg_zfs_hosts", "dsg_servers", "dsg_backup_hosts")
 PAIRED_GROUPS = ("dsg_servers", "dsg_backup_hosts")
 
 
@@ -94,7 +94,15 @@ def test_shared_layer_reaches_the_hosts(ansible_tools):
         for host in group_hosts(inv, "dsg_servers"):
             hv = inv["_meta"]["hostvars"][host]
             assert hv["dsg_environment"] == env
-            assert hv["dsg_backup_target"], (env, host)
+            # backups are pulled: nothing pushed, the pull account's rights, a key per puller
+            assert hv["dsg_backup_target"] == "", (env, host)
+            assert hv["dsg_access_extra_delegations"] == {"dsgpull": ["hold", "release", "send"]}
+            assert "groups['dsg_backup_hosts']" in hv["dsg_backup_pull_keys"], (env, host)
+        for host in group_hosts(inv, "dsg_backup_hosts"):
+            hv = inv["_meta"]["hostvars"][host]
+            assert hv["dsg_backup_pull_name"], (env, host)
+            (pull,) = hv["dsg_backup_host_pulls"]
+            assert pull["to"] == "{{ dsg_backup_pool }}/dsg", (env, host)
 
 
 def compare(staging: dict[str, Any], production: dict[str, Any]) -> list[tuple[str, str, Any, Any]]:
@@ -103,6 +111,8 @@ def compare(staging: dict[str, Any], production: dict[str, Any]) -> list[tuple[s
     for group in PAIRED_GROUPS:
         s_hosts, p_hosts = group_hosts(staging, group), group_hosts(production, group)
         assert s_hosts and p_hosts, f"{group}: staging {s_hosts}, production {p_hosts}"
+        if len(s_hosts) != len(p_hosts):
+            found.append((group, f"(hosts in {group})", len(s_hosts), len(p_hosts)))
         s_vars = staging["_meta"]["hostvars"][s_hosts[0]]
         p_vars = production["_meta"]["hostvars"][p_hosts[0]]
         found.extend((group, path, s, p) for path, s, p in differences(s_vars, p_vars))

@@ -108,6 +108,31 @@ def test_pull_through_a_forced_command_then_drill(sshd_lab, zfs_lab, tmp_path: P
                 }  # fmt: skip
                 assert pull()["steps"] == []  # up to date
 
+                # --- the primary's health check names why it cannot see the pull here ------
+                # (zfs-fuse has no `zfs holds`; on OpenZFS the VM tier checks the real view)
+                access = tmp_path / "access.yml"
+                access.write_text(json.dumps({"projects": {"proj": {
+                    "dataset": dataset, "mountpoint": str(space.mountpoint / "proj"),
+                    "users": {"alice": "write"}}}}))  # fmt: skip
+                cfg = tmp_path / "health.yml"
+                cfg.write_text("replication_targets: [{name: lab, mode: pull}]\n"
+                               "scrub_age_warn_days: null\nscrub_age_crit_days: null\n")  # fmt: skip
+                health = subprocess.run(
+                    [DSG, "admin", "health", "--config", str(cfg), "--access-file", str(access),
+                     "--json"], capture_output=True, text=True, timeout=300,
+                )  # fmt: skip
+                checks = {c["target"]: c for c in json.loads(health.stdout)["checks"]
+                          if c["check"] == "replication"}  # fmt: skip
+                assert set(checks) == {"proj@lab"}, health.stdout
+                assert checks["proj@lab"]["status"] == "UNKNOWN", checks
+                assert "zfs-fuse has no `zfs holds`" in checks["proj@lab"]["message"], checks
+                prom = subprocess.run(
+                    [DSG, "admin", "metrics", "--config", str(cfg), "--access-file", str(access)],
+                    capture_output=True, text=True, timeout=300,
+                )  # fmt: skip
+                assert prom.returncode == 0, prom.stderr
+                assert "dsg_backup_confirmed_snapshot{" not in prom.stdout  # absent, not wrong
+
                 # --- the key answers its requests and nothing else ------------------------
                 before = [(s.snapname, s.createtxg) for s in zfs.list_snapshots(copy)]
                 hostile = [

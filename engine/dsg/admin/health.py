@@ -12,6 +12,16 @@ cannot run never hides a real problem, and never passes for OK).
 | `snapshot_age` | project | newest @sN younger than warn / crit (hours) | repository unreadable |
 | `stale_lock` | project | lock free or held / holder note left, no flock held | cannot open |
 | `encryption` | zfs project | unencrypted or key loaded / - / key not loaded | zfs get fails |
+| `replication` | project (and target) | copy lags less than warn / crit (hours) | zfs fails |
+
+Replication is measured two ways. `backup_target` (the unnamed push target, on this host or
+over SSH) compares the copy itself with the project. `replication_targets` measures every
+other target, pushed or pulled, from this primary's own holds: each run that copies a
+snapshot moves the target's hold (`dsg-backup-<name>`) to the newest snapshot the copy has
+(a pulling backup host asks the primary's pull account to), so the primary sees how far
+each target is behind without any credential for the backup hosts. A hold says what the
+target confirmed, not that the copy is still there: the backup host's own metrics and
+restore drills show that.
 
 Thresholds come from a YAML file (:class:`HealthConfig`, defaults there; its `alerts:`
 section, :class:`AlertsConfig`, says where `--alert` sends state changes: see alerts.py); the
@@ -33,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
@@ -52,7 +62,15 @@ from dsg.core.errors import ConfigError, DsgError, RepositoryError, RepositoryNo
 from dsg.core.manifest import snap_number
 from dsg.fs.yamlfile import explain, load_yaml
 from dsg.server.access import AccessFile, ProjectAccess
-from dsg.zfs.ops import KeyState, PoolStatus, Zfs, ZfsError
+from dsg.zfs.ops import (
+    KeyState,
+    PoolStatus,
+    Zfs,
+    ZfsError,
+    ZfsUnsupported,
+    check_dataset_name,
+    check_snapshot_name,
+)
 
 DEFAULT_HEALTH_CONFIG = Path("/etc/dsg/health.yml")
 
@@ -221,6 +239,62 @@ class AlertsConfig(BaseModel):
         return self
 
 
+HOLD_PREFIX = "dsg-backup-"  # = backup.HOLD_PREFIX (backup is imported lazily, as below)
+_TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+class ReplicationTarget(BaseModel):
+    """A backup target measured from this primary's holds: a named target (push or pull:
+    hold tag dsg-backup-<name>), or the unnamed push target by its parent dataset (hold tag
+    dsg-backup-<its pool>)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None
+    target: str | None = None
+    mode: Literal["push", "pull"] = "pull"
+    # The projects copied there; empty: every zfs project of the access file.
+    projects: list[str] = Field(default_factory=list, max_length=10000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not _TARGET_NAME.fullmatch(v):
+            raise ValueError(f"target name {v[:40]!r}: use 1-32 of a-z, 0-9 and '-'")
+        return v
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str | None) -> str | None:
+        return None if v is None else check_dataset_name(v)
+
+    @field_validator("projects")
+    @classmethod
+    def _projects(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not _PROJECT_NAME.fullmatch(p):
+                raise ValueError(f"not a project name: {p[:60]!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> ReplicationTarget:
+        if (self.name is None) == (self.target is None):
+            raise ValueError("give the target's name, or the unnamed push target's dataset")
+        return self
+
+    @property
+    def tag(self) -> str:
+        return HOLD_PREFIX + (self.name or (self.target or "").split("/")[0])
+
+    @property
+    def label(self) -> str:
+        return self.name or (self.target or "")
+
+    def covers(self, project: str) -> bool:
+        return not self.projects or project in self.projects
+
+
 class HealthConfig(BaseModel):
     """Thresholds. A check whose two thresholds are both null is skipped."""
 
@@ -244,6 +318,16 @@ class HealthConfig(BaseModel):
     backup_prefix: str = ""
     replication_lag_warn_hours: float | None = Field(26, gt=0)
     replication_lag_crit_hours: float | None = Field(72, gt=0)
+    # Every other target (named push targets, pulls by backup hosts), from this host's holds.
+    replication_targets: list[ReplicationTarget] = Field(default_factory=list, max_length=64)
+
+    @field_validator("replication_targets")
+    @classmethod
+    def _distinct(cls, v: list[ReplicationTarget]) -> list[ReplicationTarget]:
+        tags = [t.tag for t in v]
+        if len(set(tags)) != len(tags):
+            raise ValueError(f"two targets share a hold tag: {sorted(tags)}")
+        return v
 
     @model_validator(mode="after")
     def _ordered(self) -> HealthConfig:
@@ -752,6 +836,12 @@ def run_checks(
             report.checks.append(check_lock(name, lock_path(name, p)))
         if cfg.backup_target and p.dataset and _lag_enabled(cfg):
             report.checks.append(replication_check(name, p.dataset, zfs, report.now, cfg))
+        if p.dataset and _lag_enabled(cfg):
+            for t in cfg.replication_targets:
+                if t.covers(name):
+                    report.checks.append(
+                        held_replication_check(name, p.dataset, t, zfs, report.now, cfg)
+                    )
     return report
 
 
@@ -809,3 +899,97 @@ def replication_check(
     missing = [s for s in dsg_snapshots(src) if s.name in {st.snapshot for st in plan.steps}]
     lag = max(0.0, now.timestamp() - missing[0].creation) if missing else 0.0
     return evaluate_replication(project, lag, len(missing), cfg)
+
+
+# --- replication seen from the primary's holds ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldState:
+    """A project's dsg snapshots (history order) and the newest one held under a target's tag
+    (None: the target never confirmed a copy)."""
+
+    snapshots: tuple[tuple[str, int], ...]  # (sN, creation)
+    confirmed: str | None
+
+    def missing(self) -> list[tuple[str, int]]:
+        names = [n for n, _ in self.snapshots]
+        if self.confirmed is None:
+            return list(self.snapshots)
+        return list(self.snapshots[names.index(self.confirmed) + 1 :])
+
+    def lag_seconds(self, now: datetime) -> float:
+        missing = self.missing()
+        return max(0.0, now.timestamp() - missing[0][1]) if missing else 0.0
+
+
+HOLDS_PER_CALL = 256  # snapshot names per `zfs holds` (argv stays far below ARG_MAX)
+
+
+def held_state(zfs: Zfs, dataset: str, tag: str) -> HeldState:
+    """Read the dsg snapshots of `dataset` and which of them carry `tag`. Raises ZfsError,
+    ZfsUnsupported where holds cannot be listed (zfs-fuse), ValueError on odd names."""
+    from dsg.admin.backup import dsg_snapshots, snapshot_infos
+
+    infos = snapshot_infos(zfs, dataset)
+    if infos is None:
+        raise ValueError(f"{dataset} does not exist")
+    ours = dsg_snapshots(infos)
+    names = [f"{dataset}@{s.name}" for s in ours]
+    if names and not zfs.platform.holds_list:
+        raise ZfsUnsupported(["zfs", "holds"], -1, "zfs holds cannot be listed on zfs-fuse")
+    held: set[str] = set()
+    for i in range(0, len(names), HOLDS_PER_CALL):
+        chunk = [check_snapshot_name(n) for n in names[i : i + HOLDS_PER_CALL]]
+        for row in zfs.zfs("holds", "-H", *chunk).splitlines():
+            cols = row.split("\t")
+            if len(cols) >= 2 and cols[1] == tag:
+                held.add(cols[0].partition("@")[2])
+    confirmed = next((s.name for s in reversed(ours) if s.name in held), None)
+    return HeldState(tuple((s.name, s.creation) for s in ours), confirmed)
+
+
+def evaluate_held_replication(
+    project: str, t: ReplicationTarget, state: HeldState, now: datetime, cfg: HealthConfig
+) -> Check:
+    """Pure: how far target `t` is behind, from what its hold says it confirmed."""
+    where = f"{project}@{t.label}"
+    warn, crit = cfg.replication_lag_warn_hours, cfg.replication_lag_crit_hours
+    limits = _limits(warn, crit, " h")
+    if not state.snapshots:
+        return Check("replication", where, Status.OK, "no snapshot to back up yet", 0.0, warn, crit)
+    if state.confirmed is None:
+        hours = state.lag_seconds(now) / 3600
+        return Check(
+            "replication", where, Status.CRITICAL,
+            f"no {t.tag} hold on any snapshot: the {t.mode} target {t.label} has never "
+            f"confirmed a copy of this project (oldest snapshot {hours:.1f} h old)",
+            hours, warn, crit,
+        )  # fmt: skip
+    missing = state.missing()
+    hours = state.lag_seconds(now) / 3600
+    status = threshold(hours, warn, crit)
+    if missing:
+        what = (
+            f"confirmed up to {state.confirmed}; {len(missing)} snapshot(s) behind, oldest "
+            f"{hours:.1f} h old"
+        )
+    else:
+        what = f"in sync (confirmed {state.confirmed})"
+    return Check("replication", where, status, what + limits, hours, warn, crit)
+
+
+def held_replication_check(
+    project: str, dataset: str, t: ReplicationTarget, zfs: Zfs, now: datetime, cfg: HealthConfig
+) -> Check:
+    try:
+        state = held_state(zfs, dataset, t.tag)
+    except ZfsUnsupported:
+        msg = (
+            f"cannot list the {t.tag} holds on this ZFS (zfs-fuse has no `zfs holds`): "
+            f"{t.label}'s progress is not visible from here"
+        )
+        return Check("replication", f"{project}@{t.label}", Status.UNKNOWN, msg)
+    except (ZfsError, OSError, ValueError) as e:
+        return Check("replication", f"{project}@{t.label}", Status.UNKNOWN, _error_text(e))
+    return evaluate_held_replication(project, t, state, now, cfg)

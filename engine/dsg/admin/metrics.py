@@ -38,7 +38,16 @@ Per project, from the audit log (`--audit-log`; counters since its last rotation
     dsg_last_transaction_seconds            duration of the last committing session
     dsg_last_transaction_timestamp_seconds  when it ended
 
-and `dsg_metrics_generated_timestamp_seconds`. On zfs-fuse pool sizes come from rounded
+Per project and backup target (labels `project`, `name`, `mode`; the health
+configuration's `replication_targets`: named push targets and pulls by backup hosts),
+from this primary's holds (the target's `dsg-backup-<name>` hold marks the newest snapshot
+it confirmed), so every target is seen from here without a credential for its host:
+
+    dsg_backup_confirmed_snapshot           N of the newest sN the target confirmed (0: none)
+    dsg_backup_confirmed_lag_seconds        age of the oldest sN it has not confirmed (0: in sync)
+
+(absent for a target whose holds cannot be listed: zfs-fuse), and
+`dsg_metrics_generated_timestamp_seconds`. On zfs-fuse pool sizes come from rounded
 `zpool list` output (no `-p`), so they are approximate there.
 """
 
@@ -57,7 +66,7 @@ from typing import Any
 
 import orjson
 
-from dsg.admin.health import parse_scrub, pools_of, read_project
+from dsg.admin.health import ReplicationTarget, held_state, parse_scrub, pools_of, read_project
 from dsg.server.access import AccessFile
 from dsg.zfs.ops import Zfs, ZfsError
 
@@ -247,6 +256,7 @@ def collect(
     pools: Sequence[str] = (),
     now: datetime | None = None,
     audit_log: Path | None = None,
+    targets: Sequence[ReplicationTarget] = (),
 ) -> list[Family]:
     """Read every project and pool; a failure shows as `_up 0`, never as an exception."""
     zfs = zfs or Zfs.from_env()
@@ -284,6 +294,28 @@ def collect(
             nbytes.add(st.total_bytes, project=name)
         if st.entry_count is not None:
             files.add(st.entry_count, project=name)
+
+    confirmed = Family(
+        "dsg_backup_confirmed_snapshot",
+        "Newest sN the backup target confirmed (its hold on this primary; 0: none)",
+        "gauge",
+    )
+    confirmed_lag = Family(
+        "dsg_backup_confirmed_lag_seconds",
+        "Age of the oldest snapshot the backup target has not confirmed (0: in sync)",
+        "gauge",
+    )
+    for name, p in sorted(access.projects.items()):
+        for t in targets:
+            if not p.dataset or not t.covers(name):
+                continue
+            try:
+                held = held_state(zfs, p.dataset, t.tag)
+            except (ZfsError, ValueError):
+                continue  # zfs-fuse cannot list holds; a missing dataset shows in _up
+            labels = {"project": name, "name": t.label, "mode": t.mode}
+            confirmed.add(int(held.confirmed[1:]) if held.confirmed else 0, **labels)
+            confirmed_lag.add(round(held.lag_seconds(now), 3), **labels)
 
     pool_up = Family("dsg_pool_up", "1 when zpool reported on the pool, else 0")
     health = Family("dsg_pool_health", "1 when the pool is ONLINE, else 0 (label: its state)")
@@ -340,6 +372,8 @@ def collect(
         nbytes,
         files,
         autosnap,
+        confirmed,
+        confirmed_lag,
         pool_up,
         health,
         cap,

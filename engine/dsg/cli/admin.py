@@ -195,7 +195,12 @@ def metrics(
             if audit_log
             else Path(os.environ.get("DSG_LOG_DIR", "/var/log/dsg")) / "audit.jsonl"
         )
-        families = m.collect(_access(access_file), pools=cfg.pools, audit_log=audit)
+        families = m.collect(
+            _access(access_file),
+            pools=cfg.pools,
+            audit_log=audit,
+            targets=cfg.replication_targets,
+        )
         text = m.render(families)
         samples = sum(len(f.samples) for f in families)
         if output:
