@@ -130,7 +130,8 @@ def main() -> None:
                 )
             print(f"round {r + 1} done", flush=True)
         out = []
-        print(f"\n{a.files:,} files, {a.rounds} rounds; old = {a.old}, new = this checkout")
+        new = a.new or "this checkout"
+        print(f"\n{a.files:,} files, {a.rounds} rounds; old = {a.old}, new = {new}")
         print(f"{'operation':14} {'engine':6} {'wall s':>8} {'CPU s':>8} {'CPU min-max':>14}")
         for op in OPS:
             med = {}

@@ -255,8 +255,8 @@ class Manifest:
             raise ManifestError(f"{origin} is corrupt (entry count mismatch)")
         suspect: dict[str, str] = {}
         entries = [_entry_from_row(r, origin, suspect) for r in rows]
-        _check_sorted(entries, origin)
-        m = cls(entries, snap, _digest=header["digest"])
+        paths = _check_sorted(entries, origin)
+        m = cls(entries, snap, _paths=paths, _digest=header["digest"])
         _check_tree(m, suspect)
         m.suspect = suspect
         return m
@@ -309,15 +309,16 @@ def _entry_from_row(r: Any, origin: str, suspect: dict[str, str]) -> Entry:
     return e
 
 
-def _check_sorted(entries: list[Entry], origin: str) -> None:
-    for a, b in pairwise(entries):
-        if not a.path < b.path:
-            raise ManifestError(
-                f"{origin} is corrupt (paths not strictly sorted at {show(b.path)!r})"
-            )
+def _check_sorted(entries: list[Entry], origin: str) -> list[str]:
+    """The entries' paths, checked strictly sorted and free of file/directory clashes."""
+    paths = list(map(_PATH, entries))
+    if not all(map(operator.lt, paths, islice(paths, 1, None))):
+        at = next(b for a, b in pairwise(paths) if not a < b)
+        raise ManifestError(f"{origin} is corrupt (paths not strictly sorted at {show(at)!r})")
     clash = path_clash(entries)
     if clash:
         raise ManifestError(f"{origin} is corrupt ({clash})")
+    return paths
 
 
 def _check_tree(m: Manifest, suspect: dict[str, str]) -> None:
