@@ -308,6 +308,11 @@ def test_roles_converge_are_idempotent_and_check_mode_changes_nothing(ansible_to
         "scrub_age_crit_days": None,
         "stale_locks": True,
         "pools": ["dsgbackup"],
+        # the backup target is on this host: compared directly; no other target here
+        "replication_lag_warn_hours": 26,
+        "replication_lag_crit_hours": 72,
+        "replication_targets": [],
+        "backup_target": "dsgbackup/dsg",
     }
     assert oct(HEALTH.stat().st_mode & 0o777) == "0o640"
     env, jobs = parse_cron(MONITORING_CRON)
