@@ -67,19 +67,25 @@ def test_splice_is_apply_changes(parent: Manifest, changes: list[Change]) -> Non
     try:
         want = apply_changes(parent, changes, 3, "alice@x.org")
     except ManifestError as e:
-        with pytest.raises(ManifestError) as got:
-            stored(parent).edit(changes, 3, "alice@x.org")
-        assert "is a file or link but" in str(got.value) and "is a file or link but" in str(e)
+        assert "is a file or link but" in str(e)
+        last = {c.path: c for c in changes}
+        with pytest.raises(ManifestError, match="is a file or link but"):
+            stored(parent)._spliced(last, 3, "alice@x.org")
+        with pytest.raises(ManifestError, match="is a file or link but"):
+            stored(parent)._rebuilt(changes, 3, "alice@x.org")
         return
-    new, delta = stored(parent).edit(changes, 3, "alice@x.org")
-    assert new.body == want.body()
-    assert new.digest == want.digest()
-    assert len(new) == len(want)
-    assert new.snapshot == want.snapshot == "s3"
-    assert delta == want.total_bytes() - parent.total_bytes()
-    # the file form reads back as the same manifest
-    back = Manifest.from_bytes(new.to_bytes())
-    assert [e.row() for e in back] == [e.row() for e in want]
+    s = stored(parent)
+    last = {c.path: c for c in changes}
+    # both ways `edit` takes: splicing lines (a few changes) and rebuilding (many)
+    for new, delta in (s._spliced(last, 3, "alice@x.org"), s._rebuilt(changes, 3, "alice@x.org")):
+        assert new.body == want.body()
+        assert new.digest == want.digest()
+        assert len(new) == len(want)
+        assert new.snapshot == want.snapshot == "s3"
+        assert delta == want.total_bytes() - parent.total_bytes()
+        # the file form reads back as the same manifest
+        back = Manifest.from_bytes(new.to_bytes())
+        assert [e.row() for e in back] == [e.row() for e in want]
 
 
 @settings(max_examples=200, deadline=None)
@@ -88,6 +94,15 @@ def test_get_finds_exactly_the_entry(m: Manifest, path: str) -> None:
     got = stored(m).get(path)
     want = m.get(path)
     assert (got.row() if got else None) == (want.row() if want else None)
+
+
+def test_an_initial_upload_is_rebuilt_and_a_few_changes_spliced() -> None:
+    m = Manifest([Entry(f"d/f{i:05}", 1, 1, HASHES[0]) for i in range(10_000)], "s1")
+    s = stored(m)
+    many = [Change(f"e/g{i:05}", Entry(f"e/g{i:05}", 2, 1, HASHES[1])) for i in range(5_000)]
+    new, delta = s.edit(many, 2, "a@x.org")
+    assert len(new) == 15_000 and delta == 10_000
+    assert new.body == apply_changes(m, many, 2, "a@x.org").body()
 
 
 def test_a_manifest_of_many_lines_is_searched_not_parsed() -> None:

@@ -247,16 +247,24 @@ class Manifest:
         """Parse and fully validate. Any defect raises ManifestError; never returns empty
         for unreadable input."""
         body, header, snap = cls.verified_digest(data, origin=origin)
+        return cls.from_body(body, header.get("count"), header["digest"], snap, origin=origin)
+
+    @classmethod
+    @without_gc
+    def from_body(
+        cls, body: bytes, count: Any, digest: str, snap: str | None, *, origin: str = "manifest"
+    ) -> Manifest:
+        """Parse and fully validate entry lines whose digest was checked."""
         try:
             rows = orjson.loads(b"[" + body.rstrip(b"\n").replace(b"\n", b",") + b"]")
         except orjson.JSONDecodeError as e:
             raise ManifestError(f"{origin} is corrupt (entry is not JSON: {e})") from e
-        if len(rows) != header.get("count"):
+        if len(rows) != count:
             raise ManifestError(f"{origin} is corrupt (entry count mismatch)")
         suspect: dict[str, str] = {}
         entries = [_entry_from_row(r, origin, suspect) for r in rows]
         paths = _check_sorted(entries, origin)
-        m = cls(entries, snap, _paths=paths, _digest=header["digest"])
+        m = cls(entries, snap, _paths=paths, _digest=digest)
         _check_tree(m, suspect)
         m.suspect = suspect
         return m

@@ -17,12 +17,14 @@ from typing import Any
 
 import orjson
 
-from dsg.core.changes import Change
+from dsg.core.changes import Change, apply_changes
 from dsg.core.errors import ManifestError
 from dsg.core.manifest import Entry, Manifest, entry_from_row, file_bytes
 from dsg.core.paths import show
 
 EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
+# More changes than this, and more than an eighth of the entries: parse and rebuild instead.
+SPLICE_AT_MOST = 4096
 
 
 class StoredManifest:
@@ -110,6 +112,26 @@ class StoredManifest:
         attributed to (snap, user), a file or link never also a directory), and how many
         bytes its files hold more than this one's."""
         last = {c.path: c for c in changes}  # the last change of a path counts
+        if len(last) > max(SPLICE_AT_MOST, self.count // 8):
+            return self._rebuilt(last.values(), snap, user)
+        return self._spliced(last, snap, user)
+
+    def _rebuilt(
+        self, changes: Iterable[Change], snap: int, user: str
+    ) -> tuple[StoredManifest, int]:
+        """`edit` for changes to much of the manifest (an initial upload): parsed, changed
+        and written whole, which then costs less than a search per change."""
+        parent = Manifest.from_body(
+            self.body, self.count, self.digest, self.snapshot, origin=self.origin
+        )
+        m = apply_changes(parent, changes, snap, user)
+        body = m.body()
+        digest = hashlib.sha256(body).hexdigest()
+        edited = StoredManifest(body, len(m), digest, m.snapshot, self.origin)
+        return edited, m.total_bytes() - parent.total_bytes()
+
+    def _spliced(self, last: dict[str, Change], snap: int, user: str) -> tuple[StoredManifest, int]:
+        """`edit` by splicing the changed lines into this one's."""
         order = sorted(last)
         found: dict[str, Entry | None] = {}  # path -> its entry here, for changed paths
         pos_of: dict[str, tuple[int, int]] = {}  # path -> (line start, newline) if here
