@@ -329,6 +329,30 @@ def _check_sorted(entries: list[Entry], origin: str) -> list[str]:
     return paths
 
 
+def set_aside(m: Manifest) -> dict[str, str] | None:
+    """What loading `m`'s file would set aside as suspect (path -> why), or None when the
+    load would refuse the file: the same checks as `from_body`, without the parse."""
+    suspect: dict[str, str] = {}
+    paths = m.paths
+    if not all(map(operator.lt, paths, islice(paths, 1, None))) or path_clash(m.entries):
+        return None
+    for e in m.entries:
+        problem = path_problem(e.path)
+        if problem is not None:
+            if unsafe_path_problem(e.path) is not None:
+                return None
+            suspect[e.path] = problem
+        if e.target is not None:
+            if link_target_problem(e.path, e.target):
+                return None
+        elif e.hash is None or len(e.hash) != 16 or e.size < 0:
+            return None
+        if e.snap < 0:
+            return None
+    _check_tree(m, suspect)
+    return suspect
+
+
 def _check_tree(m: Manifest, suspect: dict[str, str]) -> None:
     """What no single entry shows: paths that differ only by letter case (they collide on
     macOS and Windows and block every colleague there), and links whose target, resolved

@@ -2,6 +2,7 @@
 
     base.manifest.gz   the manifest of the snapshot this copy last synced to (C)
     base.json          that snapshot's record (its chain hash proves the history)
+    base.cache         the base's entries as columns, sealed by this user (basecache.py)
     hashcache.bin      path -> (size, mtime_ns, ctime_ns, inode, hash) (hashcache.py)
     clean.json         the clean stamp: the last scan that found the copy exactly its base
     resolutions.json   conflict choices recorded by `dsg resolve`
@@ -29,7 +30,7 @@ from dsg.core.manifest import Manifest, SnapshotRecord
 from dsg.core.paths import show
 from dsg.core.plan import CHOICES, Item, Resolution, fingerprint
 from dsg.fs.durable import atomic_write, read_manifest, write_manifest
-from dsg.workcopy import prescan, watch
+from dsg.workcopy import basecache, prescan, watch
 from dsg.workcopy import stamp as stamp_mod
 from dsg.workcopy.config import PROJECT_CONFIG, ProjectConfig, load_project_config
 from dsg.workcopy.hashcache import HashCache
@@ -95,8 +96,17 @@ class Workspace:
                 f"{self.root} is not a dsg working copy yet",
                 hint="run 'dsg clone' to fetch the repository (or 'dsg init' to create one)",
             )
+        base_file = self.dir / "base.manifest.gz"
+        key = basecache.user_key()
+        if key is not None:
+            cached = basecache.load(self.dir, base_file, key)
+            if cached is not None:
+                return cached
         try:
-            return read_manifest(self.dir / "base.manifest.gz")
+            m = read_manifest(base_file)
+            if key is not None and prescan.is_real_dir(self.dir):
+                basecache.write(self.dir, base_file, m, key, parsed=True)
+            return m
         except ManifestError as e:
             raise WorkingCopyError(
                 f"the working copy's base manifest is damaged: {e.message}",
@@ -116,7 +126,11 @@ class Workspace:
     def set_base(self, manifest: Manifest, record: SnapshotRecord | None) -> None:
         self.ensure_dir()
         stamp_mod.remove(self.dir)  # it names the old base
-        write_manifest(self.dir / "base.manifest.gz", manifest)
+        base_file = self.dir / "base.manifest.gz"
+        write_manifest(base_file, manifest)
+        key = basecache.user_key()
+        if key is not None:  # the next command with changes loads it without a parse
+            basecache.write(self.dir, base_file, manifest, key)
         if record is not None:
             atomic_write(self.dir / "base.json", record.to_bytes())
 
