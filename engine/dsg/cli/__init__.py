@@ -3,6 +3,7 @@ one place that puts them together, so importing a command module registers nothi
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Annotated
 
@@ -80,6 +81,12 @@ def _command_name(args: list[str]) -> str:
     return " ".join(words) or "dsg"
 
 
+def _exiting_on_interrupt() -> None:
+    """Once Ctrl-C has decided the exit, a second one (an impatient user, a terminal that
+    repeats it) must not interrupt the exit itself and end the process by the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(*, core_only: bool = False) -> None:
     """Run the `dsg` command with the process's arguments; exit with its code. Usage errors
     (found by the parser, before any command runs) are one JSON document with `--json`;
@@ -111,6 +118,7 @@ def main(*, core_only: bool = False) -> None:
         e.show()
         code = e.exit_code
     except (typer.Abort, KeyboardInterrupt):  # Ctrl-C (or end of input) at a prompt
+        _exiting_on_interrupt()
         if not json_mode:
             print("\ninterrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED

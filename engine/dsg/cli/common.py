@@ -4,6 +4,7 @@ the working copy at hand, progress bars."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -71,6 +72,7 @@ def run(
                 err.print(Text(f"hint: {show_lines(e.hint)}", style="yellow"))
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the exit
         if not json_mode:
             err.print("interrupted; run the command again to finish (nothing is lost)")
         raise typer.Exit(130) from None
