@@ -112,7 +112,7 @@ def test_a_cache_from_elsewhere_cannot_stand_in_for_the_base(ws: Workspace) -> N
     key = basecache.user_key()
     assert key is not None
     forged_payload = marshal.dumps(
-        ("s4", "0" * 64, ["../../etc/passwd"], [1], [1], H[0], {}, [1], ["x"], {})
+        ("s4", "0" * 64, ["../../etc/passwd"], [1], [1], [H[0]], {}, [1], ["x"], {})
     )
     base_file = ws.dir / "base.manifest.gz"
     ident = basecache._identity(base_file)

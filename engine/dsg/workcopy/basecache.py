@@ -30,7 +30,7 @@ from dsg.fs.durable import atomic_write, read_state_file, temp_name
 
 FILE = "base.cache"
 KEY_FILE = "base-cache.key"
-MAGIC = b"dsg-basecache/1\n"
+MAGIC = b"dsg-basecache/2\n"
 _MAC = 32
 _KEY = 32
 # A cache is a few times its (gzipped) base; anything larger is not one of ours.
@@ -115,7 +115,6 @@ def write(
     if suspect is None:
         return
     e = m.entries
-    hashes = b"".join(x.hash if x.hash is not None else bytes(16) for x in e)
     targets = {i: x.target for i, x in enumerate(e) if x.target is not None}
     payload = marshal.dumps(
         (
@@ -124,7 +123,7 @@ def write(
             m.paths,
             [x.size for x in e],
             [x.mtime for x in e],
-            hashes,
+            [x.hash for x in e],
             targets,
             [x.snap for x in e],
             [x.user for x in e],
@@ -153,11 +152,10 @@ def load(state_dir: Path, base_file: Path, key: bytes) -> Manifest | None:
         snap, digest, paths, sizes, mtimes, hashes, targets, snaps, users, suspect = marshal.loads(
             payload
         )
-        hs = [hashes[i : i + 16] for i in range(0, len(hashes), 16)]
-        entries = list(map(Entry, paths, sizes, mtimes, hs, repeat(None), snaps, users))
+        entries = list(map(Entry, paths, sizes, mtimes, hashes, repeat(None), snaps, users))
         for i, target in targets.items():
             x = entries[i]
-            entries[i] = Entry(x.path, 0, 0, None, target, x.snap, x.user)
+            entries[i] = Entry(x.path, x.size, x.mtime, x.hash, target, x.snap, x.user)
     except (ValueError, TypeError, EOFError, IndexError):
         return None
     m = Manifest(entries, snap, _paths=paths, _digest=digest)
