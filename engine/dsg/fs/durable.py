@@ -46,9 +46,10 @@ def temp_name(path: str) -> str:
     return f"{head}{sep}.{name}.{secrets.token_hex(8)}.tmp"
 
 
-def read_state_file(path: Path, limit: int) -> bytes | None:
+def read_state_file(path: Path, limit: int, *, private: bool = False) -> bytes | None:
     """A state file's bytes, or None when it is missing, not a regular file (a link, a FIFO
-    planted through git), or larger than `limit`: never followed, never blocking."""
+    planted through git), or larger than `limit`: never followed, never blocking. With
+    `private`, also None unless this user owns it and nobody else may read or write it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -56,6 +57,8 @@ def read_state_file(path: Path, limit: int) -> bytes | None:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        if private and (st.st_uid != os.geteuid() or st.st_mode & 0o077):
             return None
         with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read(limit + 1)

@@ -71,18 +71,9 @@ def user_key(create: bool = True) -> bytes | None:
 
 
 def _read_key(path: Path) -> bytes | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            return None  # not ours alone: others could have read or chosen it
-        data = os.read(fd, _KEY + 1)
-    finally:
-        os.close(fd)
-    return data if len(data) == _KEY else None
+    # not ours alone (a link, others may read or write it): others could know or choose it
+    data = read_state_file(path, _KEY, private=True)
+    return data if data is not None and len(data) == _KEY else None
 
 
 def _identity(base_file: Path) -> tuple[int, int, int, int] | None:
