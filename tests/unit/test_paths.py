@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dsg.core.errors import PathError
-from dsg.core.paths import case_twins, check_path, link_target_problem, path_problem
+from dsg.core.paths import (
+    all_common,
+    case_twins,
+    check_path,
+    link_target_problem,
+    path_problem,
+)
 
 GOOD = [
     "a",
@@ -108,3 +116,40 @@ def test_case_twins_in_a_large_set() -> None:
     paths = [f"d/f{i}" for i in range(1000)]
     assert case_twins(paths) == []
     assert case_twins([*paths, "D/F7", "d/F7"]) == [["D/F7", "d/F7", "d/f7"]]
+
+
+PIECES = [
+    "a",
+    "b.csv",
+    ".",
+    "..",
+    ".hidden",
+    "",
+    "/",
+    "//",
+    "\\",
+    "\t",
+    "é",
+    "ä",
+    "x" * 256,
+    " ",
+    "a b",
+    "\u200b",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from(PIECES), min_size=1, max_size=4).map("/".join), max_size=6)
+)
+def test_all_common_means_no_path_has_a_problem(paths: list[str]) -> None:
+    if all_common(paths):
+        assert all(path_problem(p) is None for p in paths), paths
+
+
+def test_all_common_takes_plain_trees_and_refuses_each_kind_of_odd_path() -> None:
+    plain = [f"task{i}/input/b{i:03}/r{i:05}.csv" for i in range(1000)]
+    assert all_common(plain)
+    for odd in [".x", "a/.x", "/a", "a/", "a//b", "a\\b", "a\tb", "é", "x" * 256, ""]:
+        assert not all_common([*plain[:5], odd, *plain[5:10]]), odd
+        assert not all_common([odd]), odd

@@ -29,6 +29,7 @@ import orjson
 from dsg.core.bulk import without_gc
 from dsg.core.errors import ManifestError
 from dsg.core.paths import (
+    all_common,
     case_twins,
     link_problems,
     link_target_problem,
@@ -332,23 +333,23 @@ def _check_sorted(entries: list[Entry], origin: str) -> list[str]:
 def set_aside(m: Manifest) -> dict[str, str] | None:
     """What loading `m`'s file would set aside as suspect (path -> why), or None when the
     load would refuse the file: the same checks as `from_body`, without the parse."""
-    suspect: dict[str, str] = {}
-    paths = m.paths
-    if not all(map(operator.lt, paths, islice(paths, 1, None))) or path_clash(m.entries):
+    paths, entries = m.paths, m.entries
+    if not all(map(operator.lt, paths, islice(paths, 1, None))) or path_clash(entries):
         return None
-    for e in m.entries:
-        problem = path_problem(e.path)
-        if problem is not None:
-            if unsafe_path_problem(e.path) is not None:
-                return None
-            suspect[e.path] = problem
-        if e.target is not None:
-            if link_target_problem(e.path, e.target):
-                return None
-        elif e.hash is None or len(e.hash) != 16 or e.size < 0:
-            return None
-        if e.snap < 0:
-            return None
+    if entries and (min(e.size for e in entries) < 0 or min(e.snap for e in entries) < 0):
+        return None
+    if any(e.hash is None or len(e.hash) != 16 for e in entries if e.target is None):
+        return None
+    if any(link_target_problem(e.path, e.target) for e in entries if e.target is not None):
+        return None
+    suspect: dict[str, str] = {}
+    if not all_common(paths):
+        for p in paths:
+            problem = path_problem(p)
+            if problem is not None:
+                if unsafe_path_problem(p) is not None:
+                    return None
+                suspect[p] = problem
     _check_tree(m, suspect)
     return suspect
 
