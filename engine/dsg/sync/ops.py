@@ -591,7 +591,7 @@ def init(
     if not cfg_path.exists():
         cfg_path.write_text(config.to_yaml(), encoding="utf-8")
     ws.ensure_dir()
-    ws.set_base(final, record)
+    ws.set_base(final, record, cache=False)
     ws.hash_cache().save()
     ws.note_scan(scan_result, final)  # the tree is as scanned: the first status can be quick
     event_log(ws, "init", tx)("committed", snapshot=record.id, files=len(final))
@@ -624,7 +624,8 @@ def clone(
         tx = new_tx()
         applier = LocalApplier(ws.root, repo, ws.hash_cache(), user.user_id, tx, progress)
         run_local(applier, plan, head)
-        ws.set_base(base_after(remote, Manifest.empty(), plan.untracked), repo.record(head))
+        new_base = base_after(remote, Manifest.empty(), plan.untracked)
+        ws.set_base(new_base, repo.record(head), cache=False)
         ws.hash_cache().save()
         event_log(ws, "clone", tx)("cloned", snapshot=head, files=len(remote))
         return Result(plan, snapshot=head, problems=scan_result.problems)

@@ -123,12 +123,16 @@ class Workspace:
         except ManifestError:
             return None
 
-    def set_base(self, manifest: Manifest, record: SnapshotRecord | None) -> None:
+    def set_base(
+        self, manifest: Manifest, record: SnapshotRecord | None, *, cache: bool = True
+    ) -> None:
+        """Record `manifest` as the new base (and keep its cache unless not `cache`: an
+        initial upload or download, which a first status with changes then pays for)."""
         self.ensure_dir()
         stamp_mod.remove(self.dir)  # it names the old base
         base_file = self.dir / "base.manifest.gz"
         write_manifest(base_file, manifest)
-        key = basecache.user_key()
+        key = basecache.user_key() if cache else None
         if key is not None:  # the next command with changes loads it without a parse
             basecache.write(self.dir, base_file, manifest, key)
         if record is not None:
