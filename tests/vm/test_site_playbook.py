@@ -13,6 +13,8 @@ the wheel, its dependencies' wheels and the hashed lock), which the role copies 
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -45,11 +47,20 @@ def ensure_lab_user_keys() -> None:
         pytest.skip(f"lab user keys missing and scripts/lab/sshd up failed: {proc.stderr[-500:]}")
 
 
+def release_source() -> Path:
+    """The tree the VM's releases are built from: this checkout, or the one
+    DSG_VM_RELEASE_SOURCE names (a copy of a commit with chosen changes, when the checkout
+    holds someone else's unfinished work)."""
+    return Path(os.environ.get("DSG_VM_RELEASE_SOURCE") or REPO)
+
+
 def build_release(
-    out: Path, *, source: Path = REPO, build_id: str | None = None, timeout: float = 900
+    out: Path, *, source: Path | None = None, build_id: str | None = None, timeout: float = 900
 ) -> Path:
-    """scripts/release/build of `source` into `out` (replaced if there), as a test build
-    (uncommitted changes allowed); skips when PyPI cannot be reached for the wheels."""
+    """scripts/release/build of `source` (default release_source()) into `out` (replaced if
+    there), as a test build (uncommitted changes allowed); skips when PyPI cannot be reached
+    for the wheels."""
+    source = source or release_source()
     if out.exists():
         shutil.rmtree(out)
     argv = [sys.executable, str(RELEASE_BUILD), str(out), "--source", str(source)]
@@ -68,15 +79,20 @@ _release: list[Path] = []
 
 
 def prepare_release() -> Path:
-    """The release inventories/lab-vm installs (<lab>/vm/release), built from this checkout
-    once per session."""
+    """The release inventories/lab-vm installs (<lab>/vm/release), built from
+    release_source() once per session."""
     if not _release:
         _release.append(build_release(lab_dir() / "vm" / "release"))
     return _release[0]
 
 
+def release_id(release: Path) -> str:
+    return str(json.loads((release / "release.json").read_text())["release"])
+
+
 def playbook(tools: AnsibleTools, *args: str) -> tuple[Run, dict[str, int]]:
-    run = tools.run("ansible-playbook", "-i", INVENTORY, "playbooks/site.yml", *args, timeout=2400)
+    # A bare VM's first converge took over 40 min under TCG on 2 loaded cores (2026-12-07).
+    run = tools.run("ansible-playbook", "-i", INVENTORY, "playbooks/site.yml", *args, timeout=4800)
     recap = run.recap()
     assert run.returncode == 0, run.explain()
     assert set(recap) == {HOST}, run.explain()

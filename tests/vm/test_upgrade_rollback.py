@@ -32,7 +32,7 @@ import pytest
 
 from tests.ansible.conftest import AnsibleTools, Run, ansible_tools  # noqa: F401 (fixture)
 from tests.vm import test_site_playbook as site
-from tests.vm.conftest import REPO, LabVM, lab_dir
+from tests.vm.conftest import LabVM, lab_dir
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.ansible]
 
@@ -57,10 +57,11 @@ def main() -> None:  # tests/vm/test_upgrade_rollback.py: a deliberately broken 
 
 
 def broken_source(dest: Path) -> Path:
+    src = site.release_source()
     for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, dest / name)
+        shutil.copy2(src / name, dest / name)
     shutil.copytree(
-        REPO / "engine", dest / "engine",
+        src / "engine", dest / "engine",
         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
     )  # fmt: skip
     with (dest / "engine" / "dsg" / "entry.py").open("a") as f:

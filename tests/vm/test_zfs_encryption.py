@@ -67,13 +67,19 @@ def tools_for(vm: LabVM, base: AnsibleTools) -> AnsibleTools:
 
 
 def ensure_converged(vm: LabVM, base: AnsibleTools) -> None:
-    probe = vm.run(["sh", "-c", f"test -x {DSG} && zfs list -H {DATASET}"], check=False)
-    if probe.returncode == 0:
-        return
+    """site.yml has run on the VM with this session's release current (converge it when
+    this test runs alone, or when an earlier test or session left another release)."""
     from tests.vm import test_site_playbook as site
 
+    want = site.release_id(site.prepare_release())
+    probe = vm.run(
+        ["sh", "-c", f"test -x {DSG} && zfs list -H {DATASET} >/dev/null && "
+         "readlink /opt/dsg/current"],
+        check=False,
+    )  # fmt: skip
+    if probe.returncode == 0 and Path(probe.stdout.strip()).name == want:
+        return
     site.ensure_lab_user_keys()
-    site.prepare_release()
     site.playbook(tools_for(vm, base))
 
 
