@@ -140,9 +140,8 @@ def load(state_dir: Path, base_file: Path, key: bytes) -> Manifest | None:
     if not hmac.compare_digest(mac, _seal(key, ident, payload)):
         return None
     try:  # sealed by us: well formed unless this engine changed its columns
-        snap, digest, paths, sizes, mtimes, hashes, targets, snaps, users, suspect = marshal.loads(
-            payload
-        )
+        columns = marshal.loads(payload)
+        snap, digest, paths, sizes, mtimes, hashes, targets, snaps, users, suspect = columns
         entries = list(map(Entry, paths, sizes, mtimes, hashes, repeat(None), snaps, users))
         for i, target in targets.items():
             x = entries[i]
