@@ -228,15 +228,18 @@ class PosixRepository(LocalRepository):
             self._manifests[snapshot] = m
             return m
 
-    def _verified_manifest_file(self, snapshot: str) -> tuple[bytes, str]:
+    def _manifest_file(self, snapshot: str) -> tuple[bytes, Path]:
         self._require()
         p = self.snapshot_root(snapshot) / ".dsg" / "manifest.gz"
         try:
-            data = p.read_bytes()
+            return p.read_bytes(), p
         except OSError as e:
             if not self._has_snapshot(snapshot):
                 raise self.no_such_snapshot(snapshot) from None
             raise ManifestError(f"cannot read manifest {p}: {e.strerror}") from e
+
+    def _verified_manifest_file(self, snapshot: str) -> tuple[bytes, str]:
+        data, p = self._manifest_file(snapshot)
         _, header, snap = Manifest.verified_digest(data, origin=f"manifest {p}")
         if snap != snapshot:
             raise ManifestError(f"manifest of {snapshot} claims to be {snap}")
@@ -246,8 +249,11 @@ class PosixRepository(LocalRepository):
         return self._verified_manifest_file(snapshot)[1]
 
     def stored_manifest(self, snapshot: str) -> StoredManifest:
-        data, _ = self._verified_manifest_file(snapshot)
-        return StoredManifest.from_bytes(data, origin=f"manifest of {snapshot}")
+        data, p = self._manifest_file(snapshot)
+        stored = StoredManifest.from_bytes(data, origin=f"manifest {p}")
+        if stored.snapshot != snapshot:
+            raise ManifestError(f"manifest of {snapshot} claims to be {stored.snapshot}")
+        return stored
 
     def manifest_bytes(self, snapshot: str) -> bytes:
         return self._verified_manifest_file(snapshot)[0]
