@@ -4,6 +4,7 @@ one apply_changes serializes, refuses the same shapes, and a damaged file is an 
 from __future__ import annotations
 
 import gzip
+import hashlib
 
 import orjson
 import pytest
@@ -55,6 +56,14 @@ def change_lists(draw: st.DrawFn) -> list[Change]:
         entry = None if draw(st.booleans()) else draw(entries_for(p, 0))
         out.append(Change(p, entry))
     return out
+
+
+def vouched_for(body: bytes) -> StoredManifest:
+    """Entry lines as a file whose header's count and digest vouch for them, whatever
+    they hold."""
+    header = {"format": "dsg-manifest/1", "snapshot": "s1", "count": body.count(b"\n")}
+    header["digest"] = hashlib.sha256(body).hexdigest()
+    return StoredManifest.from_bytes(gzip.compress(orjson.dumps(header) + b"\n" + body))
 
 
 def stored(m: Manifest) -> StoredManifest:
@@ -144,30 +153,12 @@ def test_a_damaged_file_is_an_error_never_empty() -> None:
     with pytest.raises(ManifestError):
         StoredManifest.from_bytes(b"not gzip")
     # a line that is not an entry, with a digest that vouches for it: found when searched
-    bad = b'{"x": 1}\n' + body
-    import hashlib
-
-    h = {
-        "format": "dsg-manifest/1",
-        "snapshot": "s1",
-        "count": 3,
-        "digest": hashlib.sha256(bad).hexdigest(),
-    }
-    s = StoredManifest.from_bytes(gzip.compress(orjson.dumps(h) + b"\n" + bad))
+    s = vouched_for(b'{"x": 1}\n' + body)
     with pytest.raises(ManifestError, match="malformed entry"):
         s.get("a")
 
 
 def test_an_entry_with_a_hostile_path_is_refused_where_it_is_read() -> None:
-    body = orjson.dumps(["../etc/passwd", "f", 1, 1, "00" * 16, 1, "x"]) + b"\n"
-    import hashlib
-
-    h = {
-        "format": "dsg-manifest/1",
-        "snapshot": "s1",
-        "count": 1,
-        "digest": hashlib.sha256(body).hexdigest(),
-    }
-    s = StoredManifest.from_bytes(gzip.compress(orjson.dumps(h) + b"\n" + body))
+    s = vouched_for(orjson.dumps(["../etc/passwd", "f", 1, 1, "00" * 16, 1, "x"]) + b"\n")
     with pytest.raises(ManifestError):
         s.get("../etc/passwd")
