@@ -31,6 +31,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dsg.workcopy.config import ProjectConfig, RepositoryConfig
 from tests.ansible.conftest import AnsibleTools, ansible_tools  # noqa: F401 (fixture)
@@ -50,6 +51,9 @@ DSG = "/usr/local/bin/dsg"
 KEYS = "/etc/dsg/backup-pull"
 MOUNT_ROOT = "/var/repos/dsg"
 UNIT = "dsg-backup-host-pull-offsite.service"
+HEALTH = "/etc/dsg/health.yml"
+ACCESS = "/etc/dsg/access.yml"
+PULLED = f"{PROJECT}@offsite"
 SSH = shlex.join([
     "ssh", "-i", f"{KEYS}/offsite", "-o", f"UserKnownHostsFile={KEYS}/known_hosts",
     "-o", "GlobalKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-p", "22",
@@ -77,6 +81,17 @@ def pull(vm: LabVM, *env: str) -> tuple[int, dict]:
         return proc.returncode, json.loads(proc.stdout)
     except ValueError:
         return proc.returncode, {"stdout": proc.stdout[-2000:], "stderr": proc.stderr[-2000:]}
+
+
+def replication(vm: LabVM) -> dict[str, dict]:
+    """The primary's replication checks (dsg admin health with the role's health.yml), by
+    target: `lab-alpha@offsite` is the pull, seen from the primary's own holds."""
+    proc = vm.run(
+        [DSG, "admin", "health", "--config", HEALTH, "--access-file", ACCESS, "--json"],
+        check=False,
+    )  # fmt: skip
+    doc = json.loads(proc.stdout)
+    return {c["target"]: c for c in doc["checks"] if c["check"] == "replication"}
 
 
 def snaps(vm: LabVM, dataset: str) -> list[str]:
@@ -145,6 +160,9 @@ def test_backup_pull_out_of_the_primarys_reach(
         "root 700", "root 600",
     ]  # fmt: skip
     assert vm.sh(f"cat {KEYS}/known_hosts").count("127.0.0.1 ssh-ed25519 ") == 1
+    # the health check and metrics cover the pull (role dsg_monitoring, from dsg_backup_pull_keys)
+    health_cfg = yaml.safe_load(vm.sh(f"cat {HEALTH}"))
+    assert {"name": "offsite", "mode": "pull"} in health_cfg["replication_targets"], health_cfg
     assert "admin pull" in vm.sh(f"systemctl cat {UNIT}")
     assert vm.sh(f"systemctl is-enabled {UNIT.replace('.service', '.timer')}").strip() == "enabled"
 
@@ -165,6 +183,11 @@ def test_backup_pull_out_of_the_primarys_reach(
     alice.write("task1/input/big1.bin", os.urandom(12 << 20))
     alice.sync(message="second")
 
+    # never pulled: the primary says so (no hold of the target on any snapshot)
+    check = replication(vm)[PULLED]
+    assert check["status"] == "CRITICAL", check
+    assert "no dsg-backup-offsite hold" in check["message"], check
+
     # --- a pull: everything, holds under the target's own tag on both sides --------------------
     code, doc = pull(vm)
     assert code == 0, doc
@@ -177,6 +200,12 @@ def test_backup_pull_out_of_the_primarys_reach(
     assert vm.sh(f"zfs get -H -o value readonly,mounted {COPY}").split() == ["on", "no"]
     metrics = vm.sh(f"cat /var/lib/prometheus/node-exporter/dsg_backup_{PROJECT}@offsite.prom")
     assert 'name="offsite"} 1' in metrics and "dsg_backup_success{" in metrics, metrics
+    # ... and the primary sees it from its holds, without any credential for the backup host
+    check = replication(vm)[PULLED]
+    assert check["status"] == "OK" and check["message"].startswith("in sync (confirmed s2)")
+    prom = vm.sh(f"{DSG} admin metrics --config {HEALTH} --access-file {ACCESS}")
+    want = f'dsg_backup_confirmed_snapshot{{project="{PROJECT}",name="offsite",mode="pull"}} 2'
+    assert want in prom, prom
 
     # --- the primary's accounts cannot take the copy away --------------------------------------
     ssh_as_pull = ["ssh", "-i", f"{KEYS}/offsite", "-o", f"UserKnownHostsFile={KEYS}/known_hosts",
@@ -205,6 +234,8 @@ def test_backup_pull_out_of_the_primarys_reach(
     token = vm.sh(f"zfs get -H -o value receive_resume_token {COPY}").strip()
     assert token not in ("", "-"), token
     assert snaps(vm, COPY) == ["s1", "s2"]
+    check = replication(vm)[PULLED]  # s3 is not confirmed: the primary sees it behind
+    assert "confirmed up to s2; 1 snapshot(s) behind" in check["message"], check
     # what the token says was kept (the resumed send starts there, not at the step's start)
     contents = vm.sh(f"zfs send -nv -t {token} 2>&1 || true")
     assert f"toname = {DATASET}@s3" in contents, contents
@@ -220,6 +251,7 @@ def test_backup_pull_out_of_the_primarys_reach(
     assert snaps(vm, COPY) == ["s1", "s2", "s3"]
     assert holds(vm, COPY) == {"s3": {TAG}}
     assert TAG in holds(vm, DATASET)["s3"] and TAG not in holds(vm, DATASET).get("s2", set())
+    assert replication(vm)[PULLED]["message"].startswith("in sync (confirmed s3)")
 
     # --- a restore drill of the pulled copy ----------------------------------------------------
     proc = vm.run(
@@ -239,3 +271,72 @@ def test_backup_pull_out_of_the_primarys_reach(
     log = vm.sh("tail -n 40 /var/log/dsg/backup.log")
     assert result == "success", log
     assert "pull offsite exit 0" in log, log
+
+
+def test_an_interrupted_first_pull_resumes_from_its_token(
+    lab_vm: LabVM,
+    ansible_tools: AnsibleTools,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The FIRST (full) receive of a project killed mid-stream: OpenZFS keeps the partial
+    copy with a receive_resume_token (the backup account could not destroy it, and need
+    not); the next pull finishes it with `zfs send -t` from where it stopped, then sends
+    what came after; the copy restores whole. Runs after the test above (converges and
+    provisions when run alone)."""
+    vm = lab_vm
+    ensure_converged(vm, ansible_tools)
+    if vm.run(["systemctl", "cat", UNIT], check=False).returncode != 0:
+        operations(vm, ansible_tools)
+    reset(vm)
+    cfg_path = users_ssh_config(vm.port, vm.known_hosts, ("alice",), tmp_path / "ssh_config")
+    monkeypatch.setenv("DSG_SSH_COMMAND", f"ssh -F {cfg_path}")
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    cfg = ProjectConfig(
+        name=PROJECT,
+        repository=RepositoryConfig(
+            type="zfs", host="vm-alice", pool="dsglab", mountpoint=MOUNT_ROOT
+        ),
+    )
+    alice = Researcher("alice", tmp_path / "alice" / PROJECT, tmp_path / "cfg", cfg)
+    alice.write("task1/input/big1.bin", os.urandom(24 << 20))
+    alice.init("first, large")
+    alice.write("task1/input/a.csv", "a\n")
+    alice.sync(message="second")
+
+    code, doc = pull(vm, "DSG_CRASH_AT=backup.mid_stream")
+    assert code == 137, doc  # killed after the first MiB of the full s1 stream
+    token = vm.sh(f"zfs get -H -o value receive_resume_token {COPY}").strip()
+    assert token not in ("", "-"), token
+    assert snaps(vm, COPY) == []  # the partial copy has no snapshot yet
+    contents = vm.sh(f"zfs send -nv -t {token} 2>&1 || true")
+    assert f"toname = {DATASET}@s1" in contents, contents
+    assert "fromguid" not in contents, contents  # a full stream, resumed part way
+    kept = [int(w.split("=")[1]) for w in contents.replace(" = ", "=").split() if
+            w.startswith("bytes=")]  # fmt: skip
+    assert kept and kept[0] > 0, contents
+    check = replication(vm)[PULLED]
+    assert check["status"] == "CRITICAL" and "no dsg-backup-offsite hold" in check["message"]
+
+    code, doc = pull(vm)
+    assert code == 0, doc
+    (res,) = doc["projects"]
+    assert res["ok"] and res["resumed"] == "s1", res
+    assert [(s["kind"], s["snapshot"], s["base"]) for s in res["steps"]] == [
+        ("resumed", "s1", None), ("incremental", "s2", "s1"),
+    ], res  # fmt: skip
+    assert vm.sh(f"zfs get -H -o value receive_resume_token {COPY}").strip() == "-"
+    assert snaps(vm, COPY) == ["s1", "s2"]
+    assert holds(vm, COPY) == {"s2": {TAG}}
+    assert vm.sh(f"zfs get -H -o value readonly,mounted {COPY}").split() == ["on", "no"]
+    assert replication(vm)[PULLED]["message"].startswith("in sync (confirmed s2)")
+
+    proc = vm.run(
+        ["flock", f"/run/lock/dsg-restore-drill-offsite-{PROJECT}.lock", DSG, "admin",
+         "restore-drill", PROJECT, "--from", PARENT, "--scratch", "dsgbackup/dsg-drill",
+         "--name", "offsite", "--json"],
+        check=False, timeout=1200,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    drill = json.loads(proc.stdout)["drill"]
+    assert drill["ok"] and drill["snapshot"] == "s2" and drill["files"] == 2, drill
