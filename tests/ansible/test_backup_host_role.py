@@ -81,6 +81,7 @@ def cleanup() -> None:
                     f"/var/lib/{BACKUP_USER}"])  # fmt: skip
 
 
+@pytest.mark.slow  # the extended tier: three converges of both backup roles: 2-5 min
 def test_pull_roles_converge_idempotent_check_safe(ansible_tools, ansible_lab, tmp_path) -> None:
     if not (LAB / "sshd" / "ssh_host_ed25519_key.pub").exists():
         pytest.skip("the lab sshd's host key is missing (scripts/lab/sshd up)")

@@ -181,6 +181,7 @@ def check_forced_command(ansible_tools, lab_dir: Path, tmp: Path) -> None:
         sshd.wait(timeout=10)
 
 
+@pytest.mark.slow  # the extended tier: four site.yml runs and add-project: 5-15 min
 def test_site_converges_is_idempotent_and_check_mode_reports_drift(
     ansible_tools, ansible_lab, tmp_path
 ):
@@ -319,6 +320,7 @@ def test_existing_pool_layout_change_is_refused(ansible_tools, ansible_lab):
     assert sh(["zpool", "status", POOL]) == before
 
 
+@pytest.mark.slow  # the extended tier: three provision-host.yml runs: 1-2 min
 def test_missing_pool_is_created_once_then_guarded(ansible_tools, ansible_lab, tmp_path):
     """A declared pool that does not exist: --check plans it, a run creates it with
     community.general.zpool, the next run changes nothing."""

@@ -278,6 +278,7 @@ def researcher(tmp: Path, lab_dir: Path, project: str):
 # --- tests ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the extended tier: four operations.yml runs: 2-3 min
 def test_roles_converge_are_idempotent_and_check_mode_changes_nothing(ansible_tools, lab):
     for path in ROLE_FILES:
         path.unlink(missing_ok=True)
@@ -467,6 +468,7 @@ def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         server.server_close()
 
 
+@pytest.mark.slow  # the extended tier: two operations.yml runs: about 1 min
 def test_health_job_with_alerts_delivers_to_a_webhook(ansible_tools, lab, tmp_path):
     state = tmp_path / "alerts" / "health-state.json"
     with webhook_receiver() as (url, posts):
@@ -507,6 +509,7 @@ def test_health_job_with_alerts_delivers_to_a_webhook(ansible_tools, lab, tmp_pa
     assert "--alert" not in MONITORING_CRON.read_text()
 
 
+@pytest.mark.slow  # the extended tier: several failing operations.yml runs: about 1 min
 def test_bad_configuration_fails_the_play_with_the_reason(ansible_tools, lab):
     cron_before = BACKUP_CRON.read_bytes()
     bad_target = {"dsg_backup_target": PRIMARY}

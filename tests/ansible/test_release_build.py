@@ -41,6 +41,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return src
 
 
+@pytest.mark.slow  # the extended tier: two release builds and a venv install: about 1 min
 def test_release_is_complete_hashed_installable_and_reproducible(
     source: Path, tmp_path: Path
 ) -> None:

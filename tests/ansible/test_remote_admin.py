@@ -23,6 +23,7 @@ def members(group: str) -> set[str]:
     return set(filter(None, out.strip().split(":")[-1].split(",")))
 
 
+@pytest.mark.slow  # the extended tier: Fabric and playbook runs over the lab sshd: 2-3 min
 def test_create_project_add_user_then_clone_and_sync(
     ansible_tools, ansible_lab, sshd_lab, tmp_path, monkeypatch
 ) -> None:

@@ -161,6 +161,7 @@ Team.TestCase.settings = settings(
 TestTeam = Team.TestCase
 
 
+@pytest.mark.slow  # the extended tier: a zfs-fuse dataset per example: 2-4 min
 @pytest.mark.zfs
 def test_team_on_zfs(zfs_lab) -> None:
     """The same machine against a real ZFS dataset per example (fewer examples: zfs-fuse
