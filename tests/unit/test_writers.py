@@ -80,3 +80,37 @@ def test_serial_never_uses_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(5):
         w.submit(time.sleep, 0.0001)
     assert not w.parallel and w.pending == 0
+
+
+def test_writes_slowed_by_a_busy_cpu_stay_in_this_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slow writes on a machine whose CPUs are busy (the thread waited for one all the
+    while) are not the disk's latency: threads would only add contention."""
+    monkeypatch.setenv("DSG_WRITERS", "auto")
+    start = time.perf_counter()
+
+    def waited_all_along() -> int:  # as if every ns since the start was spent runnable
+        return int((time.perf_counter() - start) * 1e9)
+
+    w = Writers("busy", probe=3, slow_s=0.001, cpu_wait_ns=waited_all_along)
+    for i in range(12):
+        w.submit(time.sleep, 0.002)
+        assert not w.parallel, i
+    w.settle()
+
+    # The same writes, the thread never waiting for a CPU: the disk is slow, threads help.
+    w = Writers("slowdisk", probe=3, slow_s=0.001, cpu_wait_ns=lambda: 0)
+    for _ in range(6):
+        w.submit(time.sleep, 0.002)
+    w.settle()
+    assert w.parallel
+
+
+def test_cpu_wait_is_read_where_linux_gives_it() -> None:
+    from dsg.fs.writers import thread_cpu_wait_ns
+
+    first = thread_cpu_wait_ns()
+    if first is None:
+        pytest.skip("no /proc/thread-self/schedstat (not Linux, or a kernel without schedstats)")
+    assert first >= 0
+    later = thread_cpu_wait_ns()
+    assert later is not None and later >= first

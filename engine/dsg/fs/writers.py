@@ -3,8 +3,12 @@ filesystem proves slow.
 
 Threads overlap the latency of creating files on a slow disk but slow a fast one down (the
 GIL changes hands at every system call), so writes run in the calling thread, timed, until
-the mean of the last PROBE is above SLOW_S; from then on they go to the threads. The
-measurements behind this are in docs/performance.md ("Writing many small files").
+the mean of a window of PROBE is above SLOW_S; from then on they go to the threads. A write
+that is slow because the machine is busy (the thread waits for a CPU, not for the disk) is
+not counted as slow: threads would only add contention there. Where Linux says how long the
+thread waited for a CPU (/proc/thread-self/schedstat), that share of each window is taken
+off its writes' time. The measurements behind this are in docs/performance.md ("Writing
+many small files").
 
 `DSG_WRITERS=threads` hands every write after the first to the threads, `serial` none
 (tests run both ways; `auto`, the default, decides as above).
@@ -30,8 +34,25 @@ PROBE = 32
 SLOW_S = 150e-6
 
 
+def thread_cpu_wait_ns() -> int | None:
+    """How long the calling thread has waited for a CPU so far (Linux's schedstat: run time,
+    wait time, timeslices), or None where that is not known."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            return int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class Writers:
-    def __init__(self, name: str, *, probe: int = PROBE, slow_s: float = SLOW_S) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        probe: int = PROBE,
+        slow_s: float = SLOW_S,
+        cpu_wait_ns: Callable[[], int | None] | None = None,
+    ) -> None:
         mode = os.environ.get("DSG_WRITERS", "auto")
         if mode == "threads":
             probe, slow_s = 1, -1.0
@@ -39,8 +60,11 @@ class Writers:
             slow_s = float("inf")
         self.name = name
         self.slow_s = slow_s
-        self.timings: deque[float] = deque(maxlen=probe)  # the last `probe` serial writes
-        self._sum = 0.0
+        self.probe = probe
+        self._cpu_wait_ns = cpu_wait_ns if cpu_wait_ns is not None else thread_cpu_wait_ns
+        self._window: tuple[float, int | None] | None = None  # (start, CPU wait at start)
+        self._count = 0  # writes in this window
+        self._sum = 0.0  # their time
         self.parallel = False
         self._pool: ThreadPoolExecutor | None = None
         self._queued: deque[tuple[Future[Any], Callable[[Any], None] | None]] = deque()
@@ -52,16 +76,14 @@ class Writers:
         at once or from a later `submit`/`settle`. An error is raised from whichever call
         collects it; `settle` still waits for every other write first."""
         if not self.parallel:
+            if self._window is None:
+                self._window = (time.perf_counter(), self._cpu_wait_ns())
             t = time.perf_counter()
             result = fn(*args)
-            timings = self.timings
-            if len(timings) == timings.maxlen:
-                self._sum -= timings[0]
-            took = time.perf_counter() - t
-            timings.append(took)
-            self._sum += took
-            if len(timings) == timings.maxlen and self._sum > self.slow_s * len(timings):
-                self.parallel = True
+            self._sum += time.perf_counter() - t
+            self._count += 1
+            if self._count >= self.probe:
+                self.parallel = self._slow_window()
             if on_done is not None:
                 on_done(result)
             return
@@ -72,6 +94,20 @@ class Writers:
 
             self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix=self.name)
         self._queued.append((self._pool.submit(fn, *args), on_done))
+
+    def _slow_window(self) -> bool:
+        """Whether the window's writes were slow, less the share of it this thread spent
+        waiting for a CPU; starts the next window."""
+        assert self._window is not None
+        start, waited0 = self._window
+        now = time.perf_counter()
+        waited1 = self._cpu_wait_ns() if waited0 is not None else None
+        busy = 0.0
+        if waited0 is not None and waited1 is not None and now > start:
+            busy = min(1.0, max(0.0, (waited1 - waited0) / 1e9 / (now - start)))
+        slow = self._sum * (1.0 - busy) > self.slow_s * self._count
+        self._window, self._count, self._sum = (now, waited1), 0, 0.0
+        return slow
 
     def _collect_oldest(self) -> None:
         future, on_done = self._queued.popleft()
