@@ -23,7 +23,7 @@ def test_a_fast_filesystem_keeps_writes_in_this_thread(monkeypatch: pytest.Monke
 
 def test_a_slow_filesystem_moves_writes_to_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSG_WRITERS", "auto")
-    w = Writers("slowdisk", probe=3, slow_s=0.001)
+    w = Writers("slowdisk", probe=3, slow_s=0.001, windows=1)
     names: list[str] = []
     done: list[int] = []
 
@@ -98,11 +98,25 @@ def test_writes_slowed_by_a_busy_cpu_stay_in_this_thread(monkeypatch: pytest.Mon
     w.settle()
 
     # The same writes, the thread never waiting for a CPU: the disk is slow, threads help.
-    w = Writers("slowdisk", probe=3, slow_s=0.001, cpu_wait_ns=lambda: 0)
+    w = Writers("slowdisk", probe=3, slow_s=0.001, windows=2, cpu_wait_ns=lambda: 0)
     for _ in range(6):
         w.submit(time.sleep, 0.002)
     w.settle()
     assert w.parallel
+
+
+def test_one_slow_window_is_not_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A single slow window among fast ones (a hiccup of a shared machine) keeps the writes
+    in this thread; as many slow windows in a row as asked turn the threads on."""
+    monkeypatch.setenv("DSG_WRITERS", "auto")
+    w = Writers("t", probe=2, slow_s=0.001, windows=2, cpu_wait_ns=lambda: 0)
+    for delay in (0.002, 0.002, 0, 0, 0.002, 0.002, 0, 0):  # slow, fast, slow, fast windows
+        w.submit(time.sleep, delay)
+        assert not w.parallel
+    for _ in range(4):  # two slow windows in a row
+        w.submit(time.sleep, 0.002)
+    assert w.parallel
+    w.settle()
 
 
 def test_cpu_wait_is_read_where_linux_gives_it() -> None:

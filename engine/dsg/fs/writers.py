@@ -3,7 +3,8 @@ filesystem proves slow.
 
 Threads overlap the latency of creating files on a slow disk but slow a fast one down (the
 GIL changes hands at every system call), so writes run in the calling thread, timed, until
-the mean of a window of PROBE is above SLOW_S; from then on they go to the threads. A write
+the mean of SLOW_WINDOWS windows of PROBE in a row is above SLOW_S (one slow window is
+noise on a shared machine); from then on they go to the threads. A write
 that is slow because the machine is busy (the thread waits for a CPU, not for the disk) is
 not counted as slow: threads would only add contention there. Where Linux says how long the
 thread waited for a CPU (/proc/thread-self/schedstat), that share of each window is taken
@@ -32,6 +33,7 @@ THREADS = 4
 MAX_QUEUED = 64  # writes waiting for a thread, data held in memory
 PROBE = 32
 SLOW_S = 150e-6
+SLOW_WINDOWS = 3
 
 
 def thread_cpu_wait_ns() -> int | None:
@@ -51,6 +53,7 @@ class Writers:
         *,
         probe: int = PROBE,
         slow_s: float = SLOW_S,
+        windows: int = SLOW_WINDOWS,
         cpu_wait_ns: Callable[[], int | None] | None = None,
     ) -> None:
         mode = os.environ.get("DSG_WRITERS", "auto")
@@ -61,6 +64,8 @@ class Writers:
         self.name = name
         self.slow_s = slow_s
         self.probe = probe
+        self.windows = windows
+        self._slow_in_a_row = 0
         self._cpu_wait_ns = cpu_wait_ns if cpu_wait_ns is not None else thread_cpu_wait_ns
         self._window: tuple[float, int | None] | None = None  # (start, CPU wait at start)
         self._count = 0  # writes in this window
@@ -83,7 +88,8 @@ class Writers:
             self._sum += time.perf_counter() - t
             self._count += 1
             if self._count >= self.probe:
-                self.parallel = self._slow_window()
+                self._slow_in_a_row = self._slow_in_a_row + 1 if self._slow_window() else 0
+                self.parallel = self._slow_in_a_row >= self.windows
             if on_done is not None:
                 on_done(result)
             return
