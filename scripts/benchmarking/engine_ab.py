@@ -13,6 +13,9 @@ runs rounds that alternate which engine goes first:
   no-op status   `dsg status` twice, the second timed (the first may leave a clean stamp)
   1% status      `dsg status` after appending a byte to the same 1% of files in both copies
   1% sync        `dsg sync` of that change
+  init, clone    with --copies: `dsg init` of a copy of the tree into a new repository, and
+                 `dsg clone` of the engine's repository into an empty directory (both
+                 removed after the round)
 
 Each command is a new process of the same interpreter with PYTHONPATH at one engine; its
 wall time and its CPU (user + system, with its children: the prescan) are measured. Prints
@@ -36,6 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 OPS = ("no-op status", "1% status", "1% sync")
+COPY_OPS = ("init", "clone")
 RUN = "import sys; sys.argv = ['dsg', *sys.argv[1:]]; from dsg.entry import main; main()"
 
 
@@ -64,7 +68,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--dir", type=Path, default=None, help="where trees go (default: a temp dir)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--copies", action="store_true", help="also time init and clone each round")
     a = ap.parse_args()
+    ops = OPS + COPY_OPS if a.copies else OPS
     top = Path(tempfile.mkdtemp(prefix="dsg-engine-ab-", dir=a.dir))
     try:
         old = top / "old"
@@ -128,12 +134,15 @@ def main() -> None:
                 res.setdefault((name, OPS[2]), []).append(
                     run(engine, wc, conf, "sync", "-m", f"round {r}")
                 )
+                if a.copies:
+                    res.setdefault((name, "init"), []).append(copy_init(engine, wc, conf, top))
+                    res.setdefault((name, "clone"), []).append(copy_clone(engine, wc, conf, top))
             print(f"round {r + 1} done", flush=True)
         out = []
         new = a.new or "this checkout"
         print(f"\n{a.files:,} files, {a.rounds} rounds; old = {a.old}, new = {new}")
         print(f"{'operation':14} {'engine':6} {'wall s':>8} {'CPU s':>8} {'CPU min-max':>14}")
-        for op in OPS:
+        for op in ops:
             med = {}
             for name in engines:
                 v = res[(name, op)]
@@ -158,6 +167,36 @@ def main() -> None:
                 capture_output=True,
             )
         shutil.rmtree(top, ignore_errors=True)
+
+
+def copy_init(engine: Path, wc: Path, conf: Path, top: Path) -> tuple[float, float]:
+    """`dsg init` of a copy of the tree (its data directories only) into a new repository."""
+    scratch = top / "scratch"
+    shutil.rmtree(scratch, ignore_errors=True)
+    (scratch / "repos").mkdir(parents=True)
+    shutil.copytree(wc, scratch / "wc", ignore=shutil.ignore_patterns(".dsg", ".dsgconfig.yml"))
+    os.sync()  # the copy's writeback is not the init's to pay
+    try:
+        return run(
+            engine, scratch / "wc", conf, "init", "--no-interactive", "--repo-type", "posix",
+            "--host", "localhost", "--repo-path", str(scratch / "repos"), "--repo-name", "ab",
+            "-m", "init",
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def copy_clone(engine: Path, wc: Path, conf: Path, top: Path) -> tuple[float, float]:
+    """`dsg clone` of the engine's repository into a directory holding only the config."""
+    scratch = top / "scratch"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    shutil.copy(wc / ".dsgconfig.yml", scratch / ".dsgconfig.yml")
+    os.sync()
+    try:
+        return run(engine, scratch, conf, "clone")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
