@@ -51,6 +51,8 @@ REFUSED = {
     "arabic letter mark": "task1/input/a\u061cb.csv",
     "zero-width space": "task1/input/a\u200b.csv",
     "zero-width joiner": "task1/input/a\u200db.csv",
+    "zero-width non-joiner between Latin letters": "task1/input/inv\u200coice.csv",
+    "zero-width non-joiner ending a Persian name": "task1/input/\u0645\u06cc\u200c",
     "word joiner": "task1/input/a\u2060b.csv",
     "byte order mark": "task1/input/\ufeffa.csv",
     "soft hyphen": "task1/input/a\u00adb.csv",
@@ -61,6 +63,7 @@ REFUSED = {
     "small full stops": "task1/input/\ufe52\ufe52",
     "two dot leader": "task1/input/\u2025",
     "one dot leader as a hidden name": "task1/input/\u2024git",
+    "an ellipsis as a hidden name": "task1/input/\u2026git",
     "division slash": "task1/input/etc\u2215passwd",
     "fraction slash": "task1/input/etc\u2044passwd",
     "big solidus": "task1/input/etc\u29f8passwd",
@@ -81,7 +84,14 @@ def test_refused_name_classes(path: str) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["task1/input/café.csv", "task1/input/naïve 東京 – x.csv", "task1/input/a..b.csv"],
+    [
+        "task1/input/café.csv",
+        "task1/input/naïve 東京 – x.csv",
+        "task1/input/a..b.csv",
+        "task1/input/Draft\u2026 v2.docx",  # an ellipsis, as macOS types "..."
+        "task1/input/\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.csv",  # Persian, with ZWNJ
+        "task1/input/\u0915\u094d\u200d\u0937.txt",  # Devanagari: virama, ZWJ, consonant
+    ],
 )
 def test_ordinary_names_still_pass(path: str) -> None:
     assert path_problem(path) is None

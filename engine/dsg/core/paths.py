@@ -32,6 +32,7 @@ _SLASH_LOOKALIKES = frozenset("\u2215\u2044\u29f8\u29f5\u29f9\u2216\u2571\u2572\
 # Invisible or direction-changing: format characters (bidi overrides and isolates, zero-width
 # space and joiners, soft hyphen, BOM...) and the line and paragraph separators.
 _INVISIBLE_CATEGORIES = frozenset(("Cf", "Zl", "Zp"))
+_JOINERS = frozenset("\u200c\u200d")  # zero-width non-joiner and joiner
 _ESCAPED_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 
 
@@ -54,10 +55,22 @@ def show_text(text: str) -> str:
     )
 
 
+def _joiner_in_script(name: str, i: int) -> bool:
+    """A zero-width (non-)joiner that shapes the letters around it, as Persian, Urdu and the
+    Indic scripts need it (e.g. Persian می‌خواهم): between two non-ASCII letters or marks.
+    Between ASCII letters, or at either end, it could only hide a difference."""
+    if i == 0 or i == len(name) - 1:
+        return False
+    before, after = name[i - 1], name[i + 1]
+    return all(ord(c) > 0x7F and unicodedata.category(c)[0] in "LM" for c in (before, after))
+
+
 def _unicode_problem(name: str) -> str | None:
     """Refused non-ASCII shapes: invisible, direction-changing and look-alike characters."""
-    for ch in name:
+    for i, ch in enumerate(name):
         if ord(ch) > 0x7F and unicodedata.category(ch) in _INVISIBLE_CATEGORIES:
+            if ch in _JOINERS and _joiner_in_script(name, i):
+                continue
             return (
                 f"invisible or direction-changing character U+{ord(ch):04X} "
                 f"({unicodedata.name(ch, 'unnamed')}) in name"
@@ -68,7 +81,9 @@ def _unicode_problem(name: str) -> str | None:
     if folded != name:
         if "/" in folded or "\\" in folded:
             return "look-alike of '/' or '\\' in name (fullwidth or small form)"
-        if folded.startswith(".") or folded.count("..") > name.count(".."):
+        # Only what would read as '.', '..' or a hidden name once folded: an ellipsis
+        # inside a name (macOS types one for "...") folds to harmless dots.
+        if folded.startswith("."):
             return "look-alike of '.' or '..' in name (fullwidth, small or leader dots)"
     return None
 
