@@ -128,3 +128,27 @@ def test_cpu_wait_is_read_where_linux_gives_it() -> None:
     assert first >= 0
     later = thread_cpu_wait_ns()
     assert later is not None and later >= first
+
+
+def test_writes_slow_by_their_own_cpu_work_stay_in_this_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write that takes long computing (not blocked on the disk) is nothing threads could
+    overlap under the GIL."""
+    monkeypatch.setenv("DSG_WRITERS", "auto")
+
+    def spin() -> None:
+        end = time.thread_time() + 0.002
+        while time.thread_time() < end:
+            pass
+
+    from dsg.fs.writers import thread_cpu_wait_ns
+
+    if thread_cpu_wait_ns() is None:  # a loaded machine would preempt the spin unaccounted
+        pytest.skip("no /proc/thread-self/schedstat (not Linux, or a kernel without schedstats)")
+    # the real CPU wait: on a loaded machine the spin is also preempted
+    w = Writers("cpu", probe=3, slow_s=0.001, windows=1)
+    for i in range(9):
+        w.submit(spin)
+        assert not w.parallel, i
+    w.settle()

@@ -3,12 +3,13 @@ filesystem proves slow.
 
 Threads overlap the latency of creating files on a slow disk but slow a fast one down (the
 GIL changes hands at every system call), so writes run in the calling thread, timed, until
-the mean of SLOW_WINDOWS windows of PROBE in a row is above SLOW_S (one slow window is
-noise on a shared machine); from then on they go to the threads. A write
-that is slow because the machine is busy (the thread waits for a CPU, not for the disk) is
-not counted as slow: threads would only add contention there. Where Linux says how long the
-thread waited for a CPU (/proc/thread-self/schedstat), that share of each window is taken
-off its writes' time. The measurements behind this are in docs/performance.md ("Writing
+writes block on the disk for more than SLOW_S on average in SLOW_WINDOWS windows of PROBE
+in a row (one slow window is noise on a shared machine); from then on they go to the
+threads. Only blocking counts: a write's time less the CPU time the thread spent in it and,
+where Linux says how long the thread waited for a CPU (/proc/thread-self/schedstat), that
+wait's share. A write slow because the machine is busy, or because it is CPU work, is not
+one threads can overlap: they would only add contention (the GIL changes hands at every
+system call). The measurements behind this are in docs/performance.md ("Writing
 many small files").
 
 `DSG_WRITERS=threads` hands every write after the first to the threads, `serial` none
@@ -73,6 +74,7 @@ class Writers:
         self._window: tuple[float, int | None] | None = None  # (start, CPU wait at start)
         self._count = 0  # writes in this window
         self._sum = 0.0  # their time
+        self._cpu = 0.0  # the part of it this thread ran on a CPU
         self.parallel = False
         self._pool: ThreadPoolExecutor | None = None
         self._queued: deque[tuple[Future[Any], Callable[[Any], None] | None]] = deque()
@@ -86,9 +88,10 @@ class Writers:
         if not self.parallel:
             if self._window is None:
                 self._window = (time.perf_counter(), self._cpu_wait_ns())
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             result = fn(*args)
             self._sum += time.perf_counter() - t
+            self._cpu += time.thread_time() - c
             self._count += 1
             if self._count >= self.probe:
                 self._slow_in_a_row = self._slow_in_a_row + 1 if self._slow_window() else 0
@@ -105,8 +108,9 @@ class Writers:
         self._queued.append((self._pool.submit(fn, *args), on_done))
 
     def _slow_window(self) -> bool:
-        """Whether the window's writes were slow, less the share of it this thread spent
-        waiting for a CPU; starts the next window."""
+        """Whether the window's writes waited long for the disk: their time less what this
+        thread spent running them and, in proportion, waiting for a CPU. Starts the next
+        window."""
         assert self._window is not None
         start, waited0 = self._window
         now = time.perf_counter()
@@ -114,8 +118,9 @@ class Writers:
         busy = 0.0
         if waited0 is not None and waited1 is not None and now > start:
             busy = min(1.0, max(0.0, (waited1 - waited0) / 1e9 / (now - start)))
-        slow = self._sum * (1.0 - busy) > self.slow_s * self._count
-        self._window, self._count, self._sum = (now, waited1), 0, 0.0
+        blocked = self._sum - self._cpu - self._sum * busy
+        slow = blocked > self.slow_s * self._count
+        self._window, self._count, self._sum, self._cpu = (now, waited1), 0, 0.0, 0.0
         return slow
 
     def _collect_oldest(self) -> None:
