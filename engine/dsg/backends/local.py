@@ -4,6 +4,7 @@ recovery on entry, and reading committed files from a snapshot's directory."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,4 +55,4 @@ class LocalRepository(Repository):
             if not self._has_snapshot(snapshot):
                 raise self.no_such_snapshot(snapshot) from None
             raise RepositoryError(f"cannot read {show(path)} from {snapshot}: {e.strerror}") from e
-        return os.fdopen(fd, "rb")
+        return io.FileIO(fd, "rb")  # unbuffered: every reader reads big blocks or all

@@ -28,6 +28,7 @@ working unchanged.
 from __future__ import annotations
 
 import filecmp
+import io
 import os
 import shutil
 import threading
@@ -295,7 +296,7 @@ class PosixRepository(LocalRepository):
                 f"unreadable ({err.strerror})",
                 hint="run 'dsg validate-snapshot' and ask your admin",
             ) from err
-        return os.fdopen(fd, "rb")
+        return io.FileIO(fd, "rb")  # unbuffered: every reader reads big blocks or all
 
     def _view(self, snapshot: str) -> Path:
         views = self.root / "views"
