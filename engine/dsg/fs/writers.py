@@ -111,7 +111,8 @@ class Writers:
         """Whether the window's writes waited long for the disk: their time less what this
         thread spent running them and, in proportion, waiting for a CPU. Starts the next
         window."""
-        assert self._window is not None
+        if self._window is None:  # no write timed yet
+            return False
         start, waited0 = self._window
         now = time.perf_counter()
         waited1 = self._cpu_wait_ns() if waited0 is not None else None
