@@ -162,7 +162,9 @@ def test_backup_pull_out_of_the_primarys_reach(
     assert vm.sh(f"cat {KEYS}/known_hosts").count("127.0.0.1 ssh-ed25519 ") == 1
     # the health check and metrics cover the pull (role dsg_monitoring, from dsg_backup_pull_keys)
     health_cfg = yaml.safe_load(vm.sh(f"cat {HEALTH}"))
-    assert {"name": "offsite", "mode": "pull"} in health_cfg["replication_targets"], health_cfg
+    targets = {t["name"]: t for t in health_cfg["replication_targets"]}
+    assert targets["offsite"]["mode"] == "pull", health_cfg
+    assert PROJECT in targets["offsite"]["projects"], health_cfg
     assert "admin pull" in vm.sh(f"systemctl cat {UNIT}")
     assert vm.sh(f"systemctl is-enabled {UNIT.replace('.service', '.timer')}").strip() == "enabled"
 

@@ -240,6 +240,7 @@ class SendRecvOps(ZfsCommand):
             try:
                 while chunk := src.read1(1 << 20):
                     dst.write(chunk)
+                    dst.flush()  # what relay() counts has reached the receiver
                     relay(len(chunk))
                     if deadline is not None and time.monotonic() > deadline:
                         raise ZfsError(send_cmd, -1, f"timed out after {timeout:g}s")
