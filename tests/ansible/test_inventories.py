@@ -194,3 +194,22 @@ def test_difference_finder_reports_nested_paths():
     ]
     assert covered("dsg_projects[0].name", "dsg_projects")
     assert not covered("dsg_projects_extra", "dsg_projects")
+
+
+@pytest.mark.parametrize("inventory", ["lab", "lab-vm"])
+def test_a_controller_play_resolves_the_lab_connection_vars(
+    ansible_tools, inventory: str, tmp_path
+) -> None:
+    """upgrade.yml and rollback.yml check the release in a play on Ansible's implicit
+    localhost, which has no inventory_dir: the lab's connection variables (group `all`,
+    templated for every host) must still resolve there."""
+    play = tmp_path / "controller.yml"
+    play.write_text(
+        "- name: A controller play\n  hosts: localhost\n  connection: local\n"
+        "  gather_facts: false\n  tasks:\n    - name: The lab directory\n"
+        "      ansible.builtin.debug:\n        var: dsg_lab_dir\n"
+    )
+    run = ansible_tools.run("ansible-playbook", "-i", f"inventories/{inventory}", str(play))
+    assert run.returncode == 0, run.explain()
+    assert run.recap()["localhost"]["failed"] == 0, run.explain()
+    assert f"dsg_lab_dir: {tmp_path.parent}/.lab\n" in run.stdout, run.explain()
