@@ -55,14 +55,26 @@ def show_text(text: str) -> str:
     )
 
 
+# Scripts whose letters join, where a zero-width non-joiner changes the shapes it sits between
+# (Arabic with Persian and Urdu, Syriac, and their presentation forms).
+_JOINING_SCRIPTS = ((0x0600, 0x08FF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF))
+
+
 def _joiner_in_script(name: str, i: int) -> bool:
-    """A zero-width (non-)joiner that shapes the letters around it, as Persian, Urdu and the
-    Indic scripts need it (e.g. Persian می‌خواهم): between two non-ASCII letters or marks.
-    Between ASCII letters, or at either end, it could only hide a difference."""
+    """A zero-width (non-)joiner where a script needs it, as IDNA's ContextJ rule allows it:
+    either after a virama (Indic conjuncts, e.g. Devanagari क्‍ष), or a non-joiner between two
+    letters of a joining script (e.g. Persian می‌خواهم). Elsewhere (Latin, Cyrillic, at
+    either end) nothing shows it: it could only hide a difference between two names."""
     if i == 0 or i == len(name) - 1:
         return False
     before, after = name[i - 1], name[i + 1]
-    return all(ord(c) > 0x7F and unicodedata.category(c)[0] in "LM" for c in (before, after))
+    if not all(unicodedata.category(c)[0] in "LM" for c in (before, after)):
+        return False
+    if unicodedata.combining(before) == 9:  # a virama
+        return True
+    return name[i] == "\u200c" and all(
+        any(lo <= ord(c) <= hi for lo, hi in _JOINING_SCRIPTS) for c in (before, after)
+    )
 
 
 def _unicode_problem(name: str) -> str | None:
