@@ -110,11 +110,20 @@ def test_a_child_that_dies_falls_back(ana: Researcher) -> None:
         b"D\n\x00not marshal",
         b"D\n" + marshal.dumps((2, [("short row",)], [], 0, 0, None)),
         b"D\n" + marshal.dumps((9,)),
+        b"D\n" + marshal.dumps((3, ["a"], [], [], [], [], [], 0, 0, None)),
         b"C 0123\n" + marshal.dumps((9,)),
         b"no marker line",
         b"",
     ],
-    ids=["not-marshal", "wrong-rows", "wrong-shape", "clean-then-damaged", "no-marker", "empty"],
+    ids=[
+        "not-marshal",
+        "wrong-rows",
+        "wrong-shape",
+        "short-columns",
+        "clean-then-damaged",
+        "no-marker",
+        "empty",
+    ],
 )
 def test_a_damaged_answer_falls_back(ana: Researcher, monkeypatch, answer: bytes) -> None:
     def fake(root: Path, rules: ScanRules, fd: int) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsg.core.bulk import without_gc
 from dsg.workcopy import watch
 from dsg.workcopy.rules import (
     DEFAULT_DATA_DIRS,
@@ -41,7 +42,8 @@ from dsg.workcopy.rules import (
 from dsg.workcopy.scan import ScanResult
 
 STATE_DIR = ".dsg"  # the working copy's own state (see workspace.py)
-_FORMAT = 2
+_FORMAT = 3
+SPLIT_FILES = 20_000  # files from which the walk is shared among processes (scan.py)
 
 
 @dataclass
@@ -99,6 +101,9 @@ def start(root: Path, data: Any, *, lock: bool) -> None:
     if pid == 0:  # the child: scan, send, and leave without running any exit handler
         code = 1
         try:
+            # A process group of its own, with its scan helpers: stopped as one (_stop_child).
+            with contextlib.suppress(OSError):
+                os.setpgid(0, 0)
             os.close(r)
             # Nothing of the parent's stays open here but the pipe: not its ssh session or
             # lock, nor its terminal or output (a `dsg sync | ...` pipeline ends with the
@@ -117,6 +122,8 @@ def start(root: Path, data: Any, *, lock: bool) -> None:
         finally:
             os._exit(code)
     os.close(w)
+    with contextlib.suppress(OSError):  # also here: whichever of the two runs first
+        os.setpgid(pid, pid)
     _child = _Child(pid, r, root, rules, tok)
 
 
@@ -131,10 +138,14 @@ def _scan(root: Path, rules: ScanRules, fd: int) -> None:
     from dsg.fs.files import write_all
     from dsg.workcopy import stamp as stamp_mod
     from dsg.workcopy.hashcache import HashCache
-    from dsg.workcopy.scan import scan, walk
+    from dsg.workcopy.scan import scan, scan_processes, walk
 
     found = stamp_mod.load(root / STATE_DIR, rules)
     expect = found[0].blocks if found is not None else None
+    # Helpers cost a fork each: worth it only for a tree of some size (the stamp's count,
+    # or the hash cache's).
+    files = found[0].files if found is not None else HashCache.count(root / STATE_DIR)
+    processes = scan_processes() if files >= SPLIT_FILES else 1
     sent = False
 
     def dirty() -> None:
@@ -145,28 +156,18 @@ def _scan(root: Path, rules: ScanRules, fd: int) -> None:
 
     if expect is None:
         dirty()  # the parent can start on the base manifest now
-    walked = walk(root, rules, expect, on_mismatch=dirty)
+    cache_file = root / STATE_DIR / HashCache.FILE
+    walked = walk(
+        root, rules, expect, on_mismatch=dirty, processes=processes, cache_file=cache_file
+    )
     if found is not None and walked.is_clean(expect):
         write_all(fd, b"C " + found[1].encode() + b"\n")
         sent = True
     dirty()
-    cache = HashCache.load(root / STATE_DIR / HashCache.FILE)
+    cache = HashCache.load(cache_file)
     result = scan(root, rules, cache, walked=walked)
     cache.save()  # before sending: the parent reads the cache again only after this
-    m = result.manifest
-    write_all(
-        fd,
-        marshal.dumps(
-            (
-                _FORMAT,
-                [(e.path, e.size, e.mtime, e.hash, e.target) for e in m.entries],
-                [(p.path, p.message, p.blocking) for p in result.problems],
-                result.hashed_files,
-                result.hashed_bytes,
-                result.digests,
-            )
-        ),
-    )
+    write_all(fd, _encode(result))
     os.close(fd)
 
 
@@ -213,19 +214,45 @@ def take(
     return _decode(b"".join(chunks))
 
 
+@without_gc
+def _encode(result: ScanResult) -> bytes:
+    """The scan as columns: marshal writes lists of strings and numbers in C, and the
+    command builds its entries from them in one pass (no tuple per file either way)."""
+    entries = result.manifest.entries
+    return marshal.dumps(
+        (
+            _FORMAT,
+            [e.path for e in entries],
+            [e.size for e in entries],
+            [e.mtime for e in entries],
+            [e.hash for e in entries],
+            [e.target for e in entries],
+            [(p.path, p.message, p.blocking) for p in result.problems],
+            result.hashed_files,
+            result.hashed_bytes,
+            result.digests,
+        )
+    )
+
+
+@without_gc
 def _decode(payload: bytes) -> ScanResult | None:
     from dsg.core.manifest import Entry, Manifest
     from dsg.workcopy.scan import Problem
 
     try:
-        fmt, rows, problems, hashed_files, hashed_bytes, digests = marshal.loads(payload)
-        if fmt != _FORMAT:
+        fmt, paths, sizes, mtimes, hashes, targets, problems, files, nbytes, digests = (
+            marshal.loads(payload)
+        )
+        columns = (paths, sizes, mtimes, hashes, targets)
+        if fmt != _FORMAT or len({len(c) for c in columns}) != 1:
             return None
+        entries = list(map(Entry, *columns))
         return ScanResult(
-            Manifest([Entry(p, s, m, h, t) for p, s, m, h, t in rows]),
+            Manifest(entries, _paths=paths),
             [Problem(*p) for p in problems],
-            hashed_files,
-            hashed_bytes,
+            files,
+            nbytes,
             prescanned=True,
             digests=digests,
         )
@@ -274,8 +301,11 @@ def _stop_child() -> None:
     global _child
     child, _child = _child, None
     if child is not None:
-        with contextlib.suppress(OSError):
-            os.kill(child.pid, signal.SIGKILL)
+        try:  # with the helpers listing part of the tree for it (scan.py)
+            os.killpg(child.pid, signal.SIGKILL)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.kill(child.pid, signal.SIGKILL)
         os.close(child.fd)
         with contextlib.suppress(OSError):
             os.waitpid(child.pid, 0)

@@ -12,10 +12,13 @@ hashing what the cache does not know.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import marshal
 import os
 import stat as stat_mod
+import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -105,6 +108,9 @@ class Walk:
     matching: bool = True
     matched: list[tuple[str, str, bool]] = field(default_factory=list)
     relisted: bool = False
+    # after a split (walk's `processes`): the helpers holding the rest of the tree's
+    # blocks, which `scan` asks to scan them
+    helpers: list[_Helper] = field(default_factory=list)
 
     def is_clean(self, expect: Sequence[bytes] | None) -> bool:
         return (
@@ -201,23 +207,223 @@ def scan_threads() -> int:
     return max(1, min(n, 32))
 
 
+def scan_processes() -> int:
+    """Processes a prescan lists directories in (DSG_SCAN_PROCESSES, default: the CPUs this
+    process may run on, at most 4). Unlike threads they do not share the GIL, so each
+    lists its part of the tree at full speed (docs/performance.md, "The prescan")."""
+    default = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    try:
+        n = int(os.environ.get("DSG_SCAN_PROCESSES", str(default)))
+    except ValueError:
+        n = 1
+    return max(1, min(n, 4 if "DSG_SCAN_PROCESSES" not in os.environ else 16))
+
+
+Dir = tuple[str, str, bool]  # (prefix, absolute path, in a data directory)
+# A listed directory after a split: its place in the walk's order, its digest, and its
+# rows, or None for a block the stamp has (then the directory, to list again if needed).
+_Listed = tuple[tuple[int, list[str]], bytes, list[Row] | None, Dir]
+
+
+def _order(prefix: str) -> tuple[int, list[str]]:
+    """A directory's place in the walk's order: a level at a time, each in sorted order."""
+    return prefix.count("/"), prefix.split("/")
+
+
+def _walk_share(
+    level: list[Dir], lister: _Lister, expect: frozenset[bytes] | None
+) -> list[_Listed]:
+    """List the trees under `level` (one process's share after a split)."""
+    out: list[_Listed] = []
+    while level:
+        below: list[Dir] = []
+        for prefix, dir_abs, in_data in level:
+            rows, subdirs = lister(dir_abs, prefix, in_data)
+            below += [(f"{prefix}{n}/", f"{dir_abs}/{n}", d) for n, d in subdirs]
+            if not rows:
+                continue
+            digest = block_digest(prefix, rows)
+            kept = None if expect is not None and digest in expect else rows
+            out.append((_order(prefix), digest, kept, (prefix, dir_abs, in_data)))
+        level = below
+    return out
+
+
+class _Helper:
+    """A forked process that lists part of the tree, reports its blocks' digests, and then,
+    if asked (`scan`), turns its blocks into entries; it quits when told or when the pipe
+    from its parent closes."""
+
+    def __init__(
+        self,
+        share: list[Dir],
+        rules: ScanRules,
+        expect: frozenset[bytes] | None,
+        started_ns: int,
+        root: str,
+        cache_file: Path | None,
+    ) -> None:
+        r, w = os.pipe()
+        cr, cw = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                # Only its own pipes stay open: the prescan's pipe to the command must see
+                # its end when the prescan ends, whatever a helper is doing.
+                keep = sorted((w, cr))
+                os.closerange(3, keep[0])
+                os.closerange(keep[0] + 1, keep[1])
+                os.closerange(keep[1] + 1, 1 << 16)
+                _help(share, rules, expect, started_ns, root, cache_file, w, cr)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        os.close(cr)
+        self.pid, self.fd, self.ctl = pid, r, cw
+        self.stopped = False
+
+    def _read(self) -> Any:
+        chunks = []
+        (n,) = struct.unpack("<Q", _read_exactly(self.fd, 8))
+        while n:
+            chunk = os.read(self.fd, min(n, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            n -= len(chunk)
+        return marshal.loads(b"".join(chunks))
+
+    def listed(self) -> tuple[list[tuple[tuple[int, list[str]], bytes]], list[Problem], bool]:
+        """What the helper listed: each block's place and digest, problems, links."""
+        try:
+            listed, problems, links = self._read()
+            return listed, [Problem(*p) for p in problems], bool(links)
+        except (EOFError, ValueError, TypeError, struct.error) as e:
+            raise RuntimeError("a scan helper failed while listing") from e
+
+    def scan(self) -> None:
+        """Ask it to scan its blocks (collected by `scanned`)."""
+        os.write(self.ctl, b"S")
+
+    def scanned(self) -> tuple[Any, ...]:
+        try:
+            return tuple(self._read())
+        except (EOFError, ValueError, TypeError, struct.error) as e:
+            raise RuntimeError("a scan helper failed while scanning") from e
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Tell it to quit (closing its pipe) and reap it."""
+        if self.stopped:
+            return
+        self.stopped = True
+        for fd in (self.ctl, self.fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.waitpid(self.pid, 0)
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def _send(fd: int, obj: Any) -> None:
+    from dsg.fs.files import write_all
+
+    payload = marshal.dumps(obj)
+    write_all(fd, struct.pack("<Q", len(payload)) + payload)
+
+
+@without_gc
+def _help(
+    share: list[Dir],
+    rules: ScanRules,
+    expect: frozenset[bytes] | None,
+    started_ns: int,
+    root: str,
+    cache_file: Path | None,
+    out: int,
+    ctl: int,
+) -> None:
+    """A helper's life: list `share`, send the blocks' digests, and scan them if asked."""
+    problems: list[Problem] = []
+    lister = _Lister(rules, problems)
+    listed = _walk_share(share, lister, expect)
+    summary = [(key, digest) for key, digest, _, _ in listed]  # it keeps the rows
+    _send(out, (summary, _problem_rows(problems), lister.links))
+    if os.read(ctl, 1) != b"S":
+        return  # told to quit (the tree was clean), or the walk's process is gone
+    problems.clear()
+    blocks: list[tuple[str, list[Row]]] = []
+    relisted = False
+    for _, _, rows, where in listed:
+        if rows is None:  # a block the stamp has: listed again, as `_relist` does
+            rows, _ = lister(where[1], where[0], where[2])
+            relisted = True
+        if rows:
+            blocks.append((where[0], rows))
+    cache = HashCache(cache_file)
+    new: list[tuple[str, tuple[int, int, int, int], bytes]] = []
+    entries, files, nbytes, racy = _entries_of(
+        root, blocks, cache.data.get, lambda p, k, d: new.append((p, k, d)), started_ns, problems
+    )
+    _send(
+        out,
+        (
+            [e.path for e in entries],
+            [e.size for e in entries],
+            [e.mtime for e in entries],
+            [e.hash for e in entries],
+            [e.target for e in entries],
+            _problem_rows(problems),
+            new,
+            files,
+            nbytes,
+            racy or relisted or lister.links,
+        ),
+    )
+
+
+def _problem_rows(problems: list[Problem]) -> list[tuple[str, str, bool]]:
+    return [(p.path, p.message, p.blocking) for p in problems]
+
+
 @without_gc
 def walk(
     root: Path,
     rules: ScanRules,
     expect: Sequence[bytes] | None = None,
     on_mismatch: Callable[[], None] | None = None,
+    *,
+    processes: int = 1,
+    cache_file: Path | None = None,
 ) -> Walk:
     """List the tree at `root`, a level at a time, each level in sorted order. With `expect`
     (a clean stamp's digests), the blocks that match it are not kept; `on_mismatch` runs
-    once, when the first one does not (the caller may start other work then)."""
+    once, when the first one does not (the caller may start other work then).
+
+    With `processes` > 1 (a prescan's child, which has no threads), the first level with
+    enough directories is shared out: forked helpers list theirs, this process the rest,
+    and the listings are put back in the walk's order, so the result is the same."""
     w = Walk(started_ns=time.time_ns(), matching=expect is not None)
     lister = _Lister(rules, w.problems)
     threads = scan_threads()
     chunk = threads * 8  # directories listed ahead: bounds what is held at once
     pool: ThreadPoolExecutor | None = None
+    helpers: list[_Helper] = []
+    tail: list[_Listed] = []  # this process's share, after a split
 
-    def listed(dirs: list[tuple[str, str, bool]]) -> Iterable[tuple[list[Row], list[Any]]]:
+    def listed(dirs: list[Dir]) -> Iterable[tuple[list[Row], list[Any]]]:
         nonlocal pool
         if threads == 1 or len(dirs) == 1:
             return (lister(d, p, data) for p, d, data in dirs)
@@ -225,10 +431,28 @@ def walk(
             pool = ThreadPoolExecutor(threads, thread_name_prefix="dsg-scan")
         return pool.map(lambda t: lister(t[1], t[0], t[2]), dirs)
 
-    level: list[tuple[str, str, bool]] = [("", str(root), False)]
+    def mismatch() -> None:
+        if w.matching:
+            w.matching = False
+            if on_mismatch is not None:
+                on_mismatch()
+
+    level: list[Dir] = [("", str(root), False)]
     try:
         while level:
-            below: list[tuple[str, str, bool]] = []
+            if processes > 1 and len(level) >= 2 * processes:
+                # Blocks found from here on are checked against the stamp as a set, and
+                # their order against it once all are back.
+                expect_set = frozenset(expect) if expect is not None and w.matching else None
+                helpers = [
+                    _Helper(
+                        level[i::processes], rules, expect_set, w.started_ns, str(root), cache_file
+                    )
+                    for i in range(1, processes)
+                ]
+                tail = _walk_share(level[0::processes], lister, expect_set)
+                break
+            below: list[Dir] = []
             for at in range(0, len(level), chunk):
                 dirs = level[at : at + chunk]
                 for (prefix, dir_abs, in_data), (rows, subdirs) in zip(
@@ -244,12 +468,32 @@ def walk(
                         if i < len(expect) and expect[i] == digest and not lister.links:
                             w.matched.append((prefix, dir_abs, in_data))
                         else:
-                            w.matching = False
-                            if on_mismatch is not None:
-                                on_mismatch()
+                            mismatch()
                     if not w.matching:
                         w.blocks.append((prefix, rows))
             level = below
+        if helpers:
+            if any(rows is not None for _, _, rows, _ in tail):
+                mismatch()  # say so before waiting for the helpers
+            order = [(key, d) for key, d, _, _ in tail]
+            for h in helpers:
+                got, problems, links = h.listed()
+                order += got
+                w.problems += problems
+                lister.links = lister.links or links
+            order.sort(key=lambda t: t[0])
+            w.digests += [d for _, d in order]
+            for _, _, rows, where in tail:  # a helper's blocks stay with it (scan)
+                if rows is None:
+                    w.matched.append(where)
+                else:
+                    w.blocks.append((where[0], rows))
+            if expect is not None and (w.digests != list(expect) or lister.links):
+                mismatch()
+    except BaseException:
+        for h in helpers:  # an error before their listings were all taken
+            h.stop()
+        raise
     finally:
         if pool is not None:
             pool.shutdown()
@@ -259,6 +503,11 @@ def walk(
         w.matching = False  # fewer blocks than the stamp's, or a problem
         if on_mismatch is not None:
             on_mismatch()
+    if w.is_clean(expect):
+        for h in helpers:  # nothing to scan
+            h.stop()
+    else:
+        w.helpers = helpers
     return w
 
 
@@ -287,17 +536,66 @@ def scan(
     """Scan the working copy at `root` (or finish `walked`, a walk of it). Entries carry no
     attribution (snap 0)."""
     w = walked if walked is not None else walk(root, rules)
-    if w.matched:
-        _relist(w, rules)
-    cache = cache if cache is not None else HashCache()
+    helpers, w.helpers = w.helpers, []
+    try:
+        for h in helpers:  # they scan their blocks while this process scans its own
+            h.scan()
+        if w.matched:
+            _relist(w, rules)
+        cache = cache if cache is not None else HashCache()
+        problems = w.problems
+        result = ScanResult(Manifest.empty(), problems)
+        root_s = str(root)
+        found: list[Problem] = []
+        entries, result.hashed_files, result.hashed_bytes, racy = _entries_of(
+            root_s, w.blocks, cache.data.get, cache.store, w.started_ns, found, progress
+        )
+        for h in helpers:
+            paths, sizes, mtimes, hashes, targets, got, new, files, nbytes, dirty = h.scanned()
+            if not len(paths) == len(sizes) == len(mtimes) == len(hashes) == len(targets):
+                raise RuntimeError("a scan helper sent a damaged scan")
+            entries += map(Entry, paths, sizes, mtimes, hashes, targets)
+            found += [Problem(*p) for p in got]
+            for path, key, digest in new:
+                cache.store(path, tuple(key), digest)
+            result.hashed_files += files
+            result.hashed_bytes += nbytes
+            racy = racy or dirty
+    finally:
+        for h in helpers:
+            h.stop()
+    if helpers:  # in the order one process finds them
+        found.sort(key=lambda p: (_order(p.path.rpartition("/")[0] + "/"), p.path))
+    problems += found
+    entries = _without_bad_links(root_s, entries, rules, problems)
+    entries.sort(key=lambda e: e.path)
+    for group in case_twins(e.path for e in entries):
+        for p in group:
+            others = ", ".join(show(o) for o in group if o != p)
+            problems.append(Problem(p, f"differs only by letter case from {others}"))
+    cache.retain({e.path for e in entries})
+    result.manifest = Manifest(entries)
+    if not (w.relisted or problems or w.links or racy):
+        result.digests = w.digests
+    return result
+
+
+def _entries_of(
+    root_s: str,
+    blocks: list[tuple[str, list[Row]]],
+    cached: Callable[[str], Any],
+    store: Callable[[str, tuple[int, int, int, int], bytes], None],
+    started_ns: int,
+    problems: list[Problem],
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[Entry], int, int, bool]:
+    """The entries of `blocks`, hashing the files whose stat the cache does not know:
+    (entries, files hashed, bytes hashed, whether any file was changed too recently)."""
     entries: list[Entry] = []
-    problems = w.problems
-    result = ScanResult(Manifest.empty(), problems)
-    cached = cache.data.get
-    racy_after = w.started_ns - RACY_COARSE_NS  # is_racy() only for the files after this
+    hashed_files = hashed_bytes = 0
+    racy_after = started_ns - RACY_COARSE_NS  # is_racy() only for the files after this
     racy = False
-    root_s = str(root)
-    for prefix, rows in w.blocks:
+    for prefix, rows in blocks:
         for row in rows:
             rel = prefix + row[0]
             if len(row) == 2:
@@ -312,7 +610,7 @@ def scan(
             key = (size, mtime, ctime, ino)  # stat_key
             hit = cached(rel)
             digest = hit[4] if hit is not None and hit[:4] == key else None
-            recent = ctime >= racy_after and is_racy(ctime, w.started_ns)
+            recent = ctime >= racy_after and is_racy(ctime, started_ns)
             racy = racy or recent
             if digest is None:
                 try:
@@ -321,23 +619,13 @@ def scan(
                     problems.append(Problem(rel, f"cannot read: {e.strerror}"))
                     continue
                 if not recent:
-                    cache.store(rel, key, digest)
-                result.hashed_files += 1
-                result.hashed_bytes += size
+                    store(rel, key, digest)
+                hashed_files += 1
+                hashed_bytes += size
             entries.append(Entry(rel, size, mtime, digest))
             if progress is not None and len(entries) % 1000 == 0:
                 progress(len(entries))
-    entries = _without_bad_links(root_s, entries, rules, problems)
-    entries.sort(key=lambda e: e.path)
-    for group in case_twins(e.path for e in entries):
-        for p in group:
-            others = ", ".join(show(o) for o in group if o != p)
-            problems.append(Problem(p, f"differs only by letter case from {others}"))
-    cache.retain({e.path for e in entries})
-    result.manifest = Manifest(entries)
-    if not (w.relisted or problems or w.links or racy):
-        result.digests = w.digests
-    return result
+    return entries, hashed_files, hashed_bytes, racy
 
 
 def _without_bad_links(
