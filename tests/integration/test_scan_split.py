@@ -1,4 +1,4 @@
-"""A prescan shares its walk and scan among forked helper processes (scan.py, `processes`):
+"""A prescan shares its walk among forked helper processes (scan.py, `processes`):
 the result is exactly one process's, a clean copy is still found clean, a change in any
 helper's part is seen, and a helper that fails makes the command scan again by itself."""
 
@@ -13,7 +13,7 @@ import yaml
 import dsg.workcopy.scan as scan_mod
 from dsg.workcopy import prescan
 from dsg.workcopy.hashcache import HashCache
-from dsg.workcopy.scan import ScanResult, Walk, scan, walk
+from dsg.workcopy.scan import ScanResult, scan, walk
 from tests.helpers import Researcher, project_config, settle
 
 
@@ -65,13 +65,20 @@ def as_data(result: ScanResult) -> tuple:
     )
 
 
-def one_and_split(r: Researcher, processes: int) -> tuple[tuple, tuple, Walk]:
+def one_and_split(r: Researcher, processes: int, monkeypatch) -> tuple[tuple, tuple, int]:
+    forked: list[object] = []
+
+    class Counted(scan_mod._Helper):
+        def __init__(self, *a: object) -> None:
+            super().__init__(*a)
+            forked.append(self)
+
+    monkeypatch.setattr(scan_mod, "_Helper", Counted)
     rules = r.ws.rules()
     one = scan(r.root, rules, HashCache(cache_file(r)), walked=walk(r.root, rules))
-    w = walk(r.root, rules, processes=processes, cache_file=cache_file(r))
-    assert w.helpers  # it did split
+    w = walk(r.root, rules, processes=processes)
     split = scan(r.root, rules, HashCache(cache_file(r)), walked=w)
-    return as_data(one), as_data(split), w
+    return as_data(one), as_data(split), len(forked)
 
 
 def no_children_left() -> bool:
@@ -83,33 +90,32 @@ def no_children_left() -> bool:
 
 
 @pytest.mark.parametrize("processes", [2, 3, 5])
-def test_a_split_scan_is_one_processs_scan(odd: Researcher, processes: int) -> None:
-    one, split, w = one_and_split(odd, processes)
+def test_a_split_scan_is_one_processs_scan(odd: Researcher, processes: int, monkeypatch) -> None:
+    one, split, forked = one_and_split(odd, processes, monkeypatch)
+    assert forked == processes - 1
     assert split == one
     assert {p for p, _, _ in one[1]} >= {"task2/output/pipe", "task3/input/bad\u200bname.csv"}
     assert [p for p, *_ in one[0] if p.endswith("new.csv")] == ["task2/frozen/new.csv"]
-    assert not w.helpers and no_children_left()
+    assert no_children_left()
 
 
 def test_the_walks_digests_are_one_processs(odd: Researcher) -> None:
     rules = odd.ws.rules()
     one = walk(odd.root, rules)
-    split = walk(odd.root, rules, processes=3, cache_file=cache_file(odd))
-    try:
-        assert split.digests == one.digests and len(one.digests) > 10
-        assert [str(p) for p in split.problems] == [str(p) for p in one.problems]
-        assert split.links and one.links
-    finally:
-        scan(odd.root, rules, walked=split)  # reaps the helpers
+    split = walk(odd.root, rules, processes=3)
+    assert split.digests == one.digests and len(one.digests) > 10
+    assert split.blocks == one.blocks
+    assert [str(p) for p in split.problems] == [str(p) for p in one.problems]
+    assert split.links and one.links
     assert no_children_left()
 
 
 def test_a_clean_copy_is_clean_when_split(clean: Researcher) -> None:
     found = clean.ws.clean_stamp()
     assert found is not None
-    w = walk(clean.root, clean.ws.rules(), found[0].blocks, processes=3, cache_file=None)
+    w = walk(clean.root, clean.ws.rules(), found[0].blocks, processes=3)
     assert w.is_clean(found[0].blocks)
-    assert not w.helpers and no_children_left()  # told to quit, and reaped
+    assert no_children_left()  # told to quit, and reaped
 
 
 @pytest.mark.parametrize(
@@ -129,7 +135,6 @@ def test_a_change_in_any_share_is_seen(clean: Researcher, where: str) -> None:
         found[0].blocks,
         lambda: seen.append(True),
         processes=3,
-        cache_file=cache_file(clean),
     )
     assert not w.is_clean(found[0].blocks) and seen == [True]
     split = scan(clean.root, rules, HashCache(cache_file(clean)), walked=w)
@@ -144,7 +149,7 @@ def test_a_change_in_any_share_is_seen(clean: Researcher, where: str) -> None:
 def test_a_failing_helper_is_an_error_not_a_result(odd: Researcher, monkeypatch) -> None:
     monkeypatch.setattr(scan_mod, "_help", lambda *a: os._exit(3))
     with pytest.raises(RuntimeError, match="scan helper"):
-        walk(odd.root, odd.ws.rules(), processes=3, cache_file=cache_file(odd))
+        walk(odd.root, odd.ws.rules(), processes=3)
     assert no_children_left()
 
 

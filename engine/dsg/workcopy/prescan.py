@@ -157,9 +157,7 @@ def _scan(root: Path, rules: ScanRules, fd: int) -> None:
     if expect is None:
         dirty()  # the parent can start on the base manifest now
     cache_file = root / STATE_DIR / HashCache.FILE
-    walked = walk(
-        root, rules, expect, on_mismatch=dirty, processes=processes, cache_file=cache_file
-    )
+    walked = walk(root, rules, expect, on_mismatch=dirty, processes=processes)
     if found is not None and walked.is_clean(expect):
         write_all(fd, b"C " + found[1].encode() + b"\n")
         sent = True

@@ -17,8 +17,8 @@ import functools
 import hashlib
 import marshal
 import os
+import signal
 import stat as stat_mod
-import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -108,9 +108,6 @@ class Walk:
     matching: bool = True
     matched: list[tuple[str, str, bool]] = field(default_factory=list)
     relisted: bool = False
-    # after a split (walk's `processes`): the helpers holding the rest of the tree's
-    # blocks, which `scan` asks to scan them
-    helpers: list[_Helper] = field(default_factory=list)
 
     def is_clean(self, expect: Sequence[bytes] | None) -> bool:
         return (
@@ -250,152 +247,61 @@ def _walk_share(
 
 
 class _Helper:
-    """A forked process that lists part of the tree, reports its blocks' digests, and then,
-    if asked (`scan`), turns its blocks into entries; it quits when told or when the pipe
-    from its parent closes."""
+    """A forked process that lists part of the tree and sends back, per block, its place in
+    the walk's order and its digest, with the rows unless the stamp has the block."""
 
-    def __init__(
-        self,
-        share: list[Dir],
-        rules: ScanRules,
-        expect: frozenset[bytes] | None,
-        started_ns: int,
-        root: str,
-        cache_file: Path | None,
-    ) -> None:
+    def __init__(self, share: list[Dir], rules: ScanRules, expect: frozenset[bytes] | None):
         r, w = os.pipe()
-        cr, cw = os.pipe()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                # Only its own pipes stay open: the prescan's pipe to the command must see
+                # Only its own pipe stays open: the prescan's pipe to the command must see
                 # its end when the prescan ends, whatever a helper is doing.
-                keep = sorted((w, cr))
-                os.closerange(3, keep[0])
-                os.closerange(keep[0] + 1, keep[1])
-                os.closerange(keep[1] + 1, 1 << 16)
-                _help(share, rules, expect, started_ns, root, cache_file, w, cr)
+                os.closerange(3, w)
+                os.closerange(w + 1, 1 << 16)
+                _help(share, rules, expect, w)
                 code = 0
             finally:
                 os._exit(code)
         os.close(w)
-        os.close(cr)
-        self.pid, self.fd, self.ctl = pid, r, cw
-        self.stopped = False
+        self.pid, self.fd = pid, r
+        self.done = False
 
-    def _read(self) -> Any:
+    def listed(self) -> tuple[list[_Listed], list[Problem], bool]:
+        """What the helper listed. RuntimeError if it failed: the caller scans again."""
         chunks = []
-        (n,) = struct.unpack("<Q", _read_exactly(self.fd, 8))
-        while n:
-            chunk = os.read(self.fd, min(n, 1 << 20))
-            if not chunk:
-                raise EOFError
-            chunks.append(chunk)
-            n -= len(chunk)
-        return marshal.loads(b"".join(chunks))
-
-    def listed(self) -> tuple[list[tuple[tuple[int, list[str]], bytes]], list[Problem], bool]:
-        """What the helper listed: each block's place and digest, problems, links."""
         try:
-            listed, problems, links = self._read()
-            return listed, [Problem(*p) for p in problems], bool(links)
-        except (EOFError, ValueError, TypeError, struct.error) as e:
-            raise RuntimeError("a scan helper failed while listing") from e
-
-    def scan(self) -> None:
-        """Ask it to scan its blocks (collected by `scanned`)."""
-        os.write(self.ctl, b"S")
-
-    def scanned(self) -> tuple[Any, ...]:
-        try:
-            return tuple(self._read())
-        except (EOFError, ValueError, TypeError, struct.error) as e:
-            raise RuntimeError("a scan helper failed while scanning") from e
+            while chunk := os.read(self.fd, 1 << 20):
+                chunks.append(chunk)
         finally:
             self.stop()
+        try:
+            listed, problems, links = marshal.loads(b"".join(chunks))
+            return listed, [Problem(*p) for p in problems], bool(links)
+        except (EOFError, ValueError, TypeError) as e:
+            raise RuntimeError("a scan helper failed") from e
 
     def stop(self) -> None:
-        """Tell it to quit (closing its pipe) and reap it."""
-        if self.stopped:
+        if self.done:
             return
-        self.stopped = True
-        for fd in (self.ctl, self.fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self.done = True
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        os.close(self.fd)
         with contextlib.suppress(OSError):
             os.waitpid(self.pid, 0)
 
 
-def _read_exactly(fd: int, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = os.read(fd, n - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
-
-
-def _send(fd: int, obj: Any) -> None:
+@without_gc
+def _help(share: list[Dir], rules: ScanRules, expect: frozenset[bytes] | None, out: int) -> None:
     from dsg.fs.files import write_all
 
-    payload = marshal.dumps(obj)
-    write_all(fd, struct.pack("<Q", len(payload)) + payload)
-
-
-@without_gc
-def _help(
-    share: list[Dir],
-    rules: ScanRules,
-    expect: frozenset[bytes] | None,
-    started_ns: int,
-    root: str,
-    cache_file: Path | None,
-    out: int,
-    ctl: int,
-) -> None:
-    """A helper's life: list `share`, send the blocks' digests, and scan them if asked."""
     problems: list[Problem] = []
     lister = _Lister(rules, problems)
     listed = _walk_share(share, lister, expect)
-    summary = [(key, digest) for key, digest, _, _ in listed]  # it keeps the rows
-    _send(out, (summary, _problem_rows(problems), lister.links))
-    if os.read(ctl, 1) != b"S":
-        return  # told to quit (the tree was clean), or the walk's process is gone
-    problems.clear()
-    blocks: list[tuple[str, list[Row]]] = []
-    relisted = False
-    for _, _, rows, where in listed:
-        if rows is None:  # a block the stamp has: listed again, as `_relist` does
-            rows, _ = lister(where[1], where[0], where[2])
-            relisted = True
-        if rows:
-            blocks.append((where[0], rows))
-    cache = HashCache(cache_file)
-    new: list[tuple[str, tuple[int, int, int, int], bytes]] = []
-    entries, files, nbytes, racy = _entries_of(
-        root, blocks, cache.data.get, lambda p, k, d: new.append((p, k, d)), started_ns, problems
-    )
-    _send(
-        out,
-        (
-            [e.path for e in entries],
-            [e.size for e in entries],
-            [e.mtime for e in entries],
-            [e.hash for e in entries],
-            [e.target for e in entries],
-            _problem_rows(problems),
-            new,
-            files,
-            nbytes,
-            racy or relisted or lister.links,
-        ),
-    )
-
-
-def _problem_rows(problems: list[Problem]) -> list[tuple[str, str, bool]]:
-    return [(p.path, p.message, p.blocking) for p in problems]
+    rows = [(p.path, p.message, p.blocking) for p in problems]
+    write_all(out, marshal.dumps((listed, rows, lister.links)))
 
 
 @without_gc
@@ -406,7 +312,6 @@ def walk(
     on_mismatch: Callable[[], None] | None = None,
     *,
     processes: int = 1,
-    cache_file: Path | None = None,
 ) -> Walk:
     """List the tree at `root`, a level at a time, each level in sorted order. With `expect`
     (a clean stamp's digests), the blocks that match it are not kept; `on_mismatch` runs
@@ -445,10 +350,7 @@ def walk(
                 # their order against it once all are back.
                 expect_set = frozenset(expect) if expect is not None and w.matching else None
                 helpers = [
-                    _Helper(
-                        level[i::processes], rules, expect_set, w.started_ns, str(root), cache_file
-                    )
-                    for i in range(1, processes)
+                    _Helper(level[i::processes], rules, expect_set) for i in range(1, processes)
                 ]
                 tail = _walk_share(level[0::processes], lister, expect_set)
                 break
@@ -475,15 +377,14 @@ def walk(
         if helpers:
             if any(rows is not None for _, _, rows, _ in tail):
                 mismatch()  # say so before waiting for the helpers
-            order = [(key, d) for key, d, _, _ in tail]
             for h in helpers:
                 got, problems, links = h.listed()
-                order += got
+                tail += got
                 w.problems += problems
                 lister.links = lister.links or links
-            order.sort(key=lambda t: t[0])
-            w.digests += [d for _, d in order]
-            for _, _, rows, where in tail:  # a helper's blocks stay with it (scan)
+            tail.sort(key=lambda t: t[0])
+            for _, digest, rows, where in tail:
+                w.digests.append(digest)
                 if rows is None:
                     w.matched.append(where)
                 else:
@@ -503,11 +404,6 @@ def walk(
         w.matching = False  # fewer blocks than the stamp's, or a problem
         if on_mismatch is not None:
             on_mismatch()
-    if w.is_clean(expect):
-        for h in helpers:  # nothing to scan
-            h.stop()
-    else:
-        w.helpers = helpers
     return w
 
 
@@ -536,66 +432,17 @@ def scan(
     """Scan the working copy at `root` (or finish `walked`, a walk of it). Entries carry no
     attribution (snap 0)."""
     w = walked if walked is not None else walk(root, rules)
-    helpers, w.helpers = w.helpers, []
-    try:
-        for h in helpers:  # they scan their blocks while this process scans its own
-            h.scan()
-        if w.matched:
-            _relist(w, rules)
-        cache = cache if cache is not None else HashCache()
-        problems = w.problems
-        result = ScanResult(Manifest.empty(), problems)
-        root_s = str(root)
-        found: list[Problem] = []
-        entries, result.hashed_files, result.hashed_bytes, racy = _entries_of(
-            root_s, w.blocks, cache.data.get, cache.store, w.started_ns, found, progress
-        )
-        for h in helpers:
-            paths, sizes, mtimes, hashes, targets, got, new, files, nbytes, dirty = h.scanned()
-            if not len(paths) == len(sizes) == len(mtimes) == len(hashes) == len(targets):
-                raise RuntimeError("a scan helper sent a damaged scan")
-            entries += map(Entry, paths, sizes, mtimes, hashes, targets)
-            found += [Problem(*p) for p in got]
-            for path, key, digest in new:
-                cache.store(path, tuple(key), digest)
-            result.hashed_files += files
-            result.hashed_bytes += nbytes
-            racy = racy or dirty
-    finally:
-        for h in helpers:
-            h.stop()
-    if helpers:  # in the order one process finds them
-        found.sort(key=lambda p: (_order(p.path.rpartition("/")[0] + "/"), p.path))
-    problems += found
-    entries = _without_bad_links(root_s, entries, rules, problems)
-    entries.sort(key=lambda e: e.path)
-    for group in case_twins(e.path for e in entries):
-        for p in group:
-            others = ", ".join(show(o) for o in group if o != p)
-            problems.append(Problem(p, f"differs only by letter case from {others}"))
-    cache.retain({e.path for e in entries})
-    result.manifest = Manifest(entries)
-    if not (w.relisted or problems or w.links or racy):
-        result.digests = w.digests
-    return result
-
-
-def _entries_of(
-    root_s: str,
-    blocks: list[tuple[str, list[Row]]],
-    cached: Callable[[str], Any],
-    store: Callable[[str, tuple[int, int, int, int], bytes], None],
-    started_ns: int,
-    problems: list[Problem],
-    progress: Callable[[int], None] | None = None,
-) -> tuple[list[Entry], int, int, bool]:
-    """The entries of `blocks`, hashing the files whose stat the cache does not know:
-    (entries, files hashed, bytes hashed, whether any file was changed too recently)."""
+    if w.matched:
+        _relist(w, rules)
+    cache = cache if cache is not None else HashCache()
     entries: list[Entry] = []
-    hashed_files = hashed_bytes = 0
-    racy_after = started_ns - RACY_COARSE_NS  # is_racy() only for the files after this
+    problems = w.problems
+    result = ScanResult(Manifest.empty(), problems)
+    cached = cache.data.get
+    racy_after = w.started_ns - RACY_COARSE_NS  # is_racy() only for the files after this
     racy = False
-    for prefix, rows in blocks:
+    root_s = str(root)
+    for prefix, rows in w.blocks:
         for row in rows:
             rel = prefix + row[0]
             if len(row) == 2:
@@ -610,7 +457,7 @@ def _entries_of(
             key = (size, mtime, ctime, ino)  # stat_key
             hit = cached(rel)
             digest = hit[4] if hit is not None and hit[:4] == key else None
-            recent = ctime >= racy_after and is_racy(ctime, started_ns)
+            recent = ctime >= racy_after and is_racy(ctime, w.started_ns)
             racy = racy or recent
             if digest is None:
                 try:
@@ -619,13 +466,23 @@ def _entries_of(
                     problems.append(Problem(rel, f"cannot read: {e.strerror}"))
                     continue
                 if not recent:
-                    store(rel, key, digest)
-                hashed_files += 1
-                hashed_bytes += size
+                    cache.store(rel, key, digest)
+                result.hashed_files += 1
+                result.hashed_bytes += size
             entries.append(Entry(rel, size, mtime, digest))
             if progress is not None and len(entries) % 1000 == 0:
                 progress(len(entries))
-    return entries, hashed_files, hashed_bytes, racy
+    entries = _without_bad_links(root_s, entries, rules, problems)
+    entries.sort(key=lambda e: e.path)
+    for group in case_twins(e.path for e in entries):
+        for p in group:
+            others = ", ".join(show(o) for o in group if o != p)
+            problems.append(Problem(p, f"differs only by letter case from {others}"))
+    cache.retain({e.path for e in entries})
+    result.manifest = Manifest(entries)
+    if not (w.relisted or problems or w.links or racy):
+        result.digests = w.digests
+    return result
 
 
 def _without_bad_links(
