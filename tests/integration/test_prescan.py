@@ -1,7 +1,7 @@
-"""The forked scan `dsg sync` and `dsg status` start before loading the CLI (prescan.py):
-its result is exactly the ordinary scan's, it is used only for the rules and directory it
-was made for, a failed child falls back to an ordinary scan, and `dsg sync` holds the
-working copy's lock from before the fork to the end."""
+"""The forked walk `dsg sync` and `dsg status` start before loading the CLI (prescan.py):
+finished by the command, it is exactly the ordinary scan; it is used only for the rules and
+directory it was made for, a failed child falls back to an ordinary scan, and `dsg sync`
+holds the working copy's lock from before the fork to the end."""
 
 from __future__ import annotations
 
@@ -60,29 +60,29 @@ def as_data(result: ScanResult) -> tuple:
 
 @pytest.fixture
 def no_scan(monkeypatch) -> None:
-    """An ordinary scan fails the test: the workspace must use the child's."""
+    """A walk in the parent fails the test: the workspace must finish the child's."""
 
     def refuse(*a: object, **k: object) -> None:
-        raise AssertionError("scanned in the parent")
+        raise AssertionError("walked in the parent")
 
-    monkeypatch.setattr(dsg.workcopy.workspace, "scan", refuse)
+    monkeypatch.setattr(dsg.workcopy.workspace, "walk", refuse)
 
 
 def test_the_childs_scan_is_the_ordinary_scan(ana: Researcher, monkeypatch) -> None:
     prescan.start(ana.root, raw(ana), lock=False)
-    real_scan = dsg.workcopy.workspace.scan
+    real_walk = dsg.workcopy.workspace.walk
     monkeypatch.setattr(
-        dsg.workcopy.workspace, "scan", lambda *a, **k: pytest.fail("parent scanned")
+        dsg.workcopy.workspace, "walk", lambda *a, **k: pytest.fail("parent walked")
     )
     early = ana.ws.scan()
-    monkeypatch.setattr(dsg.workcopy.workspace, "scan", real_scan)
+    monkeypatch.setattr(dsg.workcopy.workspace, "walk", real_walk)
     assert early.prescanned
     assert early.hashed_files == 2  # the changed and the new file; the rest from the cache
     ordinary = ana.ws.scan()
     assert not ordinary.prescanned
     assert as_data(early) == as_data(ordinary)
     assert [p.path for p in early.problems] == ["task0/output/pipe"]
-    assert ordinary.hashed_files == 0  # the child saved the cache it updated
+    assert ordinary.hashed_files == 0  # the cache the first scan updated was saved
 
 
 def test_other_rules_or_another_directory_fall_back(ana: Researcher, tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_a_child_that_dies_falls_back(ana: Researcher) -> None:
         b"D\n\x00not marshal",
         b"D\n" + marshal.dumps((2, [("short row",)], [], 0, 0, None)),
         b"D\n" + marshal.dumps((9,)),
-        b"D\n" + marshal.dumps((3, ["a"], [], [], [], [], [], 0, 0, None)),
+        b"D\n" + marshal.dumps((4, [("d/", [("short",)])], [], [], False, 0, False, [], False)),
         b"C 0123\n" + marshal.dumps((9,)),
         b"no marker line",
         b"",
@@ -119,7 +119,7 @@ def test_a_child_that_dies_falls_back(ana: Researcher) -> None:
         "not-marshal",
         "wrong-rows",
         "wrong-shape",
-        "short-columns",
+        "short-row",
         "clean-then-damaged",
         "no-marker",
         "empty",

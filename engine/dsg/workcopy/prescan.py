@@ -39,10 +39,10 @@ from dsg.workcopy.rules import (
     DEFAULT_IGNORE_SUFFIXES,
     ScanRules,
 )
-from dsg.workcopy.scan import ScanResult
+from dsg.workcopy.scan import ScanResult, Walk
 
 STATE_DIR = ".dsg"  # the working copy's own state (see workspace.py)
-_FORMAT = 3
+_FORMAT = 4
 SPLIT_FILES = 20_000  # files from which the walk is shared among processes (scan.py)
 
 
@@ -134,11 +134,13 @@ def watch_token() -> str | None:
 
 def _scan(root: Path, rules: ScanRules, fd: int) -> None:
     """Walk, then send the marker line (b"C <stamp signature>" when the tree is exactly as
-    the clean stamp recorded it, b"D" as soon as it is not), then the whole scan."""
+    the clean stamp recorded it, b"D" as soon as it is not), then, unless clean, the walk:
+    the command finishes the scan (hash cache, entries) while this process is gone, having
+    read its hash cache and base manifest while it waited (docs/performance.md)."""
     from dsg.fs.files import write_all
     from dsg.workcopy import stamp as stamp_mod
     from dsg.workcopy.hashcache import HashCache
-    from dsg.workcopy.scan import scan, scan_processes, walk
+    from dsg.workcopy.scan import scan_processes, walk
 
     found = stamp_mod.load(root / STATE_DIR, rules)
     expect = found[0].blocks if found is not None else None
@@ -156,16 +158,12 @@ def _scan(root: Path, rules: ScanRules, fd: int) -> None:
 
     if expect is None:
         dirty()  # the parent can start on the base manifest now
-    cache_file = root / STATE_DIR / HashCache.FILE
     walked = walk(root, rules, expect, on_mismatch=dirty, processes=processes)
     if found is not None and walked.is_clean(expect):
         write_all(fd, b"C " + found[1].encode() + b"\n")
         sent = True
     dirty()
-    cache = HashCache.load(cache_file)
-    result = scan(root, rules, cache, walked=walked)
-    cache.save()  # before sending: the parent reads the cache again only after this
-    write_all(fd, _encode(result))
+    write_all(fd, _encode(walked))
     os.close(fd)
 
 
@@ -175,12 +173,13 @@ def take(
     *,
     clean_sig: str | None = None,
     on_dirty: Callable[[], None] | None = None,
-) -> ScanResult | None:
-    """The child's scan of `root`, if one was started with exactly these rules and finished
-    well; None otherwise. With `clean_sig` (the signature of the clean stamp the caller
-    checked), a child that found the tree as that stamp recorded it gives a `clean` result
-    at once. `on_dirty` runs as soon as the child knows the tree is not clean, while it goes
-    on scanning. Waits for the child; a second call returns None."""
+) -> ScanResult | Walk | None:
+    """The child's walk of `root`, for the caller to finish with `scan`, if one was started
+    with exactly these rules and finished well; None otherwise. With `clean_sig` (the
+    signature of the clean stamp the caller checked), a child that found the tree as that
+    stamp recorded it gives a `clean` result at once. `on_dirty` runs as soon as the child
+    knows the tree is not clean, while it goes on walking. Waits for the child; a second
+    call returns None."""
     global _child
     child = _child
     if child is None:
@@ -197,7 +196,7 @@ def take(
         from dsg.core.manifest import Manifest
 
         return ScanResult(Manifest.empty(), prescanned=True, clean=True)
-    if marker == b"D" and on_dirty is not None:
+    if marker in (b"D", b"C") and on_dirty is not None:  # "C" of a stamp not the caller's
         on_dirty()
     _child = None
     chunks = [rest]
@@ -213,47 +212,46 @@ def take(
 
 
 @without_gc
-def _encode(result: ScanResult) -> bytes:
-    """The scan as columns: marshal writes lists of strings and numbers in C, and the
-    command builds its entries from them in one pass (no tuple per file either way)."""
-    entries = result.manifest.entries
+def _encode(w: Walk) -> bytes:
+    problems = [(p.path, p.message, p.blocking) for p in w.problems]
     return marshal.dumps(
         (
             _FORMAT,
-            [e.path for e in entries],
-            [e.size for e in entries],
-            [e.mtime for e in entries],
-            [e.hash for e in entries],
-            [e.target for e in entries],
-            [(p.path, p.message, p.blocking) for p in result.problems],
-            result.hashed_files,
-            result.hashed_bytes,
-            result.digests,
+            w.blocks,
+            w.digests,
+            problems,
+            w.links,
+            w.started_ns,
+            w.matching,
+            w.matched,
+            w.relisted,
         )
     )
 
 
 @without_gc
-def _decode(payload: bytes) -> ScanResult | None:
-    from dsg.core.manifest import Entry, Manifest
+def _decode(payload: bytes) -> Walk | None:
     from dsg.workcopy.scan import Problem
 
     try:
-        fmt, paths, sizes, mtimes, hashes, targets, problems, files, nbytes, digests = (
-            marshal.loads(payload)
+        fmt, blocks, digests, problems, links, started, matching, matched, relisted = marshal.loads(
+            payload
         )
-        columns = (paths, sizes, mtimes, hashes, targets)
-        if fmt != _FORMAT or len({len(c) for c in columns}) != 1:
+        if fmt != _FORMAT:
             return None
-        entries = list(map(Entry, *columns))
-        return ScanResult(
-            Manifest(entries, _paths=paths),
-            [Problem(*p) for p in problems],
-            files,
-            nbytes,
-            prescanned=True,
-            digests=digests,
-        )
+        w = Walk(blocks, digests, [Problem(*p) for p in problems], bool(links), int(started))
+        w.matching, w.matched, w.relisted = bool(matching), matched, bool(relisted)
+        # A malformed row or block fails here, not in the scan that trusts them.
+        for prefix, rows in w.blocks:
+            if type(prefix) is not str or type(rows) is not list:
+                raise TypeError
+            for row in rows:
+                if type(row) is not tuple or len(row) not in (2, 5):
+                    raise TypeError
+        for d in w.matched:
+            if type(d) is not tuple or len(d) != 3:
+                raise TypeError
+        return w
     except (EOFError, ValueError, TypeError):  # not what _scan sends: scan again
         return None
 

@@ -407,6 +407,9 @@ def walk(
     return w
 
 
+_DONE: tuple[str, list[Row]] = ("", [])
+
+
 def _relist(w: Walk, rules: ScanRules) -> None:
     """Make the walk whole again: list the directories that matched the stamp before a later
     one did not (they were not kept)."""
@@ -442,7 +445,9 @@ def scan(
     racy_after = w.started_ns - RACY_COARSE_NS  # is_racy() only for the files after this
     racy = False
     root_s = str(root)
-    for prefix, rows in w.blocks:
+    blocks, w.blocks = w.blocks, []
+    for i, (prefix, rows) in enumerate(blocks):
+        blocks[i] = _DONE  # each block's rows go as its entries come: not both held whole
         for row in rows:
             rel = prefix + row[0]
             if len(row) == 2:

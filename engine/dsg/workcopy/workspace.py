@@ -177,15 +177,26 @@ class Workspace:
             prescan.discard_scan()  # the watcher saw nothing change since the stamp's scan
             return ScanResult(Manifest.empty(), clean=True)
         child_token = prescan.watch_token()  # the child walked after it, not after ours
+
+        def dirty() -> None:
+            if on_dirty is not None:
+                on_dirty()
+            _ = self.hash_cache().data  # read while the child still walks
+
         early = prescan.take(
-            self.root, rules, clean_sig=found[1] if found else None, on_dirty=on_dirty
+            self.root, rules, clean_sig=found[1] if found else None, on_dirty=dirty
         )
-        if early is not None:  # the same scan, done by a child while the command loaded
-            self._cache = None  # the child saved it: read it again if it is needed
+        if isinstance(early, ScanResult):  # the tree as the clean stamp recorded it
             self._watch_token = child_token
-            if early.clean:
-                self._restamp(found, child_token)
+            self._restamp(found, child_token)
             return early
+        if early is not None:  # the child's walk, taken while the command loaded
+            self._watch_token = child_token
+            result = scan(self.root, rules, self.hash_cache(), progress, walked=early)
+            result.prescanned = True
+            if self.dir.is_dir():
+                self.hash_cache().save()
+            return result
         expect = found[0].blocks if found is not None else None
         if expect is None and on_dirty is not None:
             on_dirty()
