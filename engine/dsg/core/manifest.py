@@ -210,6 +210,11 @@ class Manifest:
             self._digest = hashlib.sha256(self._body).hexdigest()
         return self._digest
 
+    def with_digest(self, digest: str) -> Manifest:
+        """This manifest, known to be the content of a file whose digest is `digest` (a file
+        spliced from its parent's, whose kept lines need not be serialized again)."""
+        return Manifest(self.entries, self.snapshot, self._paths, digest, None, self.suspect)
+
     def to_bytes(self) -> bytes:
         """The file form; also remembers the digest, so a writer that serializes first does
         not build the entry lines a second time for `digest()`."""

@@ -35,6 +35,7 @@ from dsg.core.faults import crash_point, register
 from dsg.core.manifest import Entry, Manifest, SnapshotRecord, snap_number
 from dsg.core.paths import show
 from dsg.core.plan import Action, Item, Plan, make_plan, remote_changes
+from dsg.core.stored import StoredManifest
 from dsg.fs.log import EventLog, new_tx
 from dsg.sync.execute import LocalApplier, Progress, run_local, run_remote
 from dsg.workcopy import prescan
@@ -434,6 +435,7 @@ def sync(
 
         result = Result(plan, problems=scan_result.problems)
         new_head, final = head, remote
+        spliced: StoredManifest | None = None
         if plan.changes_remote:
             owner = LockOwner(user=user.user_id, tx=tx, operation="sync")
             timeout = user.lock_timeout if lock_timeout is None else lock_timeout
@@ -462,8 +464,15 @@ def sync(
                     log("committed", snapshot=record.id, parent=record.parent)
                     result.committed = record
                     new_head = record.id
-                    final = apply_changes(remote, remote_changes(plan), record.number, user.user_id)
-                    if final.digest() != record.manifest_digest:
+                    changes = remote_changes(plan)
+                    final = apply_changes(remote, changes, record.number, user.user_id)
+                    if remote is base:  # the new base is the old one's file spliced
+                        spliced = ws.spliced_base(
+                            base, changes, record.number, user.user_id, record.manifest_digest
+                        )
+                    if spliced is not None:
+                        final = final.with_digest(spliced.digest)
+                    elif final.digest() != record.manifest_digest:
                         final = repo.manifest(record.id)
                 else:
                     new_head, final = head, remote
@@ -473,7 +482,8 @@ def sync(
         crash_point("execute.before_base")
         rec = result.committed or (repo.record(new_head) if new_head else None)
         new_base = base_after(final, base, plan.untracked)
-        ws.set_base(new_base, rec)
+        data = spliced.to_bytes() if spliced is not None and new_base is final else None
+        ws.set_base(new_base, rec, data=data)
         ws.hash_cache().save()
         if not plan.changes_local:  # the tree is as scanned: the next status can be quick
             ws.note_scan(scan_result, new_base)

@@ -25,11 +25,13 @@ from pathlib import Path
 
 import orjson
 
+from dsg.core.changes import Change
 from dsg.core.errors import ManifestError, WorkingCopyError
 from dsg.core.manifest import Manifest, SnapshotRecord
 from dsg.core.paths import show
 from dsg.core.plan import CHOICES, Item, Resolution, fingerprint
-from dsg.fs.durable import atomic_write, read_manifest, write_manifest
+from dsg.core.stored import StoredManifest
+from dsg.fs.durable import atomic_write, read_manifest, read_state_file, write_manifest
 from dsg.workcopy import basecache, prescan, watch
 from dsg.workcopy import stamp as stamp_mod
 from dsg.workcopy.config import PROJECT_CONFIG, ProjectConfig, load_project_config
@@ -38,6 +40,7 @@ from dsg.workcopy.rules import ScanRules
 from dsg.workcopy.scan import ScanResult, scan, walk
 
 STATE_DIR = prescan.STATE_DIR
+MAX_BASE_BYTES = 1 << 32  # a compressed manifest of tens of millions of entries
 
 
 class Workspace:
@@ -113,6 +116,26 @@ class Workspace:
                 hint="move .dsg/ aside and run 'dsg clone' again; your data files are untouched",
             ) from e
 
+    def spliced_base(
+        self, base: Manifest, changes: list[Change], snap: int, user: str, digest: str
+    ) -> StoredManifest | None:
+        """The manifest of snapshot `snap`, a commit of `changes` onto `base` (this copy's
+        base) attributed to `user`, as the repository made it: the base file's lines with
+        the changed ones spliced in (core/stored.py), so the new base costs the change
+        rather than the project. None unless it is exactly the one of `digest`: then the
+        caller builds it whole."""
+        data = read_state_file(self.dir / "base.manifest.gz", MAX_BASE_BYTES)
+        if data is None:
+            return None
+        try:
+            stored = StoredManifest.from_bytes(data, origin=".dsg/base.manifest.gz")
+            if stored.digest != base.digest():
+                return None
+            edited, _ = stored.edit(changes, snap, user)
+        except ManifestError:
+            return None
+        return edited if edited.digest == digest else None
+
     def base_record(self) -> SnapshotRecord | None:
         try:
             data = (self.dir / "base.json").read_bytes()
@@ -124,14 +147,23 @@ class Workspace:
             return None
 
     def set_base(
-        self, manifest: Manifest, record: SnapshotRecord | None, *, cache: bool = True
+        self,
+        manifest: Manifest,
+        record: SnapshotRecord | None,
+        *,
+        cache: bool = True,
+        data: bytes | None = None,
     ) -> None:
         """Record `manifest` as the new base (and keep its cache unless not `cache`: an
-        initial upload or download, which a first status with changes then pays for)."""
+        initial upload or download, which a first status with changes then pays for).
+        `data`: its file's bytes, when they are at hand (`spliced_base`)."""
         self.ensure_dir()
         stamp_mod.remove(self.dir)  # it names the old base
         base_file = self.dir / "base.manifest.gz"
-        write_manifest(base_file, manifest)
+        if data is not None:
+            atomic_write(base_file, data)
+        else:
+            write_manifest(base_file, manifest)
         key = basecache.user_key() if cache else None
         if key is not None:  # the next command with changes loads it without a parse
             basecache.write(self.dir, base_file, manifest, key)

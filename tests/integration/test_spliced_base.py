@@ -1,0 +1,137 @@
+"""After a sync that committed onto its own base, the working copy writes its new base by
+splicing the changed lines into the old base file, as the repository did (ops.sync,
+Workspace.spliced_base): the file is exactly the repository's manifest, and when the
+splice cannot give that, the base is built whole as before."""
+
+from __future__ import annotations
+
+import gzip
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+import dsg.workcopy.workspace
+from dsg.core.errors import ManifestError
+from dsg.core.manifest import Manifest
+from dsg.core.stored import StoredManifest
+from dsg.workcopy import basecache
+from dsg.workcopy.workspace import Workspace
+from tests.helpers import Researcher, project_config, settle
+
+
+@pytest.fixture
+def ana(tmp_path: Path) -> Researcher:
+    (tmp_path / "repos").mkdir()
+    r = Researcher(
+        "ana", tmp_path / "ana", tmp_path / "cfg-a", project_config("proj", tmp_path / "repos")
+    )
+    for i in range(40):
+        r.write(f"task{i % 2}/input/d{i // 20}/f{i}.csv", f"row {i}\n")
+    settle()
+    r.init()
+    r.status()  # the base cache: the base then comes from it, as in daily use
+    r.write("task0/input/d0/f0.csv", "changed\n")
+    r.write("task1/input/new.csv", "new\n")
+    r.delete("task1/input/d0/f1.csv")
+    settle()
+    return r
+
+
+def spy(monkeypatch) -> list[StoredManifest | None]:
+    seen: list[StoredManifest | None] = []
+    real = Workspace.spliced_base
+
+    def recording(self: Workspace, *a: object) -> StoredManifest | None:
+        got = real(self, *a)
+        seen.append(got)
+        return got
+
+    monkeypatch.setattr(Workspace, "spliced_base", recording)
+    return seen
+
+
+def body(path: Path) -> bytes:
+    raw = gzip.decompress(path.read_bytes())
+    return raw[raw.index(b"\n") + 1 :]
+
+
+def check_base_is_the_repositorys(r: Researcher) -> None:
+    base_file = r.root / ".dsg" / "base.manifest.gz"
+    with closing(r.repo) as repo:
+        head = repo.head()
+        assert head is not None
+        record = repo.record(head)
+        theirs = repo.manifest(head)
+    mine = Manifest.from_bytes(base_file.read_bytes())
+    assert mine.snapshot == head == theirs.snapshot
+    assert mine.digest() == record.manifest_digest == theirs.digest()
+    assert [e.row() for e in mine] == [e.row() for e in theirs]
+    key = basecache.user_key()
+    assert key is not None
+    cached = basecache.load(r.root / ".dsg", base_file, key)  # the cache is of this file
+    assert cached is not None and cached.digest() == mine.digest()
+    assert [e.row() for e in cached] == [e.row() for e in mine]
+
+
+def test_the_new_base_is_spliced_and_is_the_repositorys_manifest(ana: Researcher, monkeypatch):
+    seen = spy(monkeypatch)
+    serialized: list[int] = []  # whole manifests turned into lines (the posix repository
+    # commits in this process too, and splices as well)
+    real_body = Manifest.body
+
+    def counting(self: Manifest) -> bytes:
+        serialized.append(len(self))
+        return real_body(self)
+
+    monkeypatch.setattr(Manifest, "body", counting)
+    result = ana.sync()
+    assert serialized == []
+    assert result.committed is not None
+    assert len(seen) == 1 and seen[0] is not None
+    assert seen[0].digest == result.committed.manifest_digest
+    check_base_is_the_repositorys(ana)
+    assert body(ana.root / ".dsg" / "base.manifest.gz") == seen[0].body
+    assert ana.status().plan.is_noop
+
+
+def test_a_base_that_cannot_be_spliced_is_built_whole(ana: Researcher, monkeypatch):
+    seen = spy(monkeypatch)
+
+    class Refusing(StoredManifest):  # the working copy's only: the repository splices as ever
+        __slots__ = ()
+
+        def edit(self, *a: object, **k: object):  # type: ignore[override]
+            raise ManifestError("not spliceable here")
+
+        @classmethod
+        def from_bytes(cls, data: bytes, **k: object) -> StoredManifest:
+            got = StoredManifest.from_bytes(data, **k)  # type: ignore[arg-type]
+            got.__class__ = Refusing
+            return got
+
+    monkeypatch.setattr(dsg.workcopy.workspace, "StoredManifest", Refusing)
+    result = ana.sync()
+    assert result.committed is not None and seen == [None]
+    check_base_is_the_repositorys(ana)
+    assert ana.status().plan.is_noop
+
+
+def test_a_damaged_base_file_is_not_spliced(ana: Researcher, monkeypatch):
+    """A base file whose lines are not those of the base read from its cache (changed
+    behind dsg's back) gives no splice: the new base is built from the entries."""
+    seen = spy(monkeypatch)
+    base_file = ana.root / ".dsg" / "base.manifest.gz"
+
+    class Other(StoredManifest):  # the working copy's only: the repository reads as ever
+        @classmethod
+        def from_bytes(cls, data: bytes, **k: object) -> StoredManifest:
+            got = StoredManifest.from_bytes(data, **k)  # type: ignore[arg-type]
+            got.digest = "0" * 64  # as if the file held other lines than the cached base's
+            return got
+
+    monkeypatch.setattr(dsg.workcopy.workspace, "StoredManifest", Other)
+    assert base_file.is_file()
+    result = ana.sync()
+    assert result.committed is not None and seen == [None]
+    check_base_is_the_repositorys(ana)
