@@ -1,12 +1,13 @@
-"""Scanning the working copy in a forked child while the command loads.
+"""Walking the working copy in a forked child while the command loads.
 
 `dsg sync` and `dsg status` spend ~0.1 s loading typer, rich, pydantic and the engine before
-they can scan, and the scan is one core's work too (20,000 files: ~0.15 s). On a machine with
-a second core the two can overlap: `start` forks a child right after the command starts,
-which scans with the rules it reads from the raw `.dsgconfig.yml` and sends the result back
-through a pipe: first a marker line, "C" when the tree is exactly as the clean stamp
-(stamp.py) recorded it or "D" as soon as it is not (the parent can start reading the base
-manifest then), then the whole scan. `Workspace.scan` then `take`s it, but only if the
+they can scan, and the walk is one core's work too (100,000 files: ~0.5 s). On a machine
+with a second core the two can overlap: `start` forks a child right after the command
+starts, which walks with the rules it reads from the raw `.dsgconfig.yml` (sharing a large
+tree with helper processes, scan.py) and sends the result back through a pipe: first a
+marker line, "C" when the tree is exactly as the clean stamp (stamp.py) recorded it or "D"
+as soon as it is not (the parent can start reading the base manifest and the hash cache
+then), then the walk. `Workspace.scan` then `take`s it and finishes the scan, but only if the
 child ran with exactly the rules of the validated configuration for the same directory;
 anything else (another configuration form, a child that failed or was killed, a different
 project) falls back to an ordinary scan, so the prescan can make a command faster but
@@ -208,7 +209,9 @@ def take(
         _, status = os.waitpid(child.pid, 0)
     if status != 0 or not marker:
         return None
-    return _decode(b"".join(chunks))
+    payload = b"".join(chunks)
+    chunks.clear()  # not held twice while the walk is rebuilt from it
+    return _decode(payload)
 
 
 @without_gc

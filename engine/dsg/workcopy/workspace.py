@@ -226,8 +226,7 @@ class Workspace:
             self._watch_token = child_token
             result = scan(self.root, rules, self.hash_cache(), progress, walked=early)
             result.prescanned = True
-            if self.dir.is_dir():
-                self.hash_cache().save()
+            self._save_hash_cache()
             return result
         expect = found[0].blocks if found is not None else None
         if expect is None and on_dirty is not None:
@@ -237,9 +236,16 @@ class Workspace:
             self._restamp(found, self._watch_token)
             return ScanResult(Manifest.empty(), clean=True)
         result = scan(self.root, rules, self.hash_cache(), progress, walked=walked)
+        self._save_hash_cache()
+        return result
+
+    def _save_hash_cache(self) -> None:
+        """Save the cache a scan updated, and let go of it: what comes after a scan rarely
+        needs it (a download or a deletion reads it again), and it is a row per file."""
         if self.dir.is_dir():
             self.hash_cache().save()
-        return result
+        if not self.hash_cache().dirty:
+            self._cache = None
 
     def _restamp(self, found: tuple[stamp_mod.Stamp, str] | None, tok: str | None) -> None:
         """A walk after `tok` was taken found the tree as the stamp has it: the stamp takes
