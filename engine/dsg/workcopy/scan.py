@@ -207,7 +207,7 @@ def scan_threads() -> int:
 def scan_processes() -> int:
     """Processes a prescan lists directories in (DSG_SCAN_PROCESSES, default: the CPUs this
     process may run on, at most 4). Unlike threads they do not share the GIL, so each
-    lists its part of the tree at full speed (docs/performance.md, "The prescan")."""
+    lists its part of the tree at full speed (docs/architecture.md, "The prescan")."""
     default = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     try:
         n = int(os.environ.get("DSG_SCAN_PROCESSES", str(default)))
