@@ -293,6 +293,10 @@ def _interact(cwd: Path, env: dict[str, str], args: list[str], steps: list[tuple
     pid, fd = pty.fork()
     if pid == 0:  # the child
         os.chdir(cwd)
+        # As from a terminal's shell: Ctrl-C's signal at its default, whatever this test
+        # process inherited (a runner started with "&" by a script ignores SIGINT, and an
+        # ignored SIGINT stays ignored across exec, so the command could never see ^C)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execve(DSG, [DSG, *args], env)
     seen = b""
     start = 0  # output after the last prompt answered
