@@ -134,6 +134,20 @@ class Researcher:
         )
 
 
+def small_project(tmp_path: Path, files: int = 40) -> Researcher:
+    """Ana's working copy of `files` small files under task0/ and task1/, settled and
+    initialized into a posix repository in `tmp_path/repos`."""
+    (tmp_path / "repos").mkdir()
+    r = Researcher(
+        "ana", tmp_path / "ana", tmp_path / "cfg-a", project_config("proj", tmp_path / "repos")
+    )
+    for i in range(files):
+        r.write(f"task{i % 2}/input/d{i // 20}/f{i}.csv", f"row {i}\n")
+    settle()
+    r.init()
+    return r
+
+
 def tree_content(
     root: Path, data_dirs: tuple[str, ...] = ("input", "output", "frozen")
 ) -> dict[str, str]:

@@ -20,19 +20,12 @@ from dsg.workcopy import prescan
 from dsg.workcopy import stamp as stamp_mod
 from dsg.workcopy.stamp import STAMP
 from dsg.workcopy.workspace import Workspace
-from tests.helpers import Researcher, project_config, settle
+from tests.helpers import Researcher, settle, small_project
 
 
 @pytest.fixture
 def ana(tmp_path: Path) -> Researcher:
-    (tmp_path / "repos").mkdir()
-    r = Researcher(
-        "ana", tmp_path / "ana", tmp_path / "cfg-a", project_config("proj", tmp_path / "repos")
-    )
-    for i in range(60):
-        r.write(f"task{i % 2}/input/d{i // 20}/f{i}.csv", f"row {i}\n")
-    settle()
-    r.init()
+    r = small_project(tmp_path, files=60)
     settle()
     return r
 

@@ -17,19 +17,12 @@ from dsg.core.manifest import Manifest
 from dsg.core.stored import StoredManifest
 from dsg.workcopy import basecache
 from dsg.workcopy.workspace import Workspace
-from tests.helpers import Researcher, project_config, settle
+from tests.helpers import Researcher, settle, small_project
 
 
 @pytest.fixture
 def ana(tmp_path: Path) -> Researcher:
-    (tmp_path / "repos").mkdir()
-    r = Researcher(
-        "ana", tmp_path / "ana", tmp_path / "cfg-a", project_config("proj", tmp_path / "repos")
-    )
-    for i in range(40):
-        r.write(f"task{i % 2}/input/d{i // 20}/f{i}.csv", f"row {i}\n")
-    settle()
-    r.init()
+    r = small_project(tmp_path)
     r.status()  # the base cache: the base then comes from it, as in daily use
     r.write("task0/input/d0/f0.csv", "changed\n")
     r.write("task1/input/new.csv", "new\n")

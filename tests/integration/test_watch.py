@@ -26,7 +26,7 @@ import dsg.workcopy.workspace
 from dsg.sync import ops
 from dsg.workcopy import stamp as stamp_mod
 from dsg.workcopy import watch
-from tests.helpers import DSG, Researcher, project_config, settle
+from tests.helpers import DSG, Researcher, project_config, settle, small_project
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux-only"),
@@ -39,15 +39,7 @@ ROOT_ONLY = "writing /proc/sys/fs/inotify/max_queued_events (a real overflow) ne
 
 @pytest.fixture
 def ana(tmp_path: Path) -> Researcher:
-    (tmp_path / "repos").mkdir()
-    r = Researcher(
-        "ana", tmp_path / "ana", tmp_path / "cfg-a", project_config("proj", tmp_path / "repos")
-    )
-    for i in range(40):
-        r.write(f"task{i % 2}/input/d{i // 20}/f{i}.csv", f"row {i}\n")
-    settle()
-    r.init()
-    return r
+    return small_project(tmp_path)
 
 
 class Running:
