@@ -53,6 +53,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
 
+# dsg as installed runs from cached bytecode (pip compiles it on install): a shell that sets
+# PYTHONDONTWRITEBYTECODE would make every measured start compile the changed modules again.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[2]
 DSG = REPO / ".venv" / "bin" / "dsg"

@@ -34,6 +34,9 @@ import uuid
 from pathlib import Path
 from statistics import median
 
+# dsg as installed runs from cached bytecode (pip compiles it on install): a shell that sets
+# PYTHONDONTWRITEBYTECODE would make every measured start compile the changed modules again.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[2]
 sys.path.insert(0, str(REPO / "engine"))

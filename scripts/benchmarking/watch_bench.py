@@ -34,6 +34,9 @@ import uuid
 from pathlib import Path
 from statistics import median
 
+# dsg as installed runs from cached bytecode (pip compiles it on install): a shell that sets
+# PYTHONDONTWRITEBYTECODE would make every measured start compile the changed modules again.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parents[2] / "engine"))

@@ -41,7 +41,7 @@ from dsg.core.paths import (
 )
 from dsg.fs.files import hash_file
 from dsg.workcopy.hashcache import HashCache
-from dsg.workcopy.rules import ScanRules
+from dsg.workcopy.rules import CONFLICT_COPY, ScanRules
 
 # A file changed this close to the scan may change again within its timestamp's granularity
 # without its stat changing: its hash is used but not cached, and no clean stamp covers it
@@ -119,6 +119,10 @@ class Walk:
         )
 
 
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_DIR_FLAGS = _ROOT_FLAGS | os.O_NOFOLLOW
+
+
 class _Lister:
     """Lists one directory into sorted rows and the subdirectories to visit."""
 
@@ -135,55 +139,76 @@ class _Lister:
         rows: list[Row] = []
         subdirs: list[tuple[str, bool]] = []
         try:
-            it = os.scandir(dir_abs)
+            # Listed through a descriptor, each file's lstat looks up one name, not the whole
+            # path again; below the root, a directory swapped for a link since its parent
+            # was listed is not followed.
+            fd = os.open(dir_abs, _DIR_FLAGS if prefix else _ROOT_FLAGS)
         except OSError as e:
             if in_data:
                 problems.append(Problem(prefix.rstrip("/"), f"cannot read directory: {e.strerror}"))
             return rows, subdirs
         # Locals for the loop below, which runs once per name in the tree.
-        ignored = rules.ignored
+        names = rules.names
+        paths = rules.paths
+        suffixes = rules.suffixes or None
         odd = ODD_CHAR.search
         data_here = in_data or rules.all_dirs
         data_dirs = rules.data_dirs
         is_reg = stat_mod.S_ISREG
-        with it:
-            for de in it:
-                name = de.name
-                if name.startswith("."):
-                    continue
-                rel = prefix + name
-                if ignored(name, rel):
-                    continue
-                # Plain ASCII names (the common case) need no closer look; names starting
-                # with "." never get here.
-                plain = name.isascii() and len(name) <= MAX_COMPONENT_BYTES and not odd(name)
-                bad = None if plain else name_problem(name)
-                try:
-                    is_dir = de.is_dir(follow_symlinks=False)
-                    if bad:
-                        if data_here:
-                            problems.append(Problem(rel, f"{bad}; rename it to sync it"))
-                        elif is_dir:
-                            msg = f"{bad}; not searched for data directories"
+        try:
+            it = os.scandir(fd)
+        except OSError as e:
+            os.close(fd)
+            if in_data:
+                problems.append(Problem(prefix.rstrip("/"), f"cannot read directory: {e.strerror}"))
+            return rows, subdirs
+        try:
+            with it:
+                for de in it:
+                    name = de.name
+                    if name.startswith(".") or name in names:
+                        continue
+                    rel = prefix + name
+                    # ScanRules.ignored, inline
+                    if (
+                        (paths and rel in paths)
+                        or (suffixes and name.endswith(suffixes))
+                        or (".dsg-conflict-" in name and CONFLICT_COPY.search(name))
+                    ):
+                        continue
+                    # Plain ASCII names (the common case) need no closer look; names starting
+                    # with "." never get here.
+                    plain = name.isascii() and len(name) <= MAX_COMPONENT_BYTES and not odd(name)
+                    bad = None if plain else name_problem(name)
+                    try:
+                        is_dir = de.is_dir(follow_symlinks=False)
+                        if bad:
+                            if data_here:
+                                problems.append(Problem(rel, f"{bad}; rename it to sync it"))
+                            elif is_dir:
+                                msg = f"{bad}; not searched for data directories"
+                                problems.append(Problem(rel, msg, blocking=False))
+                            continue
+                        if is_dir:
+                            subdirs.append((name, data_here or name in data_dirs))
+                            continue
+                        if not data_here:
+                            continue
+                        st = de.stat(follow_symlinks=False)
+                        mode = st.st_mode
+                        if is_reg(mode):
+                            row = (name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                            rows.append(row)
+                        elif stat_mod.S_ISLNK(mode):
+                            rows.append((name, os.readlink(name, dir_fd=fd)))
+                            self.links = True
+                        else:
+                            msg = "not a regular file or symlink; not synced"
                             problems.append(Problem(rel, msg, blocking=False))
-                        continue
-                    if is_dir:
-                        subdirs.append((name, data_here or name in data_dirs))
-                        continue
-                    if not data_here:
-                        continue
-                    st = de.stat(follow_symlinks=False)
-                    mode = st.st_mode
-                    if is_reg(mode):
-                        rows.append((name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
-                    elif stat_mod.S_ISLNK(mode):
-                        rows.append((name, os.readlink(de.path)))
-                        self.links = True
-                    else:
-                        msg = "not a regular file or symlink; not synced"
-                        problems.append(Problem(rel, msg, blocking=False))
-                except OSError as e:
-                    problems.append(Problem(rel, f"cannot stat: {e.strerror}"))
+                    except OSError as e:
+                        problems.append(Problem(rel, f"cannot stat: {e.strerror}"))
+        finally:
+            os.close(fd)
         rows.sort()
         subdirs.sort()
         return rows, subdirs
