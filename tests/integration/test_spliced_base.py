@@ -65,6 +65,7 @@ def check_base_is_the_repositorys(r: Researcher) -> None:
     cached = basecache.load(r.root / ".dsg", base_file, key)  # the cache is of this file
     assert cached is not None and cached.digest() == mine.digest()
     assert [e.row() for e in cached] == [e.row() for e in mine]
+    assert cached.suspect == mine.suspect  # what the cache sets aside is what the file does
 
 
 def test_the_new_base_is_spliced_and_is_the_repositorys_manifest(ana: Researcher, monkeypatch):

@@ -9,9 +9,9 @@ import random
 
 import pytest
 
-from dsg.core.changes import Change, apply_changes
+from dsg.core.changes import Change, apply_changes, set_aside_after
 from dsg.core.errors import ManifestError
-from dsg.core.manifest import Entry, Manifest
+from dsg.core.manifest import Entry, Manifest, set_aside
 
 NAMES = ["a", "b", "a.csv", "a-b", "a0", "b/c"]  # "a-b" and "a0" sort either side of "a/"
 
@@ -82,3 +82,77 @@ def test_a_clash_either_way_is_refused() -> None:
     # Deleting the file first makes room for the directory.
     m = apply_changes(parent, [Change("c", None), Change("c/d", entry("c/d", rng))], 2, "bob")
     assert m.paths == ["a/b", "c/d"]
+
+
+# --- set_aside_after: what a spliced base sets aside, from the changes alone ------------------
+
+ODD_NAMES = [*NAMES, ".hidden", "A", "B.csv", "x\u200by", "l"]  # hidden, case twins, invisible
+
+
+TARGETS = ["x", "../a", "../../../etc/passwd", "/etc/passwd", "b/c", "l/x"]
+
+
+def odd_entry(path: str, rng: random.Random) -> Entry:
+    if rng.random() < 0.15:
+        return Entry(path, target=rng.choice(TARGETS))
+    return entry(path, rng)
+
+
+def loaded(entries: list[Entry]) -> Manifest:
+    """A manifest as a load makes it: its `suspect` found from its file."""
+    m = Manifest(entries, "s1")
+    return Manifest.from_bytes(m.to_bytes())
+
+
+def odd_parent(rng: random.Random) -> Manifest:
+    paths = set()
+    for _ in range(rng.randint(1, 25)):
+        paths.add("/".join(rng.choice(ODD_NAMES) for _ in range(rng.randint(1, 3))))
+    dirs = {p[:i] for p in paths for i in range(len(p)) if p[i] == "/"}
+    entries = [odd_entry(p, rng) for p in sorted(paths) if p not in dirs]
+    try:
+        return loaded(entries)
+    except ManifestError:  # a link the load refuses: no parent is stored with one
+        return loaded([e for e in entries if e.target is None])
+
+
+@pytest.mark.parametrize("seed", range(600))
+def test_set_aside_after_agrees_with_checking_the_result_whole(seed: int) -> None:
+    rng = random.Random(seed)
+    parent = odd_parent(rng) if rng.random() < 0.5 else loaded(valid_parent(rng).entries)
+    if rng.random() < 0.6:  # without links, the changes alone may tell
+        parent = loaded([e for e in parent.entries if e.target is None])
+    existing = [e.path for e in parent.entries]
+    changes = []
+    for _ in range(rng.randint(0, 5)):
+        kind = rng.random()
+        if kind < 0.3 and existing:
+            changes.append(Change(rng.choice(existing), None))
+        elif kind < 0.8 and existing:
+            p = rng.choice(existing)
+            changes.append(Change(p, odd_entry(p, rng)))
+        else:
+            p = "/".join(rng.choice(ODD_NAMES) for _ in range(rng.randint(1, 3)))
+            changes.append(Change(p, odd_entry(p, rng)))
+    try:
+        result = apply_changes(parent, changes, 2, "bob")
+    except ManifestError:
+        return
+    known = set_aside_after(parent, changes, 2)
+    if known is not None:
+        assert known == set_aside(result)
+        assert known == Manifest.from_bytes(result.to_bytes()).suspect
+
+
+def test_set_aside_after_knows_the_common_case() -> None:
+    rng = random.Random(7)
+    parent = loaded([entry(f"t/input/f{i}.csv", rng) for i in range(10)])
+    parent = loaded([e for e in parent.entries if e.target is None])  # links: checked whole
+    edit = [Change("t/input/f3.csv", Entry("t/input/f3.csv", 5, 1, rng.randbytes(16)))]
+    assert set_aside_after(parent, [*edit, Change("t/input/f4.csv", None)], 2) == {}
+    added = [Change("t/input/F3.csv", Entry("t/input/F3.csv", 5, 1, rng.randbytes(16)))]
+    assert set_aside_after(parent, added, 2) is None  # an added path may be a case twin
+    link = [Change("t/input/f3.csv", Entry("t/input/f3.csv", target="f4.csv"))]
+    assert set_aside_after(parent, link, 2) is None
+    hidden = [Change("t/input/.f3", None)]
+    assert set_aside_after(parent, hidden, 2) is None  # not the common case of a path

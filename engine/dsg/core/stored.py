@@ -19,7 +19,7 @@ import orjson
 
 from dsg.core.changes import Change, apply_changes
 from dsg.core.errors import ManifestError
-from dsg.core.manifest import Entry, Manifest, entry_from_row, file_bytes
+from dsg.core.manifest import COMPRESSED, Entry, Manifest, entry_from_row, file_bytes
 from dsg.core.paths import show
 
 EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
@@ -59,8 +59,8 @@ class StoredManifest:
             raise ManifestError(f"{origin} is corrupt (entry count mismatch)")
         return cls(body, count, header["digest"], snap, origin)
 
-    def to_bytes(self) -> bytes:
-        return file_bytes(self.body, self.snapshot, self.count, self.digest)
+    def to_bytes(self, level: int = COMPRESSED) -> bytes:
+        return file_bytes(self.body, self.snapshot, self.count, self.digest, level)
 
     def __len__(self) -> int:
         return self.count

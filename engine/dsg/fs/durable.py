@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from dsg.core.errors import ManifestError
-from dsg.core.manifest import Manifest
+from dsg.core.manifest import COMPRESSED, Manifest
 from dsg.fs.files import write_all
 
 
-def write_manifest(path: Path, manifest: Manifest) -> None:
-    atomic_write(path, manifest.to_bytes())
+def write_manifest(path: Path, manifest: Manifest, level: int = COMPRESSED) -> None:
+    atomic_write(path, manifest.to_bytes(level))
 
 
 def read_manifest(path: Path) -> Manifest:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from dsg.backends.base import LockOwner, Repository
-from dsg.core.changes import apply_changes
+from dsg.core.changes import apply_changes, set_aside_after
 from dsg.core.compare import DESCRIPTIONS, S
 from dsg.core.errors import (
     ConflictsBlocked,
@@ -32,7 +32,7 @@ from dsg.core.errors import (
     WorkingCopyError,
 )
 from dsg.core.faults import crash_point, register
-from dsg.core.manifest import Entry, Manifest, SnapshotRecord, snap_number
+from dsg.core.manifest import STORED, Entry, Manifest, SnapshotRecord, snap_number
 from dsg.core.paths import show
 from dsg.core.plan import Action, Item, Plan, make_plan, remote_changes
 from dsg.core.stored import StoredManifest
@@ -373,8 +373,11 @@ def _guard_mass_delete(
 
 def _check_tree_shape(plan: Plan, remote: Manifest) -> None:
     """Refuse before any transfer a result where a file would also be a directory."""
+    changes = remote_changes(plan)
+    if all(c.entry is None or remote.get(c.path) is not None for c in changes):
+        return  # no path added: what the checked remote holds, less deletions, cannot clash
     try:
-        apply_changes(remote, remote_changes(plan), 0, "")
+        apply_changes(remote, changes, 0, "")
     except ManifestError as e:
         raise PathError(
             f"this sync cannot be applied: {e.message}",
@@ -436,6 +439,7 @@ def sync(
         result = Result(plan, problems=scan_result.problems)
         new_head, final = head, remote
         spliced: StoredManifest | None = None
+        known: dict[str, str] | None = None  # what the spliced base sets aside, if known
         if plan.changes_remote:
             owner = LockOwner(user=user.user_id, tx=tx, operation="sync")
             timeout = user.lock_timeout if lock_timeout is None else lock_timeout
@@ -472,6 +476,9 @@ def sync(
                         )
                     if spliced is not None:
                         final = final.with_digest(spliced.digest)
+                        known = set_aside_after(base, changes, record.number)
+                        if known is not None:
+                            final.suspect = known
                     elif final.digest() != record.manifest_digest:
                         final = repo.manifest(record.id)
                 else:
@@ -482,8 +489,8 @@ def sync(
         crash_point("execute.before_base")
         rec = result.committed or (repo.record(new_head) if new_head else None)
         new_base = base_after(final, base, plan.untracked)
-        data = spliced.to_bytes() if spliced is not None and new_base is final else None
-        ws.set_base(new_base, rec, data=data)
+        data = spliced.to_bytes(STORED) if spliced is not None and new_base is final else None
+        ws.set_base(new_base, rec, data=data, checked=data is not None and known is not None)
         ws.hash_cache().save()
         if not plan.changes_local:  # the tree is as scanned: the next status can be quick
             ws.note_scan(scan_result, new_base)

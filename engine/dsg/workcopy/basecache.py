@@ -94,15 +94,16 @@ def _seal(key: bytes, ident: tuple[int, int, int, int], payload: bytes) -> bytes
 
 
 def write(
-    state_dir: Path, base_file: Path, m: Manifest, key: bytes, *, parsed: bool = False
+    state_dir: Path, base_file: Path, m: Manifest, key: bytes, *, checked: bool = False
 ) -> None:
-    """Keep `m` as the cache of `base_file`, which holds it: just parsed from it and checked
-    (`parsed`), or just written; what its load would set aside is then found as the load
-    finds it, and a manifest the load would refuse gets no cache."""
+    """Keep `m` as the cache of `base_file`, which holds it. With `checked`, `m.suspect` is
+    what loading the file sets aside (it was just parsed from it, or derived from its
+    parent's: changes.set_aside_after); otherwise it is found as the load finds it, and a
+    manifest the load would refuse gets no cache."""
     ident = _identity(base_file)
     if ident is None:
         return
-    suspect = m.suspect if parsed else set_aside(m)
+    suspect = m.suspect if checked else set_aside(m)
     if suspect is None:
         return
     e = m.entries

@@ -27,7 +27,7 @@ import orjson
 
 from dsg.core.changes import Change
 from dsg.core.errors import ManifestError, WorkingCopyError
-from dsg.core.manifest import Manifest, SnapshotRecord
+from dsg.core.manifest import STORED, Manifest, SnapshotRecord
 from dsg.core.paths import show
 from dsg.core.plan import CHOICES, Item, Resolution, fingerprint
 from dsg.core.stored import StoredManifest
@@ -108,7 +108,7 @@ class Workspace:
         try:
             m = read_manifest(base_file)
             if key is not None and prescan.is_real_dir(self.dir):
-                basecache.write(self.dir, base_file, m, key, parsed=True)
+                basecache.write(self.dir, base_file, m, key, checked=True)
             return m
         except ManifestError as e:
             raise WorkingCopyError(
@@ -153,20 +153,22 @@ class Workspace:
         *,
         cache: bool = True,
         data: bytes | None = None,
+        checked: bool = False,
     ) -> None:
         """Record `manifest` as the new base (and keep its cache unless not `cache`: an
         initial upload or download, which a first status with changes then pays for).
-        `data`: its file's bytes, when they are at hand (`spliced_base`)."""
+        `data`: its file's bytes, when they are at hand (`spliced_base`); `checked`: its
+        `suspect` is known to be what loading them sets aside (basecache.write)."""
         self.ensure_dir()
         stamp_mod.remove(self.dir)  # it names the old base
         base_file = self.dir / "base.manifest.gz"
         if data is not None:
             atomic_write(base_file, data)
         else:
-            write_manifest(base_file, manifest)
+            write_manifest(base_file, manifest, STORED)
         key = basecache.user_key() if cache else None
         if key is not None:  # the next command with changes loads it without a parse
-            basecache.write(self.dir, base_file, manifest, key)
+            basecache.write(self.dir, base_file, manifest, key, checked=checked)
         if record is not None:
             atomic_write(self.dir / "base.json", record.to_bytes())
 
