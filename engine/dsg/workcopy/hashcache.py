@@ -144,7 +144,7 @@ class HashCache:
         self.dirty = True
 
     def retain(self, paths: set[str]) -> None:
-        gone = [p for p in self.data if p not in paths]
+        gone = self.data.keys() - paths
         for p in gone:
             del self.data[p]
         if gone:

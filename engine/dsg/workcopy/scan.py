@@ -16,6 +16,7 @@ import contextlib
 import functools
 import hashlib
 import marshal
+import operator
 import os
 import signal
 import stat as stat_mod
@@ -433,6 +434,7 @@ def walk(
 
 
 _DONE: tuple[str, list[Row]] = ("", [])
+_PATH = operator.attrgetter("path")
 
 
 def _relist(w: Walk, rules: ScanRules) -> None:
@@ -503,13 +505,14 @@ def scan(
             if progress is not None and len(entries) % 1000 == 0:
                 progress(len(entries))
     entries = _without_bad_links(root_s, entries, rules, problems)
-    entries.sort(key=lambda e: e.path)
-    for group in case_twins(e.path for e in entries):
+    entries.sort(key=_PATH)
+    paths = list(map(_PATH, entries))
+    for group in case_twins(paths):
         for p in group:
             others = ", ".join(show(o) for o in group if o != p)
             problems.append(Problem(p, f"differs only by letter case from {others}"))
-    cache.retain({e.path for e in entries})
-    result.manifest = Manifest(entries)
+    cache.retain(set(paths))
+    result.manifest = Manifest(entries, _paths=paths)
     if not (w.relisted or problems or w.links or racy):
         result.digests = w.digests
     return result
