@@ -5,9 +5,11 @@ following a directory that became a link."""
 from __future__ import annotations
 
 import os
+import random
 import string
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -80,3 +82,31 @@ def test_links_are_read_relative_to_their_directory(tmp_path: Path) -> None:
     lister = _Lister(ScanRules(), [])
     rows, _ = lister(str(tmp_path / "input"), "input/", True)
     assert rows == [("l.csv", "../elsewhere/x.csv")] and lister.links
+
+
+def reference_tracks(rules: ScanRules, path: str) -> bool:
+    """`ScanRules.tracks` spelled out one component at a time, with no cache."""
+    parts = path.split("/")
+    in_data = rules.all_dirs
+    for i, name in enumerate(parts):
+        if name.startswith(".") or rules.ignored(name, "/".join(parts[: i + 1])):
+            return False
+        if i < len(parts) - 1 and name in rules.data_dirs:
+            in_data = True
+    return in_data
+
+
+COMPONENTS = ["input", "output", "t", "a.tmp", ".git", "x", "*", "skip"]
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_tracks_answers_as_the_rules_say(seed: int) -> None:
+    rng = random.Random(seed)
+    dirs = frozenset(rng.sample(["input", "output", "*"], rng.randint(1, 3)))
+    names = frozenset(rng.sample(["skip", "x"], rng.randint(0, 1)))
+    ignored = frozenset(rng.sample(["t/input", "input/x", "t"], rng.randint(0, 2)))
+    rules = ScanRules(dirs, names, (".tmp",), ignored)
+    paths = ["/".join(rng.choices(COMPONENTS, k=rng.randint(1, 5))) for _ in range(30)]
+    for p in paths + paths:  # twice: the second time from what it kept per directory
+        assert rules.tracks(p) == reference_tracks(rules, p), p
+    assert rules == ScanRules(dirs, names, (".tmp",), ignored)  # what it keeps is not a rule

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
@@ -14,6 +14,7 @@ from dsg.core.errors import ConfigError
 SHAPE_FORMAT = "dsg-shape/1"
 MAX_SHAPE_BYTES = 64 << 10
 MAX_RULES = 1024
+_DIRS_KEPT = 1 << 16  # directories whose `tracks` answer is kept; then it starts over
 
 
 class ShapeError(ConfigError):
@@ -49,6 +50,8 @@ class ScanRules:
     names: frozenset[str] = frozenset(DEFAULT_IGNORE_NAMES)
     suffixes: tuple[str, ...] = DEFAULT_IGNORE_SUFFIXES
     paths: frozenset[str] = frozenset()
+    # `tracks`'s answers per directory (not part of the rules: no effect on ==, hash, repr)
+    _dirs: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, config: RulesSource) -> ScanRules:
@@ -74,17 +77,31 @@ class ScanRules:
         """Whether a scan under these rules would record `path`: inside a data directory (a
         directory component named in `data_dirs`, or any with `*`), no hidden or ignored
         component. A path from a peer outside this is never applied here."""
-        parts = path.split("/")
+        head, _, name = path.rpartition("/")
+        if name.startswith(".") or self.ignored(name, path):
+            return False
+        if not head:
+            return self.all_dirs
+        # Asked for every path of a manifest: a directory's answer serves all its files.
+        known = self._dirs.get(head)
+        if known is None:
+            if len(self._dirs) >= _DIRS_KEPT:
+                self._dirs.clear()
+            known = self._dirs[head] = self._tracks_dir(head)
+        return known
+
+    def _tracks_dir(self, head: str) -> bool:
+        """`tracks` for the directory part of a path: no hidden or ignored component, and
+        one of them a data directory (or any, with `*`)."""
         in_data = self.all_dirs
         rel = ""
-        last = len(parts) - 1
-        for i, name in enumerate(parts):
+        for name in head.split("/"):
             if name.startswith("."):
                 return False
             rel = f"{rel}/{name}" if rel else name
             if self.ignored(name, rel):
                 return False
-            if i < last and name in self.data_dirs:
+            if name in self.data_dirs:
                 in_data = True
         return in_data
 
