@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+import dsg.workcopy.hashcache as hc
 from dsg.workcopy.hashcache import MAGIC, HashCache, decode, encode
 
 ROWS = {
@@ -64,3 +65,60 @@ def test_the_gzipped_json_form_is_read_once_and_replaced(tmp_path: Path) -> None
     c.save()
     assert not old.exists() and (tmp_path / HashCache.FILE).is_file()
     assert HashCache(tmp_path / HashCache.FILE).data == c.data
+
+
+def saved_cache(tmp_path: Path, n: int = 50) -> tuple[Path, dict]:
+    rows = {f"t/input/f{i:03d}.csv": (i, i + 1, i + 2, i + 3, bytes([i]) * 16) for i in range(n)}
+    path = tmp_path / HashCache.FILE
+    path.write_bytes(encode(rows))
+    return path, rows
+
+
+def no_whole_encode(monkeypatch) -> None:
+    def refuse(_data):
+        raise AssertionError("the whole table was encoded")
+
+    monkeypatch.setattr(hc, "encode", refuse)
+
+
+def test_new_values_for_the_same_paths_rewrite_only_their_records(tmp_path, monkeypatch):
+    path, rows = saved_cache(tmp_path)
+    c = HashCache(path)
+    assert c.data == rows
+    no_whole_encode(monkeypatch)
+    for round_ in (1, 2):  # a second save starts from the file the first one wrote
+        for p in list(rows)[round_::7]:
+            rows[p] = (rows[p][0] + 100, 5, 6, 7, b"\xee" * 16)
+            c.store(p, rows[p][:4], rows[p][4])
+        c.save()
+        assert HashCache(path).data == rows and list(HashCache(path).data) == list(rows)
+
+
+@pytest.mark.parametrize("change", ["added", "removed", "swapped", "replaced"])
+def test_anything_else_writes_the_whole_table(tmp_path, monkeypatch, change: str) -> None:
+    path, rows = saved_cache(tmp_path)
+    c = HashCache(path)
+    first = next(iter(rows))
+    rows[first] = (9, 9, 9, 9, b"\x09" * 16)
+    c.store(first, rows[first][:4], rows[first][4])
+    if change == "added":
+        rows["t/input/new.csv"] = (1, 1, 1, 1, b"\x01" * 16)
+        c.store("t/input/new.csv", (1, 1, 1, 1), b"\x01" * 16)
+    elif change == "removed":
+        del rows["t/input/f049.csv"]
+        c.retain(set(rows))
+    elif change == "swapped":  # as many paths as the file holds, not the same ones
+        del rows["t/input/f010.csv"]
+        c.retain(set(rows))
+        rows["t/input/new.csv"] = (1, 1, 1, 1, b"\x01" * 16)
+        c.store("t/input/new.csv", (1, 1, 1, 1), b"\x01" * 16)
+    else:  # someone else's table in its place since it was read: not patched blindly
+        other = {f"x/input/{i}": (i, i, i, i, b"\x07" * 16) for i in range(50)}
+        path.unlink()
+        path.write_bytes(encode(other))
+    encoded: list[int] = []
+    real = hc.encode
+    monkeypatch.setattr(hc, "encode", lambda data: encoded.append(len(data)) or real(data))
+    c.save()
+    assert encoded == [len(rows)]
+    assert HashCache(path).data == rows

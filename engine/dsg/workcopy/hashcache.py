@@ -14,6 +14,8 @@ import gzip
 import os
 import stat
 import struct
+from itertools import compress
+from itertools import count as count_from
 from pathlib import Path
 
 import orjson
@@ -41,21 +43,37 @@ def encode(data: dict[str, Row]) -> bytes:
     return b"".join((MAGIC, _HEADER.pack(len(data), len(paths)), paths, records))
 
 
-def decode(blob: bytes) -> dict[str, Row]:
-    """The table in `blob`; ValueError for anything that is not a whole, well-formed one."""
+def _layout(blob: bytes) -> tuple[int, int]:
+    """The entry count and the offset of the records in `blob`; ValueError unless it is a
+    whole, well-formed table."""
     if not blob.startswith(MAGIC):
         raise ValueError("not a dsg hash cache")
-    at = len(MAGIC)
-    count, plen = _HEADER.unpack_from(blob, at)
-    at += _HEADER.size
-    if len(blob) != at + plen + count * _RECORD.size:
+    count, plen = _HEADER.unpack_from(blob, len(MAGIC))
+    at = len(MAGIC) + _HEADER.size + plen
+    if len(blob) != at + count * _RECORD.size:
         raise ValueError("truncated or padded hash cache")
+    return count, at
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """The file at `path` as written (atomic_write: a new inode each time)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def decode(blob: bytes) -> dict[str, Row]:
+    """The table in `blob`; ValueError for anything that is not a whole, well-formed one."""
+    count, records_at = _layout(blob)
     if count == 0:
         return {}
-    paths = blob[at : at + plen].decode("utf-8", "surrogateescape").split("\0")
+    at = len(MAGIC) + _HEADER.size
+    paths = blob[at:records_at].decode("utf-8", "surrogateescape").split("\0")
     if len(paths) != count:
         raise ValueError("hash cache path table does not match its records")
-    records = _RECORD.iter_unpack(memoryview(blob)[at + plen :])
+    records = _RECORD.iter_unpack(memoryview(blob)[records_at:])
     return dict(zip(paths, records, strict=True))
 
 
@@ -70,6 +88,11 @@ class HashCache:
         self.path = path
         self._data: dict[str, Row] | None = None
         self.dirty = False
+        # While the paths are the file's, in its order (values changed, none added or
+        # removed): the file's identity as read, and the paths changed. A save then rewrites
+        # only their records in the file's bytes, not every record.
+        self._same_paths: tuple[int, ...] | None = None
+        self._changed: set[str] = set()
 
     @classmethod
     def load(cls, path: Path) -> HashCache:
@@ -109,10 +132,14 @@ class HashCache:
         if not os.path.lexists(self.path):
             return self._read_old()
         try:
+            before = _identity(self.path)
             blob = read_state_file(self.path, MAX_BYTES)
             if blob is None:
                 raise ValueError("not a regular file of at most MAX_BYTES")
-            return decode(blob)
+            data = decode(blob)
+            if before is not None and _identity(self.path) == before:  # not replaced meanwhile
+                self._same_paths = before
+            return data
         except (ValueError, struct.error, UnicodeDecodeError):
             # A cache is only an optimisation: a damaged one is dropped and rebuilt.
             self.dirty = True
@@ -140,7 +167,12 @@ class HashCache:
         return None
 
     def store(self, path: str, key: StatKey, digest: bytes) -> None:
-        self.data[path] = (*key, digest)
+        data = self.data
+        if path in data:
+            self._changed.add(path)
+        else:
+            self._same_paths = None
+        data[path] = (*key, digest)
         self.dirty = True
 
     def retain(self, paths: set[str]) -> None:
@@ -148,12 +180,39 @@ class HashCache:
         for p in gone:
             del self.data[p]
         if gone:
+            self._same_paths = None
             self.dirty = True
 
     def save(self) -> None:
         if self.path is None or not self.dirty or self._data is None:
             return
-        atomic_write(self.path, encode(self._data))
+        blob = self._updated() if self._same_paths is not None else None
+        if blob is None:
+            blob = encode(self._data)
+        atomic_write(self.path, blob)
         with contextlib.suppress(FileNotFoundError):
             self.path.with_name(self.OLD_FILE).unlink()
         self.dirty = False
+        self._changed = set()
+        self._same_paths = _identity(self.path)  # this process's own file, just written
+
+    @without_gc
+    def _updated(self) -> bytearray | None:
+        """The file as read, its changed records rewritten; None unless it is still the
+        file read (or last written) here, holding these paths in this order."""
+        if self.path is None or self._data is None or _identity(self.path) != self._same_paths:
+            return None
+        blob = read_state_file(self.path, MAX_BYTES)
+        try:
+            count, records_at = _layout(blob) if blob is not None else (0, 0)
+        except (ValueError, struct.error):
+            return None
+        if blob is None or count != len(self._data) or _identity(self.path) != self._same_paths:
+            return None
+        out = bytearray(blob)
+        data = self._data
+        changed = list(map(self._changed.__contains__, data))  # in the file's order
+        pack_into, size = _RECORD.pack_into, _RECORD.size
+        for i, p in zip(compress(count_from(), changed), compress(data, changed), strict=True):
+            pack_into(out, records_at + i * size, *data[p])
+        return out
