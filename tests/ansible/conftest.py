@@ -16,6 +16,7 @@ sessions leave it up meanwhile) and skips when a prerequisite is missing (not ro
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -135,6 +136,29 @@ def ansible_tools() -> AnsibleTools:
     )
     env.pop("VIRTUAL_ENV", None)
     return AnsibleTools(VENV, env)
+
+
+LAB_AGENT_PYTHON = Path("/opt/dsg/venv/bin/python")  # the lab's dsg_server (method "path")
+
+
+def lab_provisioned(mount_root: Path) -> bool:
+    """The lab host was converged for this checkout: its access file names the lab's
+    projects, and the agent at /usr/local/bin/dsg runs this checkout's engine. A lab
+    converged from another checkout would run that one's engine, or none once it is gone."""
+    access = Path("/etc/dsg/access.yml")
+    if not access.is_file() or str(mount_root / "lab-alpha") not in access.read_text():
+        return False
+    probe = subprocess.run(
+        [str(LAB_AGENT_PYTHON), "-c", "import importlib.metadata as m, sys; "
+         "sys.stdout.write(m.distribution('dsg').read_text('direct_url.json') or '')"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    try:
+        url = json.loads(probe.stdout)["url"] if probe.returncode == 0 else ""
+    except (ValueError, KeyError, TypeError):
+        return False
+    return url.startswith("file://") and Path(url[len("file://") :]).resolve() == REPO
 
 
 def _lab_dir() -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from dsg.workcopy.config import ProjectConfig, RepositoryConfig
+from tests.ansible.conftest import lab_provisioned
 from tests.ansible.test_lab_run import converge
 from tests.helpers import (
     Researcher,
@@ -36,9 +37,8 @@ SUDOERS = Path("/etc/sudoers.d/dsg-lab-alpha-zfs-test")
 def provisioned(ansible_tools, ansible_lab, sshd_lab, tmp_path, monkeypatch):
     lab_dir = ansible_lab.lab_dir
     mount_root = lab_dir / "zfs" / "mnt" / "dsglab" / "dsg"
-    access = Path("/etc/dsg/access.yml")
-    if not access.is_file() or str(mount_root / PROJECT) not in access.read_text():
-        run, _ = converge(ansible_tools)  # this lab was not provisioned yet
+    if not lab_provisioned(mount_root):
+        run, _ = converge(ansible_tools)  # not provisioned yet, or from another checkout
         assert run.returncode == 0, run.explain()
     skip_unless_lab_users_can_run(sshd_lab, "/usr/local/bin/dsg")
     monkeypatch.setenv("DSG_SSH_COMMAND", f"ssh -F {lab_dir / 'ssh_config'}")

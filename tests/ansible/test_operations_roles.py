@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from tests.ansible.conftest import sh
+from tests.ansible.conftest import lab_provisioned, sh
 from tests.ansible.test_lab_run import converge
 from tests.unit.test_metrics import assert_valid_exposition
 
@@ -78,10 +78,9 @@ def operations(ansible_tools, *args: str, ok: bool = True):
 def lab(ansible_tools, ansible_lab):
     """The lab converged by site.yml (which imports operations.yml)."""
     ansible_lab.up()
-    access = Path("/etc/dsg/access.yml")
     mnt = ansible_lab.lab_dir / "zfs" / "mnt" / "dsglab" / "dsg"
-    if not access.is_file() or str(mnt / "lab-alpha") not in access.read_text():
-        run, _ = converge(ansible_tools)  # never provisioned
+    if not lab_provisioned(mnt):
+        run, _ = converge(ansible_tools)  # never provisioned, or from another checkout
         TIMINGS["initial site.yml converge"] = run.seconds
     elif not all(p.exists() for p in ROLE_FILES):
         run, _ = operations(ansible_tools)  # provisioned before these roles existed

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ansible.conftest import sh
+from tests.ansible.conftest import lab_provisioned, sh
 from tests.ansible.test_lab_run import converge
 from tests.helpers import skip_unless_lab_users_can_run
 
@@ -34,10 +34,8 @@ def suite(ansible_tools, *args: str):
 def test_testinfra_suite_detects_drift_and_passes_after_repair(ansible_tools, ansible_lab):
     lab_dir = ansible_lab.lab_dir
     mnt = lab_dir / "zfs" / "mnt" / "dsglab" / "dsg"
-    access = Path("/etc/dsg/access.yml")
     timings: dict[str, float] = {}
-    provisioned = access.is_file() and str(mnt / "lab-alpha") in access.read_text()
-    if not provisioned or not all(Path(f).is_file() for f in OPERATIONS_FILES):
+    if not lab_provisioned(mnt) or not all(Path(f).is_file() for f in OPERATIONS_FILES):
         run, _ = converge(ansible_tools)  # this lab was not provisioned (by these roles) yet
         timings["initial converge"] = run.seconds
     # the suite's handshake runs the agent as project members
