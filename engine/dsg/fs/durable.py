@@ -11,7 +11,7 @@ import stat
 from collections.abc import Collection
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from dsg.core.errors import ManifestError
 from dsg.core.manifest import COMPRESSED, Manifest
@@ -46,10 +46,21 @@ def temp_name(path: str) -> str:
     return f"{head}{sep}.{name}.{secrets.token_hex(8)}.tmp"
 
 
-def read_state_file(path: Path, limit: int, *, private: bool = False) -> bytes | None:
+@overload
+def read_state_file(
+    path: Path, limit: int, *, private: bool = ..., mutable: Literal[False] = ...
+) -> bytes | None: ...
+@overload
+def read_state_file(
+    path: Path, limit: int, *, private: bool = ..., mutable: Literal[True]
+) -> bytearray | None: ...
+def read_state_file(
+    path: Path, limit: int, *, private: bool = False, mutable: bool = False
+) -> bytes | bytearray | None:
     """A state file's bytes, or None when it is missing, not a regular file (a link, a FIFO
     planted through git), or larger than `limit`: never followed, never blocking. With
-    `private`, also None unless this user owns it and nobody else may read or write it."""
+    `private`, also None unless this user owns it and nobody else may read or write it.
+    With `mutable`, read into a bytearray the caller may change in place (one copy held)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -61,6 +72,9 @@ def read_state_file(path: Path, limit: int, *, private: bool = False) -> bytes |
         if private and (st.st_uid != os.geteuid() or st.st_mode & 0o077):
             return None
         with os.fdopen(os.dup(fd), "rb") as f:
+            if mutable:
+                buf = bytearray(st.st_size)
+                return buf if f.readinto(buf) == st.st_size and not f.read(1) else None
             data = f.read(limit + 1)
         return data if len(data) <= limit else None
     finally:

@@ -55,26 +55,6 @@ def _layout(blob: bytes) -> tuple[int, int]:
     return count, at
 
 
-def _read_into(path: Path, size: int) -> bytearray | None:
-    """The file at `path` (no link followed, no FIFO waited on) if it holds `size` bytes."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode) or not 0 <= size <= MAX_BYTES:
-            return None
-        buf = bytearray(size)
-        with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
-            if f.readinto(buf) != size or f.read(1):
-                return None
-        return buf
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def _identity(path: Path) -> tuple[int, ...] | None:
     """The file at `path` as written (atomic_write: a new inode each time)."""
     try:
@@ -223,12 +203,12 @@ class HashCache:
         known, path = self._same_paths, self.path
         if path is None or self._data is None or known is None or _identity(path) != known:
             return None
-        out = _read_into(self.path, known[2])  # its size: not held twice
+        out = read_state_file(path, MAX_BYTES, mutable=True)  # not held twice
         try:
             count, records_at = _layout(out) if out is not None else (0, 0)
         except (ValueError, struct.error):
             return None
-        if out is None or count != len(self._data) or _identity(self.path) != known:
+        if out is None or count != len(self._data) or _identity(path) != known:
             return None
         data = self._data
         changed = list(map(self._changed.__contains__, data))  # in the file's order
