@@ -14,7 +14,9 @@ from dsg.core.errors import ConfigError
 SHAPE_FORMAT = "dsg-shape/1"
 MAX_SHAPE_BYTES = 64 << 10
 MAX_RULES = 1024
-_DIRS_KEPT = 1 << 16  # directories whose `tracks` answer is kept; then it starts over
+# Directories whose `tracks` answer is kept, then it starts over: a path (and so a key) may
+# be 4 KiB, and the agent asks for paths a client sends, so this bounds it to ~16 MB.
+_DIRS_KEPT = 1 << 12
 
 
 class ShapeError(ConfigError):
