@@ -15,7 +15,6 @@ records the snapshot number and user that last changed it (blame is a lookup).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import operator
 from bisect import bisect_left
@@ -27,6 +26,7 @@ from typing import Any
 import orjson
 
 from dsg.core.bulk import without_gc
+from dsg.core.compression import COMPRESSED, compress, decompress
 from dsg.core.errors import ManifestError
 from dsg.core.paths import (
     all_common,
@@ -41,10 +41,9 @@ from dsg.core.paths import (
 FORMAT = "dsg-manifest/1"
 _PATH = operator.attrgetter("path")
 RECORD_FORMAT = "dsg-snapshot/1"
-# Level 1: much faster than level 6 for a few percent more bytes. A working copy's own base
-# is stored (level 0: still gzip, readable by every engine): written on every sync and
-# read back by the next, it is not worth ~4x its compression time to make it ~4x smaller.
-STORED, COMPRESSED = 0, 1
+# A manifest line is ~120 bytes: 4 GiB of lines is tens of millions of files. The bound keeps
+# a hostile file in a shared repository (a gzip bomb) from taking all of a reader's memory.
+MAX_MANIFEST_BYTES = 1 << 32
 
 
 class Entry:
@@ -232,10 +231,7 @@ class Manifest:
     ) -> tuple[bytes, dict[str, Any], str | None]:
         """Check a stored manifest's integrity without parsing its entries.
         Returns (body, header, snapshot id); raises ManifestError on any defect."""
-        try:
-            raw = gzip.decompress(data)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise ManifestError(f"{origin} is corrupt (not a readable gzip stream: {e})") from e
+        raw = decompress(data, origin, MAX_MANIFEST_BYTES)
         nl = raw.find(b"\n")
         if nl < 0:
             raise ManifestError(f"{origin} is corrupt (no header line)")
@@ -285,7 +281,7 @@ def file_bytes(
 ) -> bytes:
     """A manifest's file form: its header line and entry lines, gzip-compressed."""
     header = {"format": FORMAT, "snapshot": snapshot, "count": count, "digest": digest}
-    return gzip.compress(orjson.dumps(header) + b"\n" + body, compresslevel=level, mtime=0)
+    return compress(orjson.dumps(header) + b"\n" + body, level)
 
 
 _interned: dict[str, str] = {}

@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 
 from dsg.core.changes import Change, apply_changes
+from dsg.core.compression import COMPRESSED
 from dsg.core.errors import ManifestError
-from dsg.core.manifest import COMPRESSED, Entry, Manifest, entry_from_row, file_bytes
+from dsg.core.manifest import Entry, Manifest, entry_from_row, file_bytes
 from dsg.core.paths import show
 
 EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()

@@ -13,8 +13,9 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Literal, overload
 
+from dsg.core.compression import COMPRESSED
 from dsg.core.errors import ManifestError
-from dsg.core.manifest import COMPRESSED, Manifest
+from dsg.core.manifest import Manifest
 from dsg.fs.files import write_all
 
 

@@ -20,6 +20,7 @@ from typing import BinaryIO, TypeVar
 from dsg.backends.base import LockOwner, Repository
 from dsg.core.changes import apply_changes, set_aside_after
 from dsg.core.compare import DESCRIPTIONS, S
+from dsg.core.compression import FAST
 from dsg.core.errors import (
     ConflictsBlocked,
     IntegrityError,
@@ -32,7 +33,7 @@ from dsg.core.errors import (
     WorkingCopyError,
 )
 from dsg.core.faults import crash_point, register
-from dsg.core.manifest import STORED, Entry, Manifest, SnapshotRecord, snap_number
+from dsg.core.manifest import Entry, Manifest, SnapshotRecord, snap_number
 from dsg.core.paths import show
 from dsg.core.plan import Action, Item, Plan, make_plan, remote_changes
 from dsg.core.stored import StoredManifest
@@ -489,7 +490,7 @@ def sync(
         crash_point("execute.before_base")
         rec = result.committed or (repo.record(new_head) if new_head else None)
         new_base = base_after(final, base, plan.untracked)
-        data = spliced.to_bytes(STORED) if spliced is not None and new_base is final else None
+        data = spliced.to_bytes(FAST) if spliced is not None and new_base is final else None
         ws.set_base(new_base, rec, data=data, checked=data is not None and known is not None)
         ws.hash_cache().save()
         if not plan.changes_local:  # the tree is as scanned: the next status can be quick

@@ -26,8 +26,9 @@ from pathlib import Path
 import orjson
 
 from dsg.core.changes import Change
+from dsg.core.compression import FAST
 from dsg.core.errors import ManifestError, WorkingCopyError
-from dsg.core.manifest import STORED, Manifest, SnapshotRecord
+from dsg.core.manifest import Manifest, SnapshotRecord
 from dsg.core.paths import show
 from dsg.core.plan import CHOICES, Item, Resolution, fingerprint
 from dsg.core.stored import StoredManifest
@@ -165,7 +166,7 @@ class Workspace:
         if data is not None:
             atomic_write(base_file, data)
         else:
-            write_manifest(base_file, manifest, STORED)
+            write_manifest(base_file, manifest, FAST)
         key = basecache.user_key() if cache else None
         if key is not None:  # the next command with changes loads it without a parse
             basecache.write(self.dir, base_file, manifest, key, checked=checked)
