@@ -1,7 +1,9 @@
-"""After a sync that committed onto its own base, the working copy writes its new base by
-splicing the changed lines into the old base file, as the repository did (ops.sync,
-Workspace.spliced_base): the file is exactly the repository's manifest, and when the
-splice cannot give that, the base is built whole as before."""
+"""After a sync that committed onto its own base, the working copy's new base file is the
+repository's new manifest without serializing the whole base: a repository on this machine
+hands over the manifest it committed (Transaction.committed); otherwise (over SSH) the
+working copy splices the changed lines into its old base file, as the repository did
+(ops.sync, Workspace.spliced_base). When the splice cannot give that manifest, the base is
+built whole as before."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import dsg.sync.ops
 import dsg.workcopy.workspace
 from dsg.core.errors import ManifestError
 from dsg.core.manifest import Manifest
@@ -29,6 +32,11 @@ def ana(tmp_path: Path) -> Researcher:
     r.delete("task1/input/d0/f1.csv")
     settle()
     return r
+
+
+def over_the_wire(monkeypatch) -> None:
+    """As over SSH: the repository (the agent) does not hand its manifest over."""
+    monkeypatch.setattr(dsg.sync.ops, "_as_committed", lambda committed, record: None)
 
 
 def spy(monkeypatch) -> list[StoredManifest | None]:
@@ -68,10 +76,9 @@ def check_base_is_the_repositorys(r: Researcher) -> None:
     assert cached.suspect == mine.suspect  # what the cache sets aside is what the file does
 
 
-def test_the_new_base_is_spliced_and_is_the_repositorys_manifest(ana: Researcher, monkeypatch):
-    seen = spy(monkeypatch)
-    serialized: list[int] = []  # whole manifests turned into lines (the posix repository
-    # commits in this process too, and splices as well)
+def count_serialized(monkeypatch) -> list[int]:
+    """The sizes of the whole manifests turned into lines from here on."""
+    serialized: list[int] = []
     real_body = Manifest.body
 
     def counting(self: Manifest) -> bytes:
@@ -79,6 +86,45 @@ def test_the_new_base_is_spliced_and_is_the_repositorys_manifest(ana: Researcher
         return real_body(self)
 
     monkeypatch.setattr(Manifest, "body", counting)
+    return serialized
+
+
+def test_the_new_base_is_the_manifest_the_local_repository_committed(ana: Researcher, monkeypatch):
+    seen = spy(monkeypatch)
+    serialized = count_serialized(monkeypatch)  # the posix repository splices its own
+    handed: list[StoredManifest | None] = []
+    real = dsg.sync.ops._as_committed
+
+    def recording(committed, record):  # type: ignore[no-untyped-def]
+        got = real(committed, record)
+        handed.append(got)
+        return got
+
+    monkeypatch.setattr(dsg.sync.ops, "_as_committed", recording)
+    result = ana.sync()
+    assert result.committed is not None
+    assert serialized == [] and seen == []  # not built whole, nor spliced a second time
+    assert len(handed) == 1 and handed[0] is not None
+    assert handed[0].digest == result.committed.manifest_digest
+    check_base_is_the_repositorys(ana)
+    assert body(ana.root / ".dsg" / "base.manifest.gz") == handed[0].body
+    assert ana.status().plan.is_noop
+
+
+def test_init_writes_the_committed_manifest_as_the_base(tmp_path: Path, monkeypatch):
+    serialized = count_serialized(monkeypatch)
+    r = small_project(tmp_path, files=40)
+    # The repository splices 40 lines into its empty manifest; the base is those lines,
+    # not the entries serialized again.
+    assert serialized == []
+    assert r.status().plan.is_noop  # and writes the base cache, which the check reads
+    check_base_is_the_repositorys(r)
+
+
+def test_the_new_base_is_spliced_and_is_the_repositorys_manifest(ana: Researcher, monkeypatch):
+    over_the_wire(monkeypatch)
+    seen = spy(monkeypatch)
+    serialized = count_serialized(monkeypatch)  # whole manifests turned into lines
     result = ana.sync()
     assert serialized == []
     assert result.committed is not None
@@ -90,6 +136,7 @@ def test_the_new_base_is_spliced_and_is_the_repositorys_manifest(ana: Researcher
 
 
 def test_a_base_that_cannot_be_spliced_is_built_whole(ana: Researcher, monkeypatch):
+    over_the_wire(monkeypatch)
     seen = spy(monkeypatch)
 
     class Refusing(StoredManifest):  # the working copy's only: the repository splices as ever
@@ -114,6 +161,7 @@ def test_a_base_that_cannot_be_spliced_is_built_whole(ana: Researcher, monkeypat
 def test_a_damaged_base_file_is_not_spliced(ana: Researcher, monkeypatch):
     """A base file whose lines are not those of the base read from its cache (changed
     behind dsg's back) gives no splice: the new base is built from the entries."""
+    over_the_wire(monkeypatch)
     seen = spy(monkeypatch)
     base_file = ana.root / ".dsg" / "base.manifest.gz"
 

@@ -24,6 +24,7 @@ from typing import BinaryIO
 from dsg.core.errors import DsgError, IntegrityError, RepositoryError
 from dsg.core.manifest import Manifest, SnapshotRecord, snap_number
 from dsg.core.paths import show
+from dsg.core.stored import StoredManifest
 from dsg.fs.durable import start_writeback
 from dsg.fs.files import copy_hashing, write_new
 from dsg.fs.readahead import read_ahead
@@ -143,6 +144,9 @@ class Transaction(ABC):
     # Stored objects that `commit` found damaged (no longer hashing to their names) and
     # replaced with a verified upload of the same content; none where a backend cannot tell.
     replaced: Sequence[str] = ()
+    # After `commit`, the manifest it wrote, where the repository is on this machine (a
+    # sync's new base is that manifest: it need not splice it again); None over SSH.
+    committed: StoredManifest | None = None
 
     @abstractmethod
     def put_file(self, path: str, src: BinaryIO, size: int, mtime_ns: int, digest: bytes) -> None:

@@ -586,6 +586,8 @@ class PosixTransaction(StagedTransaction):
         crash_point("posix.after_snapshot_rename")
         atomic_write(repo.root / "HEAD", new_id.encode() + b"\n")
         crash_point("posix.after_head")
+        if not isinstance(parent, Manifest):
+            self.committed = edited
         return record
 
     def _store_objects(self) -> tuple[list[str], set[str]]:

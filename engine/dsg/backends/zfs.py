@@ -485,6 +485,7 @@ class ZfsTransaction(StagedTransaction):
         with contextlib.suppress(RepositoryError):  # history protection; not essential
             repo.zfs.hold(name, HOLD_TAG)
         repo._snaps = None
+        self.committed = manifest
         return record
 
     def _apply(self, parent: StoredManifest) -> None:

@@ -34,6 +34,7 @@ from dsg.core.faults import crash_point, register
 from dsg.core.manifest import Entry, SnapshotRecord
 from dsg.core.paths import show
 from dsg.core.plan import Action, Item, Plan
+from dsg.core.stored import StoredManifest
 from dsg.fs.durable import CREATE_NEW, sync_filesystem
 from dsg.fs.files import copy_hashing, hash_bytes, hash_file, read_upto, write_new
 from dsg.fs.readahead import read_ahead
@@ -90,8 +91,9 @@ def run_remote(
     author: str,
     author_name: str,
     progress: Progress | None = None,
-) -> SnapshotRecord:
-    """Stage every repository-side action of `plan` and commit it as the next snapshot."""
+) -> tuple[SnapshotRecord, StoredManifest | None]:
+    """Stage every repository-side action of `plan` and commit it as the next snapshot.
+    Returns its record and, from a repository on this machine, its manifest."""
     announce(progress, plan)
     txn = repo.begin(plan.remote_id, tx)
     try:
@@ -125,7 +127,7 @@ def run_remote(
         txn.abort()
         raise
     crash_point("execute.after_remote_commit")
-    return record
+    return record, txn.committed
 
 
 def _open_upload(root: Path, e: Entry) -> BinaryIO:

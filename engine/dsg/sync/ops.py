@@ -456,7 +456,7 @@ def sync(
                     _block_on_conflicts(ws, plan, user)
                     _guard_mass_delete(plan, base, remote, ws.config.safety, allow_mass_delete)
                 if plan.changes_remote:
-                    record = run_remote(
+                    record, committed = run_remote(
                         repo,
                         plan,
                         ws.root,
@@ -472,9 +472,11 @@ def sync(
                     changes = remote_changes(plan)
                     final = apply_changes(remote, changes, record.number, user.user_id)
                     if remote is base:  # the new base is the old one's file spliced
-                        spliced = ws.spliced_base(
+                        # A repository on this machine has just spliced the same lines.
+                        spliced = _as_committed(committed, record) or ws.spliced_base(
                             base, changes, record.number, user.user_id, record.manifest_digest
                         )
+                    del committed
                     if spliced is not None:
                         final = final.with_digest(spliced.digest)
                         known = set_aside_after(base, changes, record.number)
@@ -499,6 +501,15 @@ def sync(
         result.snapshot = new_head
         log("synced", snapshot=new_head, backups=len(applier.backups))
         return result
+
+
+def _as_committed(
+    committed: StoredManifest | None, record: SnapshotRecord
+) -> StoredManifest | None:
+    """The manifest a local repository committed as `record`, if it is the record's."""
+    if committed is None or committed.digest != record.manifest_digest:
+        return None
+    return committed
 
 
 def _forget_used_resolutions(ws: Workspace, plan: Plan) -> None:
@@ -586,7 +597,7 @@ def init(
     try:
         with repo.lock(LockOwner(user=user.user_id, tx=tx, operation="init"), 30):
             try:
-                record = run_remote(
+                record, committed = run_remote(
                     repo,
                     plan,
                     root,
@@ -605,11 +616,19 @@ def init(
             repo.destroy_new()
         raise
     final = apply_changes(Manifest.empty(), remote_changes(plan), record.number, user.user_id)
+    data = None
+    stored = _as_committed(committed, record)
+    del committed  # each copy of the manifest is let go once used: ~120 MB at 1M files
+    if stored is not None and len(stored) == len(final):
+        # The repository on this machine wrote these very lines: not serialized again.
+        final, data = final.with_digest(stored.digest), stored.to_bytes(FAST)
+    del stored
     cfg_path = root / PROJECT_CONFIG
     if not cfg_path.exists():
         cfg_path.write_text(config.to_yaml(), encoding="utf-8")
     ws.ensure_dir()
-    ws.set_base(final, record, cache=False)
+    ws.set_base(final, record, cache=False, data=data)
+    del data
     ws.hash_cache().save()
     ws.note_scan(scan_result, final)  # the tree is as scanned: the first status can be quick
     event_log(ws, "init", tx)("committed", snapshot=record.id, files=len(final))
