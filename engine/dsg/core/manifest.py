@@ -281,7 +281,7 @@ def file_bytes(
 ) -> bytes:
     """A manifest's file form: its header line and entry lines, gzip-compressed."""
     header = {"format": FORMAT, "snapshot": snapshot, "count": count, "digest": digest}
-    return compress(orjson.dumps(header) + b"\n" + body, level)
+    return compress((orjson.dumps(header) + b"\n", body), level)
 
 
 _interned: dict[str, str] = {}
