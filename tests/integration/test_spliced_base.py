@@ -89,6 +89,15 @@ def count_serialized(monkeypatch) -> list[int]:
     return serialized
 
 
+def check_new_base(r: Researcher, result, got: StoredManifest | None) -> None:  # type: ignore[no-untyped-def]
+    """`got`, the new base's lines, are the commit's: the base file holds them."""
+    assert result.committed is not None and got is not None
+    assert got.digest == result.committed.manifest_digest
+    check_base_is_the_repositorys(r)
+    assert body(r.root / ".dsg" / "base.manifest.gz") == got.body
+    assert r.status().plan.is_noop
+
+
 def test_the_new_base_is_the_manifest_the_local_repository_committed(ana: Researcher, monkeypatch):
     seen = spy(monkeypatch)
     serialized = count_serialized(monkeypatch)  # the posix repository splices its own
@@ -102,13 +111,9 @@ def test_the_new_base_is_the_manifest_the_local_repository_committed(ana: Resear
 
     monkeypatch.setattr(dsg.sync.ops, "_as_committed", recording)
     result = ana.sync()
-    assert result.committed is not None
     assert serialized == [] and seen == []  # not built whole, nor spliced a second time
-    assert len(handed) == 1 and handed[0] is not None
-    assert handed[0].digest == result.committed.manifest_digest
-    check_base_is_the_repositorys(ana)
-    assert body(ana.root / ".dsg" / "base.manifest.gz") == handed[0].body
-    assert ana.status().plan.is_noop
+    assert len(handed) == 1
+    check_new_base(ana, result, handed[0])
 
 
 def test_init_writes_the_committed_manifest_as_the_base(tmp_path: Path, monkeypatch):
@@ -127,12 +132,8 @@ def test_the_new_base_is_spliced_and_is_the_repositorys_manifest(ana: Researcher
     serialized = count_serialized(monkeypatch)  # whole manifests turned into lines
     result = ana.sync()
     assert serialized == []
-    assert result.committed is not None
-    assert len(seen) == 1 and seen[0] is not None
-    assert seen[0].digest == result.committed.manifest_digest
-    check_base_is_the_repositorys(ana)
-    assert body(ana.root / ".dsg" / "base.manifest.gz") == seen[0].body
-    assert ana.status().plan.is_noop
+    assert len(seen) == 1
+    check_new_base(ana, result, seen[0])
 
 
 def test_a_base_that_cannot_be_spliced_is_built_whole(ana: Researcher, monkeypatch):
