@@ -628,7 +628,7 @@ def serve(access_file: Path | None = None, log_dir: Path | None = None) -> int:
     access = access_file or Path(os.environ.get("DSG_ACCESS_FILE", DEFAULT_ACCESS_FILE))
     log_path = None
     for d in (log_dir, Path(os.environ.get("DSG_LOG_DIR", "/var/log/dsg"))):
-        if d is not None and d.is_dir() and os.access(d, os.W_OK):
+        if d is not None and _may_log_in(d):
             log_path = d / "agent.jsonl"
             break
     audit_dir = log_dir or Path(os.environ.get("DSG_LOG_DIR", "/var/log/dsg"))
@@ -638,6 +638,18 @@ def serve(access_file: Path | None = None, log_dir: Path | None = None) -> int:
     tx = open(sys.stdout.fileno(), "wb", buffering=PIPE_BUFFER, closefd=False)  # noqa: SIM115
     agent = Agent(rx, tx, access, log_path, AuditLog.in_dir(audit_dir))
     return agent.serve()
+
+
+def _may_log_in(d: Path) -> bool:
+    """Whether this user may append to `d`/agent.jsonl: the file is there and writable (the
+    dsg_server role pre-creates it in a directory members cannot write, so that none can
+    delete a log), or it is not and the directory is writable."""
+    if not d.is_dir():
+        return False
+    p = d / "agent.jsonl"
+    if os.path.lexists(p):
+        return os.access(p, os.W_OK, follow_symlinks=False)
+    return os.access(d, os.W_OK)
 
 
 def main(argv: list[str]) -> int:
